@@ -1,0 +1,27 @@
+# kubeslim: the two commands a newcomer needs are `make demo` and `make test`.
+# Each area keeps its targets in hack/make/<area>.mk.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+REPO := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV := $(REPO)/.venv
+PY := $(VENV)/bin/python
+export KUBESLIM_CACHE ?= $(HOME)/.cache/kubeslim
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help
+help:
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+# The venv is rebuilt when the packaging changes.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[operator,job,dev]'
+	@# paddleslim 2.6.0 pins opencv-python==4.6 and more; its real imports are in the job extra.
+	$(PY) -m pip install -q --no-deps paddleslim==2.6.0
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create .venv with the operator, job and dev dependencies
+
+include $(wildcard hack/make/*.mk)

@@ -1,0 +1,146 @@
+"""The job → operator result contract, version 1. Defined once, used by both sides.
+
+Each pod stage (export, calibrate, verify) writes one JSON `StageResult` to its termination
+message file (kubelet keeps at most 4096 bytes per container) and exits with one of the exit
+codes below. The operator reads the message from the container's `state.terminated.message`;
+`kubeslim-job run --result FILE` writes the verify stage's message to FILE.
+
+Exit codes drive the Job's podFailurePolicy: BAD_INPUT and ACCURACY_GATE fail the Job at once
+(retrying cannot help), TRANSIENT and any other non-zero code (crash, OOM kill = 137) are retried
+up to spec.runPolicy.backoffLimit.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+CONTRACT_VERSION = 1
+MAX_MESSAGE_BYTES = 4096
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 3       # the spec, the data or the model is wrong: do not retry
+EXIT_ACCURACY_GATE = 4   # the pipeline worked but int8 lost more than maxAccuracyDrop
+EXIT_TRANSIENT = 75      # EX_TEMPFAIL: storage timeout, throttling: retry
+NON_RETRYABLE_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_ACCURACY_GATE)
+
+Stage = Literal["export", "calibrate", "verify"]
+STAGES: tuple[Stage, ...] = ("export", "calibrate", "verify")
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class ModelMetrics(_Camel):
+    top1: float
+    top5: float | None = None
+    latency_ms: float | None = None        # p50 per batch at verification.batchSize
+    latency_p95_ms: float | None = None
+    throughput: float | None = None        # images per second
+    size_bytes: int | None = None
+
+
+class Int8Metrics(ModelMetrics):
+    algo: str
+
+
+class Candidate(_Camel):
+    algo: str
+    top1: float | None = None
+    top5: float | None = None
+    accuracy_drop: float | None = None
+    latency_ms: float | None = None
+    size_bytes: int | None = None
+    calibration_seconds: float | None = None
+    error: str | None = None               # a candidate that failed to calibrate or run
+
+
+class Results(_Camel):
+    """Exactly what the operator copies into status.results."""
+    backend: str
+    fp32: ModelMetrics
+    int8: Int8Metrics | None = None
+    accuracy_drop: float | None = None
+    speedup: float | None = None
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+class Gate(_Camel):
+    metric: str
+    max_accuracy_drop: float
+    passed: bool
+
+
+class Artifacts(_Camel):
+    model: str | None = None
+    params: str | None = None
+    report: str | None = None
+    report_json: str | None = None
+
+
+class StageResult(_Camel):
+    version: int = CONTRACT_VERSION
+    stage: Stage
+    ok: bool
+    reason: str = ""             # machine-readable (CamelCase), e.g. NoSuchKey, AccuracyGateFailed
+    message: str = ""            # one human sentence naming the cause and the fix
+    details: dict[str, Any] = Field(default_factory=dict)   # stage-specific facts (export op counts, calibration timings)
+    results: Results | None = None
+    gate: Gate | None = None
+    artifacts: Artifacts | None = None
+
+
+class BadResultMessage(ValueError):
+    pass
+
+
+def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """Compact JSON of at most `limit` bytes. Detail is shed before meaning: stage details first,
+    then candidate rows, then the message is shortened, never the verdict."""
+    doc = result.dump()
+    text = _compact(doc)
+    if len(text.encode()) <= limit:
+        return text
+    doc.pop("details", None)
+    text = _compact(doc)
+    if len(text.encode()) > limit and doc.get("results", {}).get("candidates"):
+        doc["results"]["candidates"] = [
+            {k: c[k] for k in ("algo", "top1", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
+        ]
+        text = _compact(doc)
+    while len(text.encode()) > limit and len(doc.get("message", "")) > 40:
+        doc["message"] = doc["message"][: len(doc["message"]) // 2] + "…"
+        text = _compact(doc)
+    if len(text.encode()) > limit:
+        raise BadResultMessage(f"result of stage {result.stage} does not fit in {limit} bytes")
+    return text
+
+
+def decode(text: str | None) -> StageResult:
+    """Parse a termination message. Anything that is not a v1 StageResult is BadResultMessage."""
+    if not text or not text.strip():
+        raise BadResultMessage("empty termination message")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadResultMessage(f"termination message is not JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(doc, dict):
+        raise BadResultMessage("termination message is not a JSON object")
+    if doc.get("version") != CONTRACT_VERSION:
+        raise BadResultMessage(f"unsupported result contract version {doc.get('version')!r} (this build reads {CONTRACT_VERSION})")
+    try:
+        return StageResult.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise BadResultMessage(f"termination message field {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _compact(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,264 @@
+"""The typed QuantizationJob spec (kubeslim.io/v1alpha1), shared by the operator and the job image.
+
+The CRD in crds/ is the source of truth for what the API server accepts; this model parses an
+already-admitted spec (or a local manifest for `kubeslim-job run`) once, fills the same defaults,
+and re-checks the cross-field rules so a manifest that never met the API server fails the same way.
+tests/unit/test_spec_crd_parity.py keeps the two in step field for field.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+ALGOS = ("KL", "hist", "mse", "avg", "abs_max", "emd", "ptf")
+DEFAULT_QUANTIZABLE_OP_TYPES = ["conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot run. `field` is the dotted path in the CR (e.g. spec.model.builtin.weights)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _is_s3_uri(uri: str) -> bool:
+    return uri.startswith("s3://") and len(uri) > len("s3://") and not uri[len("s3://"):].startswith("/")
+
+
+class InferenceModel(_Camel):
+    uri: str
+    model_file: str = "model.pdmodel"
+    params_file: str = "model.pdiparams"
+
+
+class BuiltinModel(_Camel):
+    architecture: str
+    weights: str | None = None
+    num_classes: int = Field(1000, ge=1)
+
+
+class CustomModel(_Camel):
+    code: str | None = None
+    module: str | None = None
+    factory: str = "build_model"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+
+
+class ModelSpec(_Camel):
+    inference: InferenceModel | None = None
+    builtin: BuiltinModel | None = None
+    custom: CustomModel | None = None
+    input_shape: list[int] | None = None
+
+    @property
+    def source(self) -> Literal["inference", "builtin", "custom"]:
+        for name in ("inference", "builtin", "custom"):
+            if getattr(self, name) is not None:
+                return name  # type: ignore[return-value]
+        raise SpecError("spec.model", "set exactly one of inference, builtin or custom")
+
+
+class DatasetSpec(_Camel):
+    uri: str
+    format: Literal["imageList", "npz"] = "imageList"
+    list_file: str | None = None
+
+
+class CalibrationData(DatasetSpec):
+    samples: int | None = Field(None, ge=1)
+
+
+class EvaluationData(DatasetSpec):
+    limit: int | None = Field(None, ge=1)
+
+
+class Preprocess(_Camel):
+    resize_short: int = Field(256, ge=1)
+    crop: int = Field(224, ge=1)
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+
+
+class DataSpec(_Camel):
+    calibration: CalibrationData
+    evaluation: EvaluationData
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+
+
+class QuantizationSpec(_Camel):
+    algos: list[Literal["KL", "hist", "mse", "avg", "abs_max", "emd", "ptf"]] = Field(default_factory=lambda: ["hist"], min_length=1)
+    batch_size: int = Field(32, ge=1)
+    batch_nums: int = Field(10, ge=1)
+    hist_percent: float = Field(0.9999, gt=0, le=1)
+    bias_correction: bool = False
+    round_type: Literal["round", "adaround"] = "round"
+    weight_bits: int = Field(8, ge=2, le=16)
+    activation_bits: int = Field(8, ge=2, le=16)
+    weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
+    activation_quantize_type: Literal["range_abs_max", "moving_average_abs_max", "abs_max"] = "range_abs_max"
+    quantizable_op_types: list[str] = Field(default_factory=lambda: list(DEFAULT_QUANTIZABLE_OP_TYPES), min_length=1)
+    skip_tensors: list[str] = Field(default_factory=list)
+    onnx_format: bool = True
+
+
+class VerificationSpec(_Camel):
+    metric: Literal["top1", "top5"] = "top1"
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    batch_size: int = Field(64, ge=1)
+    backend: Literal["auto", "cpu", "gpu", "tensorrt"] = "auto"
+
+
+class OutputSpec(_Camel):
+    uri: str
+
+
+class CredentialsSecret(_Camel):
+    name: str
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+class CABundle(_Camel):
+    config_map_name: str
+    key: str = "ca.crt"
+
+
+class StorageSpec(_Camel):
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    credentials_secret: CredentialsSecret | None = None
+    ca_bundle: CABundle | None = None
+    verify_tls: bool = Field(True, alias="verifyTLS")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+
+class ResourcesSpec(_Camel):
+    gpu: int = Field(1, ge=0)
+    gpu_resource_name: str = "nvidia.com/gpu"
+    cpu: str | int = "4"
+    memory: str = "16Gi"
+
+
+class SchedulingSpec(_Camel):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    priority_class_name: str = ""
+    runtime_class_name: str = ""
+    queue_name: str = ""
+
+
+class PodMetadata(_Camel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class RunPolicy(_Camel):
+    backoff_limit: int = Field(1, ge=0)
+    active_deadline_seconds: int | None = Field(7200, ge=1)
+    ttl_seconds_after_finished: int | None = Field(86400, ge=0)
+
+
+class QuantizationJobSpec(_Camel):
+    model: ModelSpec
+    data: DataSpec
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    verification: VerificationSpec = Field(default_factory=VerificationSpec)
+    output: OutputSpec
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "QuantizationJobSpec":
+        # The same rules as the CRD's CEL, for manifests that never met the API server.
+        sources = [n for n in ("inference", "builtin", "custom") if getattr(self.model, n) is not None]
+        if len(sources) != 1:
+            raise SpecError("spec.model", f"set exactly one of inference, builtin or custom (found: {', '.join(sources) or 'none'})")
+        if sources[0] != "inference" and not self.model.input_shape:
+            raise SpecError("spec.model.inputShape", "required unless spec.model.inference is used, e.g. [3, 224, 224]")
+        if self.model.input_shape is not None and (len(self.model.input_shape) != 3 or min(self.model.input_shape) < 1):
+            raise SpecError("spec.model.inputShape", "must be three positive integers C, H, W, e.g. [3, 224, 224]")
+        if self.model.custom is not None and (self.model.custom.code is None) == (self.model.custom.module is None):
+            raise SpecError("spec.model.custom", "set exactly one of code (an s3:// Python file) or module (a module in the image)")
+        for field, uri in self.s3_uris().items():
+            if not _is_s3_uri(uri):
+                raise SpecError(field, f"must be an s3://bucket/key URI, got {uri!r}")
+        for name in ("calibration", "evaluation"):
+            ds: DatasetSpec = getattr(self.data, name)
+            if ds.format == "imageList" and not ds.list_file:
+                raise SpecError(f"spec.data.{name}.listFile", "required when format is imageList (lines 'relative/path.jpg label')")
+        pp = self.data.preprocess
+        if len(pp.mean) != len(pp.std):
+            raise SpecError("spec.data.preprocess.std", "must have as many entries as mean")
+        if any(s <= 0 for s in pp.std):
+            raise SpecError("spec.data.preprocess.std", "entries must be > 0")
+        if len(set(self.quantization.algos)) != len(self.quantization.algos):
+            raise SpecError("spec.quantization.algos", "lists an algo twice")
+        return self
+
+    def s3_uris(self) -> dict[str, str]:
+        """Every S3 URI in the spec, keyed by its field path."""
+        uris = {
+            "spec.data.calibration.uri": self.data.calibration.uri,
+            "spec.data.evaluation.uri": self.data.evaluation.uri,
+            "spec.output.uri": self.output.uri,
+        }
+        m = self.model
+        if m.inference:
+            uris["spec.model.inference.uri"] = m.inference.uri
+        if m.builtin and m.builtin.weights:
+            uris["spec.model.builtin.weights"] = m.builtin.weights
+        if m.custom:
+            if m.custom.code:
+                uris["spec.model.custom.code"] = m.custom.code
+            if m.custom.weights:
+                uris["spec.model.custom.weights"] = m.custom.weights
+        return uris
+
+    @property
+    def calibration_samples(self) -> int:
+        return self.data.calibration.samples or self.quantization.batch_size * self.quantization.batch_nums
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = ["spec"]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append(to_camel(str(item)) if "_" in str(item) else str(item))
+    return ".".join(parts)
+
+
+def parse_spec(raw: dict[str, Any]) -> QuantizationJobSpec:
+    """Parse a CR's `spec` mapping; every failure is a SpecError naming the field."""
+    try:
+        return QuantizationJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, SpecError):
+            raise ctx_err from None
+        raise SpecError(_field_path(tuple(err["loc"])), err["msg"]) from None
+
+
+def parse_manifest(doc: dict[str, Any]) -> tuple[dict[str, Any], QuantizationJobSpec]:
+    """A whole QuantizationJob manifest (as `kubeslim-job run -f` reads it): (metadata, spec)."""
+    if doc.get("kind") != "QuantizationJob":
+        raise SpecError("kind", f"expected QuantizationJob, got {doc.get('kind')!r}")
+    if "spec" not in doc:
+        raise SpecError("spec", "missing")
+    return doc.get("metadata") or {}, parse_spec(doc["spec"])
