@@ -1,0 +1,99 @@
+"""The CRD (crds/) and the typed spec model (kubeslim_job.spec) describe one API: keep them in step."""
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from kubeslim_job import spec as spec_mod
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "kubeslim.io_quantizationjobs.yaml"
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def version(crd):
+    (v,) = crd["spec"]["versions"]
+    return v
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside Optional[...] / list[...], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found:
+            return found
+    return None
+
+
+def _walk(schema: dict[str, Any], model: type[BaseModel], path: str):
+    """Yield (path, crd_schema, model_field) for every property, recursing into objects."""
+    props = schema.get("properties", {})
+    by_alias = {f.alias or n: f for n, f in model.model_fields.items()}
+    assert set(props) == set(by_alias), f"{path}: CRD has {sorted(set(props) - set(by_alias))}, model has {sorted(set(by_alias) - set(props))}"
+    for name, sub in props.items():
+        field = by_alias[name]
+        yield f"{path}.{name}", sub, field
+        nested = _model_of(field.annotation)
+        if nested is not None and "properties" in sub:
+            yield from _walk(sub, nested, f"{path}.{name}")
+
+
+def test_spec_fields_match_model_field_for_field(version):
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert list(_walk(spec_schema, spec_mod.QuantizationJobSpec, "spec"))
+
+
+def test_every_spec_field_is_described(version):
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    undocumented = [p for p, sub, _ in _walk(spec_schema, spec_mod.QuantizationJobSpec, "spec") if not sub.get("description")]
+    assert undocumented == []
+
+
+def test_crd_defaults_equal_model_defaults(version):
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    checked = 0
+    for path, sub, field in _walk(spec_schema, spec_mod.QuantizationJobSpec, "spec"):
+        if "default" not in sub or sub["default"] == {}:
+            continue
+        model_default = field.get_default(call_default_factory=True)
+        assert model_default == sub["default"], f"{path}: CRD default {sub['default']!r}, model default {model_default!r}"
+        checked += 1
+    assert checked >= 30
+
+
+def test_enums_match_model_literals(version):
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for path, sub, field in _walk(spec_schema, spec_mod.QuantizationJobSpec, "spec"):
+        enum = sub.get("enum") or sub.get("items", {}).get("enum")
+        if not enum:
+            continue
+        ann = field.annotation
+        literal = ann if get_origin(ann) is not list else get_args(ann)[0]
+        assert set(get_args(literal)) == set(enum), path
+
+
+def test_printer_columns_show_accuracy_at_a_glance(version):
+    cols = [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert cols == ["PHASE", "STAGE", "ALGO", "FP32", "INT8", "DROP", "AGE"]
+
+
+def test_names_and_status_subresource(crd, version):
+    assert crd["spec"]["group"] == "kubeslim.io"
+    assert crd["spec"]["names"]["kind"] == "QuantizationJob"
+    assert crd["spec"]["names"]["shortNames"] == ["qj"]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+
+
+def test_algo_list_is_the_allowed_set_without_min_max(version):
+    algos = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["quantization"]["properties"]["algos"]
+    assert set(algos["items"]["enum"]) == set(spec_mod.ALGOS)
+    assert "min_max" not in algos["items"]["enum"]
