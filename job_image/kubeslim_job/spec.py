@@ -40,15 +40,15 @@ class InferenceModel(_Camel):
 
 
 class BuiltinModel(_Camel):
-    architecture: str
+    architecture: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     weights: str | None = None
     num_classes: int = Field(1000, ge=1)
 
 
 class CustomModel(_Camel):
     code: str | None = None
-    module: str | None = None
-    factory: str = "build_model"
+    module: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    factory: str = Field("build_model", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None
 
@@ -123,18 +123,18 @@ class OutputSpec(_Camel):
 
 
 class CredentialsSecret(_Camel):
-    name: str
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     access_key_id_key: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
 
 
 class CABundle(_Camel):
-    config_map_name: str
+    config_map_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     key: str = "ca.crt"
 
 
 class StorageSpec(_Camel):
-    endpoint: str | None = None
+    endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$")
     region: str = "us-east-1"
     credentials_secret: CredentialsSecret | None = None
     ca_bundle: CABundle | None = None
@@ -144,9 +144,9 @@ class StorageSpec(_Camel):
 
 class ResourcesSpec(_Camel):
     gpu: int = Field(1, ge=0)
-    gpu_resource_name: str = "nvidia.com/gpu"
-    cpu: str | int = "4"
-    memory: str = "16Gi"
+    gpu_resource_name: str = Field("nvidia.com/gpu", pattern=r"^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    cpu: str | int = Field("4", pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
+    memory: str = Field("16Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 
 class SchedulingSpec(_Camel):

@@ -81,6 +81,16 @@ def test_enums_match_model_literals(version):
         assert set(get_args(literal)) == set(enum), path
 
 
+def test_patterns_match_model_patterns(version):
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    checked = 0
+    for path, sub, field in _walk(spec_schema, spec_mod.QuantizationJobSpec, "spec"):
+        model_patterns = [m.pattern for m in field.metadata if getattr(m, "pattern", None)]
+        assert model_patterns == ([sub["pattern"]] if "pattern" in sub else []), path
+        checked += bool(model_patterns)
+    assert checked >= 7
+
+
 def test_printer_columns_show_accuracy_at_a_glance(version):
     cols = [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert cols == ["PHASE", "STAGE", "ALGO", "FP32", "INT8", "DROP", "AGE"]

@@ -1,0 +1,41 @@
+import pytest
+
+from kubeslim_job.spec import SpecError, parse_manifest, parse_spec
+from tests.invalid_specs import INVALID_SPECS, VALID_SPEC, invalid_spec
+
+
+def test_valid_spec_gets_the_documented_defaults():
+    spec = parse_spec(VALID_SPEC)
+    assert spec.model.source == "builtin"
+    assert spec.quantization.algos == ["hist"]
+    assert spec.calibration_samples == 32 * 10
+    assert spec.verification.max_accuracy_drop == 0.01
+    assert spec.storage.credentials_secret is None
+    assert spec.run_policy.backoff_limit == 1
+    assert spec.data.preprocess.mean == [0.485, 0.456, 0.406]
+
+
+@pytest.mark.parametrize("case_id, mutate, field", INVALID_SPECS, ids=[c[0] for c in INVALID_SPECS])
+def test_invalid_spec_is_rejected_naming_the_field(case_id, mutate, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec(invalid_spec(mutate))
+    assert field in str(err.value)
+
+
+def test_unknown_field_is_rejected_not_ignored():
+    with pytest.raises(SpecError, match="spec.quantization.algo"):
+        parse_spec({**VALID_SPEC, "quantization": {"algo": ["hist"]}})
+
+
+def test_samples_override_and_s3_uris_keyed_by_field():
+    spec = parse_spec({**VALID_SPEC, "data": {**VALID_SPEC["data"], "calibration": {"uri": "s3://d/c.npz", "format": "npz", "samples": 7}}})
+    assert spec.calibration_samples == 7
+    assert spec.s3_uris()["spec.data.calibration.uri"] == "s3://d/c.npz"
+    assert "spec.model.builtin.weights" not in spec.s3_uris()
+
+
+def test_manifest_must_be_a_quantization_job():
+    with pytest.raises(SpecError, match="kind"):
+        parse_manifest({"kind": "Job", "spec": VALID_SPEC})
+    meta, spec = parse_manifest({"kind": "QuantizationJob", "metadata": {"name": "x"}, "spec": VALID_SPEC})
+    assert meta["name"] == "x" and spec.output.uri == "s3://models/digits/int8/"
