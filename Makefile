@@ -25,3 +25,10 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## create .venv with the operator, job and dev dependencies
 
 include $(wildcard hack/make/*.mk)
+
+.PHONY: test test-unit
+test: venv ## every test tier: unit, cluster (real control plane + S3), e2e (real pods, real Paddle); starts the devenv if needed
+	$(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: venv ## pure-function tests only (no devenv)
+	$(PY) -m pytest tests -m unit -p no:cacheprovider $(PYTEST_ARGS)
