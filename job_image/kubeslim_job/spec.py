@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 ALGOS = ("KL", "hist", "mse", "avg", "abs_max", "emd", "ptf")
@@ -145,8 +145,14 @@ class StorageSpec(_Camel):
 class ResourcesSpec(_Camel):
     gpu: int = Field(1, ge=0)
     gpu_resource_name: str = Field("nvidia.com/gpu", pattern=r"^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    cpu: str | int = Field("4", pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
+    cpu: str = Field("4", pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
     memory: str = Field("16Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu_number(cls, value: Any) -> Any:
+        # The CRD takes int-or-string (cpu: 8); a pattern cannot apply to an int, so normalise first.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 class SchedulingSpec(_Camel):
