@@ -1,0 +1,63 @@
+"""Operator configuration, read once from the environment (the Helm chart sets these)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    # The job image every pod runs. Never taken from the CR: users must not choose what runs
+    # with the operator's pod template privileges.
+    job_image: str = "ghcr.io/kubeslim/kubeslim-job:0.1.0"
+    # Namespaces to serve; empty = the whole cluster (-A).
+    namespaces: tuple[str, ...] = ()
+    # Numeric UID/GID of the job image's non-root user (PSS restricted needs a number).
+    run_as_user: int = 65532
+    # Status writes are coalesced: a burst of pod/Job events within this window becomes one
+    # status patch (and one event). Job creation itself is never delayed.
+    status_coalesce_seconds: float = 1.0
+    # How often a QuantizationJob waiting on a missing CA ConfigMap (or a Job name held by a
+    # foreign Job) is re-checked.
+    recheck_seconds: float = 15.0
+    metrics_port: int = 9090            # 0 disables the Prometheus endpoint
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"   # "" disables it
+    log_level: str = "INFO"
+    # Concurrent API requests of the reconciler (its own aiohttp connection pool).
+    api_concurrency: int = 32
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
+        env = os.environ if env is None else env
+        d = cls()
+
+        def num(name: str, default: float, cast: type = float, minimum: float = 0) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+            return value
+
+        image = env.get("KUBESLIM_JOB_IMAGE", "").strip() or d.job_image
+        namespaces = tuple(sorted({n.strip() for n in env.get("KUBESLIM_NAMESPACES", "").split(",") if n.strip()}))
+        return cls(
+            job_image=image,
+            namespaces=namespaces,
+            run_as_user=int(num("KUBESLIM_RUN_AS_USER", d.run_as_user, int, 1)),
+            status_coalesce_seconds=num("KUBESLIM_STATUS_COALESCE_SECONDS", d.status_coalesce_seconds),
+            recheck_seconds=num("KUBESLIM_RECHECK_SECONDS", d.recheck_seconds, float, 0.1),
+            metrics_port=int(num("KUBESLIM_METRICS_PORT", d.metrics_port, int)),
+            liveness_endpoint=env.get("KUBESLIM_LIVENESS_ENDPOINT", d.liveness_endpoint).strip(),
+            log_level=env.get("KUBESLIM_LOG_LEVEL", d.log_level).strip().upper() or d.log_level,
+            api_concurrency=int(num("KUBESLIM_API_CONCURRENCY", d.api_concurrency, int, 1)),
+        )

@@ -1,0 +1,216 @@
+"""QuantizationJob (typed spec) → batch/v1 Job manifest. Pure: no I/O, no clock, no randomness,
+so the same generation always yields the same Job (name included)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES, TERMINATION_MESSAGE_PATH
+from kubeslim_job.spec import QuantizationJobSpec
+
+from . import constants as c
+from .config import OperatorConfig
+
+MAX_JOB_NAME = 63
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """The identity of the QuantizationJob a Job is built for."""
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+
+
+def job_name(name: str, generation: int) -> str:
+    """`<name>-g<generation>`; names that would pass 63 characters are cut and given a short hash
+    of the full name, so two long names with a common prefix never collide."""
+    suffix = f"-g{generation}"
+    full = f"{name}{suffix}"
+    if len(full) <= MAX_JOB_NAME:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    head = name[: MAX_JOB_NAME - len(suffix) - len(digest) - 1].rstrip("-.")
+    return f"{head}-{digest}{suffix}"
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    # No blockOwnerDeletion: it would need update on quantizationjobs/finalizers, and background
+    # garbage collection removes the Job and its pods without it.
+    return {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": owner.name, "uid": owner.uid, "controller": True}
+
+
+def child_labels(owner: Owner) -> dict[str, str]:
+    return {
+        c.LABEL_MANAGED_BY: c.MANAGER,
+        c.LABEL_COMPONENT: c.COMPONENT,
+        c.LABEL_OWNER_UID: owner.uid,
+        c.LABEL_GENERATION: str(owner.generation),
+    }
+
+
+def spec_json(spec: QuantizationJobSpec) -> str:
+    """The spec as the pod reads it from KUBESLIM_SPEC: compact camelCase JSON with defaults filled."""
+    return spec.model_dump_json(by_alias=True)
+
+
+def _env(spec: QuantizationJobSpec) -> list[dict[str, Any]]:
+    st = spec.storage
+    env: list[dict[str, Any]] = [
+        {"name": "KUBESLIM_SPEC", "value": spec_json(spec)},
+        {"name": "HOME", "value": c.HOME_DIR},
+        {"name": "MPLCONFIGDIR", "value": f"{c.HOME_DIR}/.config/matplotlib"},
+        {"name": "XDG_CACHE_HOME", "value": f"{c.HOME_DIR}/.cache"},
+        {"name": "AWS_REGION", "value": st.region},
+        {"name": "AWS_DEFAULT_REGION", "value": st.region},
+    ]
+    if st.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": st.endpoint})
+    if st.credentials_secret is not None:
+        cs = st.credentials_secret
+        # Only references: the values never pass through the operator.
+        env += [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": cs.name, "key": cs.access_key_id_key}}},
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": cs.name, "key": cs.secret_access_key_key}}},
+        ]
+    if st.ca_bundle is not None:
+        env.append({"name": "AWS_CA_BUNDLE", "value": f"{c.CA_DIR}/{c.CA_FILE}"})
+    return env
+
+
+def _resources(spec: QuantizationJobSpec) -> dict[str, Any]:
+    r = spec.resources
+    amounts: dict[str, Any] = {"cpu": str(r.cpu), "memory": r.memory}
+    if r.gpu > 0:
+        amounts[r.gpu_resource_name] = str(r.gpu)
+    # Requests == limits: Guaranteed QoS, so a long calibration is not the first to be evicted.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _container(stage: str, image: str, env: list[dict[str, Any]], resources: dict[str, Any],
+               mounts: list[dict[str, Any]], uid: int) -> dict[str, Any]:
+    return {
+        "name": stage,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kubeslim-job"],
+        "args": [stage, "--work-dir", c.WORK_DIR],
+        "env": env,
+        "resources": resources,
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        # A stage that crashes before writing its result still explains itself with its log tail.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    return {"rules": [
+        # Evictions, preemption and node drains are not the run's fault: retry without counting.
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        # Bad input and a failed accuracy gate cannot be fixed by retrying. No containerName: the
+        # rule covers the init containers (export, calibrate) as well as verify.
+        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": list(NON_RETRYABLE_EXIT_CODES)}},
+    ]}
+
+
+def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -> dict[str, Any]:
+    """The Job for one generation of a QuantizationJob."""
+    name = job_name(owner.name, owner.generation)
+    labels = child_labels(owner)
+    job_labels = dict(labels)
+    if spec.scheduling.queue_name:
+        # Kueue admits (and unsuspends) the Job; suspend handling is Kueue's business.
+        job_labels[c.LABEL_KUEUE_QUEUE] = spec.scheduling.queue_name
+    annotations = {c.ANNOTATION_OWNER_NAME: owner.name}
+
+    env = _env(spec)
+    resources = _resources(spec)
+    mounts = [
+        {"name": "work", "mountPath": c.WORK_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": c.HOME_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "work", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
+    ]
+    if spec.storage.ca_bundle is not None:
+        ca = spec.storage.ca_bundle
+        mounts.append({"name": "ca-bundle", "mountPath": c.CA_DIR, "readOnly": True})
+        volumes.append({"name": "ca-bundle", "configMap": {
+            "name": ca.config_map_name, "items": [{"key": ca.key, "path": c.CA_FILE}]}})
+
+    uid = config.run_as_user
+    export, calibrate, verify = (
+        _container(stage, config.job_image, env, resources, mounts, uid) for stage in c.STAGE_CONTAINERS)
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",          # required by podFailurePolicy; the Job retries
+        "automountServiceAccountToken": False,   # the pod needs no API rights
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [export, calibrate],
+        "containers": [verify],
+        "volumes": volumes,
+    }
+    sch = spec.scheduling
+    if sch.node_selector:
+        pod_spec["nodeSelector"] = dict(sch.node_selector)
+    if sch.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in sch.tolerations]
+    if sch.affinity:
+        pod_spec["affinity"] = dict(sch.affinity)
+    if sch.priority_class_name:
+        pod_spec["priorityClassName"] = sch.priority_class_name
+    if sch.runtime_class_name:
+        pod_spec["runtimeClassName"] = sch.runtime_class_name
+
+    pm = spec.pod_metadata
+    pod_labels = {**pm.labels, **labels}            # ours win: the operator finds pods by them
+    pod_annotations = {**pm.annotations, **annotations}
+
+    rp = spec.run_policy
+    job_spec: dict[str, Any] = {
+        "backoffLimit": rp.backoff_limit,
+        "completions": 1,
+        "parallelism": 1,
+        "podFailurePolicy": pod_failure_policy(),
+        "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
+    }
+    if rp.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = rp.active_deadline_seconds
+    if rp.ttl_seconds_after_finished is not None:
+        # The TTL removes the Job and its pods, never the QuantizationJob (GitOps would recreate it).
+        job_spec["ttlSecondsAfterFinished"] = rp.ttl_seconds_after_finished
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": job_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": job_spec,
+    }

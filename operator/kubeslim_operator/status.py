@@ -1,0 +1,442 @@
+"""Job + Pods → QuantizationJob status. Pure: the reconciler passes in everything it saw (and the
+clock), so a restarted operator derives the same status from the same children.
+
+The flow: `observe()` condenses the Job and its pods into a `Verdict` (phase, stage, reason,
+message, results, per-condition facts); `build_status()` turns a verdict into the status mapping
+with kstatus conditions, keeping each condition's lastTransitionTime while its status holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES, BadResultMessage, StageResult, decode
+from kubeslim_job.spec import QuantizationJobSpec, SpecError
+
+from . import constants as c
+
+Obj = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fact:
+    """One condition's facts: status True/False, reason, message."""
+    status: bool
+    reason: str
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    phase: str
+    reason: str = ""
+    message: str = ""
+    stage: str = ""
+    scheduled: Fact | None = None      # None: nothing new (keep what the status says)
+    config: Fact | None = None
+    gate: Fact | None = None
+    results: Obj | None = None
+    artifacts: Obj | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.phase in c.FINAL_PHASES
+
+
+# ----------------------------------------------------------------------------------------------
+# Small readers over k8s-shaped dicts (the reconciler's caches keep that shape, trimmed).
+
+def _true_conditions(obj: Obj) -> dict[str, Obj]:
+    return {x.get("type", ""): x for x in (obj.get("status") or {}).get("conditions") or [] if x.get("status") == "True"}
+
+
+def _created(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return meta.get("creationTimestamp") or "", meta.get("name") or ""
+
+
+def _statuses(pod: Obj) -> list[Obj]:
+    """Container statuses in stage order: export, calibrate (init), verify."""
+    st = pod.get("status") or {}
+    by_name = {s.get("name"): s for s in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])}
+    return [by_name[n] for n in c.STAGE_CONTAINERS if n in by_name]
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _sentence(text: str) -> str:
+    text = (text or "").strip()
+    return text if not text or text[-1] in ".!?" else text + "."
+
+
+_SECRET_MISSING = re.compile(r'secret "([^"]+)" not found')
+_SECRET_KEY_MISSING = re.compile(r"couldn't find key (\S+) in Secret (\S+)")
+_CONFIGMAP_MISSING = re.compile(r'configmap "([^"]+)" not found', re.IGNORECASE)
+
+
+def config_problem_from_kubelet(message: str, spec: QuantizationJobSpec | None) -> Fact:
+    """Kubelet's CreateContainerConfigError message → a ConfigAvailable=False fact. The operator
+    may not read Secrets, so this is how a missing Secret or key shows up: kubelet refuses to
+    start the container and keeps retrying, and the run proceeds once the Secret appears."""
+    if m := _SECRET_KEY_MISSING.search(message):
+        return Fact(False, c.R_SECRET_KEY_NOT_FOUND,
+                    f"Secret {m.group(2)} has no key {m.group(1)}; add the key or set "
+                    "spec.storage.credentialsSecret.accessKeyIdKey/secretAccessKeyKey to the keys it has.")
+    if m := _SECRET_MISSING.search(message):
+        return Fact(False, c.R_SECRET_NOT_FOUND,
+                    f"Secret {m.group(1)} (spec.storage.credentialsSecret.name) does not exist in this namespace; "
+                    "create it and the run starts by itself.")
+    if m := _CONFIGMAP_MISSING.search(message):
+        return Fact(False, c.R_CONFIGMAP_NOT_FOUND,
+                    f"ConfigMap {m.group(1)} (spec.storage.caBundle.configMapName) does not exist in this namespace; "
+                    "create it and the run starts by itself.")
+    return Fact(False, c.R_CONTAINER_CONFIG, _sentence(f"Kubelet cannot start the pod: {_first_line(message)}"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a stage's result.
+
+@dataclasses.dataclass(frozen=True)
+class StageOutcome:
+    container: str                 # export | calibrate | verify
+    exit_code: int
+    reason: str                    # kubelet's terminated.reason (Completed, Error, OOMKilled…)
+    message: str                   # the termination message (JSON, or a log tail on a crash)
+
+
+def _terminal_outcome(pod: Obj) -> StageOutcome | None:
+    """The first stage of a pod that terminated with a non-zero code, else verify's outcome."""
+    last: StageOutcome | None = None
+    for s in _statuses(pod):
+        term = (s.get("state") or {}).get("terminated")
+        if not term:
+            continue
+        last = StageOutcome(s["name"], int(term.get("exitCode") or 0), term.get("reason") or "", term.get("message") or "")
+        if last.exit_code != 0:
+            return last
+    return last
+
+
+def _gate_fact(result: StageResult) -> Fact | None:
+    g = result.gate
+    if g is None:
+        return None
+    drop = result.results.accuracy_drop if result.results else None
+    drop_text = f"{drop:.4f}" if drop is not None else "unknown"
+    if g.passed:
+        return Fact(True, c.R_GATE_PASSED, f"The {g.metric} drop {drop_text} is within maxAccuracyDrop {g.max_accuracy_drop}.")
+    return Fact(False, c.R_GATE_FAILED, f"The {g.metric} drop {drop_text} exceeds maxAccuracyDrop {g.max_accuracy_drop}.")
+
+
+def _success_message(result: StageResult) -> str:
+    r = result.results
+    if r is None or r.int8 is None:
+        return "Quantization finished."
+    metric = result.gate.metric if result.gate else "top1"
+    fp32 = getattr(r.fp32, metric, None)
+    int8 = getattr(r.int8, metric, None)
+    parts = [f"int8 ({r.int8.algo}) {metric} {int8:.4f} vs fp32 {fp32:.4f}" if fp32 is not None and int8 is not None
+             else f"int8 ({r.int8.algo}) verified"]
+    if r.accuracy_drop is not None:
+        parts.append(f"drop {r.accuracy_drop:.4f}")
+    if r.speedup is not None:
+        parts.append(f"{r.speedup:.2f}x faster on {r.backend}")
+    where = result.artifacts.model if result.artifacts and result.artifacts.model else None
+    return "; ".join(parts) + (f"; model at {where}." if where else ".")
+
+
+def _result_fields(result: StageResult) -> tuple[Obj | None, Obj | None]:
+    return (result.results.dump() if result.results else None,
+            result.artifacts.dump() if result.artifacts else None)
+
+
+def _verdict_from_result(out: StageOutcome, result: StageResult, **times: Any) -> Verdict:
+    """A decoded stage result: success, a failed gate, or the stage's own failure reason."""
+    stage = c.STAGE_NAMES[out.container]
+    results, artifacts = _result_fields(result)
+    gate = _gate_fact(result)
+    if gate is not None and not gate.status:
+        msg = result.message or gate.message
+        msg = _sentence(msg) if result.message else gate.message[:-1] + "; raise spec.verification.maxAccuracyDrop or try other spec.quantization.algos."
+        return Verdict(c.FAILED, c.R_GATE_FAILED, msg, stage, gate=gate, results=results, artifacts=artifacts, **times)
+    if out.exit_code == 0 and result.ok:
+        if out.container != "verify":
+            return Verdict(c.FAILED, c.R_BAD_RESULT, f"The Job completed but its last result came from {out.container}, not verify.", stage, **times)
+        return Verdict(c.SUCCEEDED, "", _success_message(result), "", gate=gate, results=results, artifacts=artifacts, **times)
+    reason = result.reason or c.R_STAGE_FAILED
+    msg = _sentence(result.message) if result.message else f"The {out.container} stage failed with exit code {out.exit_code}."
+    return Verdict(c.FAILED, reason, msg, stage, gate=gate, results=results, artifacts=artifacts, **times)
+
+
+def _verdict_from_failed_stage(out: StageOutcome, spec: QuantizationJobSpec | None, attempts: int, **times: Any) -> Verdict:
+    stage = c.STAGE_NAMES[out.container]
+    tries = f" (attempt {attempts})" if attempts > 1 else ""
+    if out.reason == "OOMKilled":
+        mem = spec.resources.memory if spec else "the limit"
+        return Verdict(c.FAILED, c.R_OOM,
+                       f"The {out.container} stage ran out of memory ({mem}){tries}; raise spec.resources.memory "
+                       "or lower spec.quantization.batchSize / spec.verification.batchSize.", stage, **times)
+    try:
+        result = decode(out.message)
+    except BadResultMessage as exc:
+        if out.exit_code in NON_RETRYABLE_EXIT_CODES:
+            # These codes promise a v1 result; a stage that breaks the promise is a bug, not input.
+            return Verdict(c.FAILED, c.R_BAD_RESULT,
+                           f"The {out.container} stage exited with code {out.exit_code} but its termination message "
+                           f"is not a result ({exc}); check that the job image matches the operator version.", stage, **times)
+        tail = _first_line(out.message)
+        return Verdict(c.FAILED, c.R_STAGE_FAILED,
+                       f"The {out.container} stage exited with code {out.exit_code}{tries}"
+                       + (f" after logging: {tail}" if tail else "") + "; see the pod's logs.", stage, **times)
+    return _verdict_from_result(out, result, **times)
+
+
+# ----------------------------------------------------------------------------------------------
+# The derivation.
+
+def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
+    """A pod of an unfinished Job: where it is and what, if anything, holds it up."""
+    st = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name", "")
+    scheduled_cond = next((x for x in st.get("conditions") or [] if x.get("type") == "PodScheduled"), None)
+    if scheduled_cond and scheduled_cond.get("status") == "False":
+        why = scheduled_cond.get("message") or "no node fits the pod"
+        if scheduled_cond.get("reason") == "Unschedulable":
+            fact = Fact(False, c.R_UNSCHEDULABLE, _sentence(why))
+            return Verdict(c.PENDING, c.R_UNSCHEDULABLE,
+                           _sentence(f"No node can run the pod: {why.rstrip('.')}; check spec.resources and spec.scheduling"),
+                           scheduled=fact)
+    scheduled = Fact(True, "Scheduled", f"Pod {name} is on node {pod.get('spec', {}).get('nodeName', '')}.") \
+        if (scheduled_cond and scheduled_cond.get("status") == "True") or (pod.get("spec") or {}).get("nodeName") else None
+
+    started = False
+    for s in _statuses(pod):
+        state = s.get("state") or {}
+        if "running" in state:
+            return Verdict(c.RUNNING, "", f"Pod {name} is running the {s['name']} stage.", c.STAGE_NAMES[s["name"]],
+                           scheduled=scheduled, config=Fact(True, "Found", "The credentials and CA bundle are available."))
+        if "terminated" in state:
+            started = True
+            continue
+        waiting = state.get("waiting") or {}
+        wr = waiting.get("reason") or ""
+        if wr == c.R_CONTAINER_CONFIG:
+            fact = config_problem_from_kubelet(waiting.get("message") or "", spec)
+            return Verdict(c.PENDING, fact.reason, fact.message, scheduled=scheduled, config=fact)
+        if wr in c.IMAGE_PULL_REASONS and wr != "ErrImagePull":
+            return Verdict(c.FAILED, c.R_IMAGE_PULL,
+                           _sentence(f"The job image cannot be pulled ({wr}: {_first_line(waiting.get('message') or '', 160)})")[:-1]
+                           + "; fix the operator's KUBESLIM_JOB_IMAGE or the registry access.",
+                           c.STAGE_NAMES[s["name"]], scheduled=scheduled)
+        if wr == "ErrImagePull":
+            return Verdict(c.PENDING, "ErrImagePull", _sentence(f"Pulling the job image failed, kubelet retries: {_first_line(waiting.get('message') or '', 160)}"),
+                           scheduled=scheduled)
+        break
+    config = Fact(True, "Found", "The credentials and CA bundle are available.") if started else None
+    if scheduled is not None:
+        return Verdict(c.PENDING, "", f"Pod {name} is scheduled and starting.", scheduled=scheduled, config=config)
+    return Verdict(c.PENDING, "", f"Pod {name} is waiting to be scheduled.")
+
+
+def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
+            job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
+            job_conflict: str | None = None, job_deleted: bool = False, now: str = "") -> Verdict:
+    """What the run of this generation is doing, from the Job and its pods."""
+    if spec_error is not None:
+        return Verdict(c.FAILED, c.R_INVALID_SPEC,
+                       f"{spec_error.field}: {_sentence(spec_error.message)[:-1]}; fix the field and apply again.",
+                       completion_time=now)
+    if job is None:
+        if job_deleted:
+            return Verdict(c.FAILED, c.R_JOB_DELETED,
+                           "The Job of this generation was deleted before it finished; change the spec (or delete and "
+                           "re-create the QuantizationJob) to run again.", completion_time=now)
+        if config_problem is not None:
+            return Verdict(c.PENDING, config_problem.reason, config_problem.message, config=config_problem)
+        if job_conflict:
+            return Verdict(c.PENDING, c.R_JOB_NAME_CONFLICT,
+                           f"A Job named {job_conflict} exists that this QuantizationJob does not own; delete that Job "
+                           "or rename the QuantizationJob.")
+        return Verdict(c.PENDING, "", "Creating the Job.")
+
+    js = job.get("status") or {}
+    times = {"start_time": js.get("startTime")}
+    conds = _true_conditions(job)
+    pods = sorted(pods, key=_created)
+    failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+
+    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+        done = js.get("completionTime") or (conds.get("Complete") or conds["SuccessCriteriaMet"]).get("lastTransitionTime") or now
+        winners = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+        outcome = _terminal_outcome(winners[-1]) if winners else None
+        if outcome is None:
+            return Verdict(c.FAILED, c.R_RESULT_LOST,
+                           "The Job completed but its pod is gone, so its result cannot be read; delete and re-create "
+                           "the QuantizationJob to run again.", completion_time=done, **times)
+        try:
+            result = decode(outcome.message)
+        except BadResultMessage as exc:
+            return Verdict(c.FAILED, c.R_BAD_RESULT,
+                           f"The verify stage finished but its termination message is not a result ({exc}); check that "
+                           "the job image matches the operator version.", c.STAGE_NAMES[outcome.container],
+                           completion_time=done, **times)
+        return _verdict_from_result(outcome, result, completion_time=done, **times)
+
+    failed = conds.get("Failed") or conds.get("FailureTarget")
+    if failed is not None:
+        done = failed.get("lastTransitionTime") or now
+        job_reason = failed.get("reason") or ""
+        if job_reason == "DeadlineExceeded":
+            deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+            running = [_pod_progress(p, spec).stage for p in pods if (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")]
+            stage = next((s for s in reversed(running) if s), "")
+            during = f" while {stage.lower()}" if stage else ""
+            return Verdict(c.FAILED, c.R_DEADLINE,
+                           f"The run passed spec.runPolicy.activeDeadlineSeconds ({deadline} s){during}; raise it or "
+                           "shrink the work (fewer algos, a smaller spec.data.evaluation.limit).", stage,
+                           completion_time=done, **times)
+        outcome = None
+        for pod in reversed(failed_pods):
+            outcome = _terminal_outcome(pod)
+            if outcome is not None and outcome.exit_code != 0:
+                break
+        if outcome is not None and outcome.exit_code != 0:
+            v = _verdict_from_failed_stage(outcome, spec, len(failed_pods), completion_time=done, **times)
+            return v
+        reason = job_reason or c.R_STAGE_FAILED
+        msg = _sentence(failed.get("message") or "The Job failed")
+        return Verdict(c.FAILED, reason, msg, completion_time=done, **times)
+
+    if (job.get("spec") or {}).get("suspend"):
+        return Verdict(c.PENDING, "Queued", "The Job is suspended until its queue (Kueue) admits it.", **times)
+
+    live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+            and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if live:
+        v = _pod_progress(live[-1], spec)
+        if v.final:
+            v = dataclasses.replace(v, completion_time=now)
+        return dataclasses.replace(v, **times)
+    if failed_pods:
+        out = _terminal_outcome(failed_pods[-1])
+        why = ""
+        if out is not None and out.exit_code != 0:
+            first = _verdict_from_failed_stage(out, spec, len(failed_pods))
+            why = f" ({first.reason}: {first.message.rstrip('.')})"
+        return Verdict(c.PENDING, c.R_RETRYING,
+                       f"Attempt {len(failed_pods)} failed{why}; the Job retries.", **times)
+    if pods and all((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
+        return Verdict(c.RUNNING, "", "The pod finished; waiting for the Job to complete.", c.STAGE_NAMES["verify"], **times)
+    return Verdict(c.PENDING, "", f"Job {job.get('metadata', {}).get('name', '')} is waiting for its pod.", **times)
+
+
+# ----------------------------------------------------------------------------------------------
+# Verdict → status mapping.
+
+STATUS_KEYS = ("observedGeneration", "phase", "stage", "reason", "message", "conditions", "jobName",
+               "startTime", "completionTime", "results", "artifacts")
+
+
+def _condition(ctype: str, status: bool, reason: str, message: str, generation: int,
+               prev: dict[str, Obj], now: str) -> Obj:
+    value = "True" if status else "False"
+    old = prev.get(ctype)
+    since = old.get("lastTransitionTime") if old and old.get("status") == value and old.get("lastTransitionTime") else now
+    return {"type": ctype, "status": value, "reason": reason or ctype, "message": message,
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def build_status(v: Verdict, *, generation: int, job_name: str | None, prev: Obj | None, now: str) -> Obj:
+    """The complete status for a verdict. Keys the verdict leaves empty are None, so that a JSON
+    merge patch of this mapping also removes what an earlier generation left behind."""
+    prev = prev or {}
+    same_gen = prev.get("observedGeneration") == generation
+    prev_conds = {x.get("type"): x for x in prev.get("conditions") or [] if isinstance(x, dict)}
+    reason_or_phase = v.reason or v.phase
+    conds: dict[str, Obj] = {}
+
+    def put(ctype: str, status: bool, reason: str, message: str) -> None:
+        conds[ctype] = _condition(ctype, status, reason, message, generation, prev_conds, now)
+
+    if v.phase == c.SUCCEEDED:
+        put(c.READY, True, c.SUCCEEDED, v.message)
+        put(c.RECONCILING, False, c.SUCCEEDED, "")
+        put(c.STALLED, False, c.SUCCEEDED, "")
+    elif v.phase == c.FAILED:
+        put(c.READY, False, v.reason or c.FAILED, v.message)
+        put(c.RECONCILING, False, v.reason or c.FAILED, "")
+        put(c.STALLED, True, v.reason or c.FAILED, v.message)
+    else:
+        put(c.READY, False, reason_or_phase, v.message)
+        put(c.RECONCILING, True, v.stage or reason_or_phase, v.message)
+        put(c.STALLED, False, reason_or_phase, "")
+    # Facts the verdict does not restate keep their last value within a generation.
+    for ctype, fact in ((c.SCHEDULED, v.scheduled), (c.CONFIG_AVAILABLE, v.config), (c.ACCURACY_GATE, v.gate)):
+        if fact is not None:
+            put(ctype, fact.status, fact.reason, fact.message)
+        elif same_gen and ctype in prev_conds:
+            conds[ctype] = prev_conds[ctype]
+
+    # Results of this generation survive a later verdict that carries none (e.g. a stalled retry).
+    results = v.results if v.results is not None else (prev.get("results") if same_gen and v.final else None)
+    artifacts = v.artifacts if v.artifacts is not None else (prev.get("artifacts") if same_gen and v.final else None)
+    start = v.start_time or (prev.get("startTime") if same_gen else None)
+    completion = (v.completion_time or (prev.get("completionTime") if same_gen else None)) if v.final else None
+    return {
+        "observedGeneration": generation,
+        "phase": v.phase,
+        "stage": v.stage,
+        "reason": v.reason,
+        "message": v.message,
+        "conditions": [conds[t] for t in c.CONDITION_ORDER if t in conds],
+        "jobName": job_name,
+        "startTime": start,
+        "completionTime": completion,
+        "results": results,
+        "artifacts": artifacts,
+    }
+
+
+def comparable(status: Obj | None) -> Obj:
+    """The status restricted to the keys the operator owns, with absent and None alike."""
+    status = status or {}
+    return {k: status.get(k) for k in STATUS_KEYS if status.get(k) not in (None, "", [], {})}
+
+
+def is_final_for(status: Obj | None, generation: int) -> bool:
+    status = status or {}
+    return status.get("observedGeneration") == generation and status.get("phase") in c.FINAL_PHASES
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSpec:
+    type: str          # Normal | Warning
+    reason: str
+    message: str
+
+
+_RUNNING_REASONS = {"Exporting": "Exporting", "Calibrating": "Calibrating", "Verifying": "Verifying"}
+
+
+def transition_event(prev: Obj | None, new: Obj) -> EventSpec | None:
+    """One event per visible transition (phase, reason or stage changed), none otherwise."""
+    prev = prev or {}
+    key = lambda s: (s.get("observedGeneration"), s.get("phase"), s.get("reason") or "", s.get("stage") or "")  # noqa: E731
+    if key(prev) == key(new):
+        return None
+    phase, reason = new.get("phase"), new.get("reason") or ""
+    warning = phase == c.FAILED or (phase == c.PENDING and reason not in ("", "Queued"))
+    if reason:
+        ev_reason = reason
+    elif phase == c.RUNNING:
+        ev_reason = _RUNNING_REASONS.get(new.get("stage") or "", c.RUNNING)
+    else:
+        ev_reason = phase or "Unknown"
+    return EventSpec("Warning" if warning else "Normal", ev_reason, new.get("message") or "")

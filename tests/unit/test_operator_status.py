@@ -1,0 +1,310 @@
+"""The pure status derivation: Job + Pods (+ what the reconciler knows) → status."""
+from __future__ import annotations
+
+import pytest
+
+from kubeslim_job.contract import (Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult,
+                                   encode)
+from kubeslim_job.spec import SpecError, parse_spec
+from kubeslim_operator import constants as c
+from kubeslim_operator.status import (Fact, build_status, comparable, config_problem_from_kubelet, is_final_for,
+                                      observe, transition_event)
+
+pytestmark = pytest.mark.unit
+
+SPEC = parse_spec({
+    "model": {"builtin": {"architecture": "mobilenet_v3_small"}, "inputShape": [3, 224, 224]},
+    "data": {"calibration": {"uri": "s3://d/train/", "listFile": "t.txt"},
+             "evaluation": {"uri": "s3://d/val/", "listFile": "v.txt"}},
+    "output": {"uri": "s3://m/out/"},
+    "resources": {"memory": "8Gi"},
+})
+NOW = "2026-01-01T00:10:00Z"
+
+RESULTS = Results(backend="cpu-onednn-int8",
+                  fp32=ModelMetrics(top1=0.7532, top5=0.9231, latency_ms=4.1, size_bytes=21990000),
+                  int8=Int8Metrics(algo="hist", top1=0.7488, top5=0.921, latency_ms=1.9, size_bytes=5900000),
+                  accuracy_drop=0.0044, speedup=2.15,
+                  candidates=[Candidate(algo="hist", top1=0.7488, accuracy_drop=0.0044)])
+ARTIFACTS = Artifacts(model="s3://m/out/model.pdmodel", report="s3://m/out/report.html")
+OK_MSG = encode(StageResult(stage="verify", ok=True, results=RESULTS, artifacts=ARTIFACTS,
+                            gate=Gate(metric="top1", max_accuracy_drop=0.01, passed=True)))
+GATE_MSG = encode(StageResult(stage="verify", ok=False, reason="AccuracyGateFailed",
+                              message="int8 lost 0.0044 top1, more than maxAccuracyDrop 0.001",
+                              results=RESULTS, artifacts=ARTIFACTS,
+                              gate=Gate(metric="top1", max_accuracy_drop=0.001, passed=False)))
+BAD_INPUT_MSG = encode(StageResult(stage="export", ok=False, reason="NoSuchKey",
+                                   message="s3://m/w.pdparams does not exist; upload the weights or fix spec.model.builtin.weights"))
+
+
+# -- k8s-shaped builders ------------------------------------------------------------------------
+
+def term(code=0, reason=None, message=""):
+    return {"terminated": {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"), "message": message}}
+
+
+RUN = {"running": {"startedAt": "2026-01-01T00:01:00Z"}}
+
+
+def wait(reason, message=""):
+    return {"waiting": {"reason": reason, "message": message}}
+
+
+def pod(name="mv3-int8-g1-abcde", phase="Pending", export=None, calibrate=None, verify=None,
+        scheduled=True, unsched_msg="", created="2026-01-01T00:00:01Z", node="gpu-0", deleting=False):
+    conds = []
+    if scheduled is True:
+        conds.append({"type": "PodScheduled", "status": "True"})
+    elif scheduled is False:
+        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unsched_msg})
+    st = {"phase": phase, "conditions": conds}
+    inits = [{"name": n, "state": s} for n, s in (("export", export), ("calibrate", calibrate)) if s is not None]
+    if inits:
+        st["initContainerStatuses"] = inits
+    if verify is not None:
+        st["containerStatuses"] = [{"name": "verify", "state": verify}]
+    meta = {"name": name, "creationTimestamp": created}
+    if deleting:
+        meta["deletionTimestamp"] = NOW
+    return {"metadata": meta, "spec": {"nodeName": node if scheduled else ""}, "status": st}
+
+
+def job(*conds, suspend=False, deadline=7200):
+    return {"metadata": {"name": "mv3-int8-g1"},
+            "spec": {"suspend": suspend, "activeDeadlineSeconds": deadline},
+            "status": {"startTime": "2026-01-01T00:00:00Z",
+                       **({"completionTime": "2026-01-01T00:05:00Z"} if ("Complete", "True") in [(x[0], "True") for x in conds] else {}),
+                       "conditions": [{"type": t, "status": "True", "reason": r, "message": m,
+                                       "lastTransitionTime": "2026-01-01T00:05:00Z"} for t, r, m in conds]}}
+
+
+COMPLETE = ("Complete", "", "")
+SUCCESS_CRITERIA = ("SuccessCriteriaMet", "CompletionsReached", "")
+DEADLINE = ("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+BACKOFF = ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+PFP = ("Failed", "PodFailurePolicy", "Container export for pod x failed with exit code 3 matching FailJob rule at index 1")
+FAILURE_TARGET = ("FailureTarget", "PodFailurePolicy", "Container export failed with exit code 3")
+
+DONE = dict(export=term(), calibrate=term())
+
+
+def run(job_obj, pods, **kw):
+    return observe(generation=1, spec=SPEC, spec_error=None, job=job_obj, pods=pods, now=NOW, **kw)
+
+
+# -- the table: (id, job, pods, phase, stage, reason) ---------------------------------------------
+
+CASES = [
+    ("no pod yet", job(), [], "Pending", "", ""),
+    ("kueue suspended", job(suspend=True), [], "Pending", "", "Queued"),
+    ("waiting for scheduler", job(), [pod(scheduled=None)], "Pending", "", ""),
+    ("unschedulable", job(), [pod(scheduled=False, unsched_msg="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")],
+     "Pending", "", "Unschedulable"),
+    ("scheduled, creating", job(), [pod(export=wait("PodInitializing"))], "Pending", "", ""),
+    ("exporting", job(), [pod(export=RUN, calibrate=wait("PodInitializing"), verify=wait("PodInitializing"))],
+     "Running", "Exporting", ""),
+    ("calibrating", job(), [pod(export=term(), calibrate=RUN, verify=wait("PodInitializing"))], "Running", "Calibrating", ""),
+    ("verifying", job(), [pod(phase="Running", **DONE, verify=RUN)], "Running", "Verifying", ""),
+    ("missing secret", job(), [pod(export=wait("CreateContainerConfigError", 'secret "s3-creds" not found'))],
+     "Pending", "", "SecretNotFound"),
+    ("missing key", job(), [pod(export=wait("CreateContainerConfigError",
+                                            "couldn't find key AWS_ACCESS_KEY_ID in Secret ml/s3-creds"))],
+     "Pending", "", "SecretKeyNotFound"),
+    ("other config error", job(), [pod(export=wait("CreateContainerConfigError", "container has runAsNonRoot and image will run as root"))],
+     "Pending", "", "CreateContainerConfigError"),
+    ("err image pull is retried", job(), [pod(export=wait("ErrImagePull", "pull access denied"))], "Pending", "", "ErrImagePull"),
+    ("image pull back-off", job(), [pod(export=wait("ImagePullBackOff", 'Back-off pulling image "x"'))],
+     "Failed", "Exporting", "ImagePullBackOff"),
+    ("retrying after a crash", job(), [pod(phase="Failed", export=term(1, message="Traceback\nRuntimeError: boom"))],
+     "Pending", "", "Retrying"),
+    ("retry running", job(), [pod(phase="Failed", export=term(75, message="x")),
+                              pod(name="p2", created="2026-01-01T00:02:00Z", export=RUN)], "Running", "Exporting", ""),
+    ("pod done, job not yet", job(), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))],
+     "Running", "Verifying", ""),
+    ("success", job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))], "Succeeded", "", ""),
+    ("success criteria met", job(SUCCESS_CRITERIA), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))],
+     "Succeeded", "", ""),
+    ("success after a retry", job(COMPLETE), [pod(phase="Failed", export=term(75)),
+                                              pod(name="p2", created="2026-01-01T00:02:00Z", phase="Succeeded", **DONE,
+                                                  verify=term(0, message=OK_MSG))], "Succeeded", "", ""),
+    ("bad result message", job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message="hello"))],
+     "Failed", "Verifying", "BadResultMessage"),
+    ("result json of another version", job(COMPLETE),
+     [pod(phase="Succeeded", **DONE, verify=term(0, message='{"version": 9, "stage": "verify", "ok": true}'))],
+     "Failed", "Verifying", "BadResultMessage"),
+    ("complete but pod gone", job(COMPLETE), [], "Failed", "", "ResultUnavailable"),
+    ("gate failed", job(PFP), [pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))],
+     "Failed", "Verifying", "AccuracyGateFailed"),
+    ("gate failed, failure target", job(FAILURE_TARGET), [pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))],
+     "Failed", "Verifying", "AccuracyGateFailed"),
+    ("bad input", job(PFP), [pod(phase="Failed", export=term(3, message=BAD_INPUT_MSG))], "Failed", "Exporting", "NoSuchKey"),
+    ("bad input without a result", job(PFP), [pod(phase="Failed", export=term(3, message="oops"))],
+     "Failed", "Exporting", "BadResultMessage"),
+    ("oom killed", job(BACKOFF), [pod(phase="Failed", export=term(), calibrate=term(137, "OOMKilled"))],
+     "Failed", "Calibrating", "OOMKilled"),
+    ("crash twice", job(BACKOFF), [pod(phase="Failed", export=term(1, message="ValueError: x")),
+                                   pod(name="p2", created="2026-01-01T00:02:00Z", phase="Failed", export=term(1, message="ValueError: y"))],
+     "Failed", "Exporting", "StageFailed"),
+    ("transient with a result", job(BACKOFF), [pod(phase="Failed", export=term(75, message=encode(StageResult(
+        stage="export", ok=False, reason="SlowDown", message="S3 throttled the download"))))], "Failed", "Exporting", "SlowDown"),
+    ("backoff, pods gone", job(BACKOFF), [], "Failed", "", "BackoffLimitExceeded"),
+    ("deadline", job(DEADLINE), [pod(export=term(), calibrate=RUN, deleting=True)], "Failed", "Calibrating", "DeadlineExceeded"),
+    ("deadline, pods gone", job(DEADLINE), [], "Failed", "", "DeadlineExceeded"),
+]
+
+
+@pytest.mark.parametrize("job_obj,pods,phase,stage,reason", [x[1:] for x in CASES], ids=[x[0] for x in CASES])
+def test_observe(job_obj, pods, phase, stage, reason):
+    v = run(job_obj, pods)
+    assert (v.phase, v.stage, v.reason) == (phase, stage, reason)
+    assert v.message and v.message.endswith(".") and "\n" not in v.message
+    if phase == "Failed":
+        assert v.completion_time
+
+
+def test_unschedulable_keeps_the_schedulers_message():
+    msg = "0/3 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present}, 2 Insufficient nvidia.com/gpu."
+    v = run(job(), [pod(scheduled=False, unsched_msg=msg)])
+    assert v.scheduled == Fact(False, "Unschedulable", msg)
+    assert msg.rstrip(".") in v.message
+
+
+def test_success_carries_results_artifacts_and_gate():
+    v = run(job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))])
+    assert v.results == RESULTS.dump()
+    assert v.results["int8"]["algo"] == "hist" and v.results["candidates"][0]["accuracyDrop"] == 0.0044
+    assert v.artifacts == {"model": "s3://m/out/model.pdmodel", "report": "s3://m/out/report.html"}
+    assert v.gate.status is True and v.gate.reason == "AccuracyGatePassed"
+    assert v.completion_time == "2026-01-01T00:05:00Z" and v.start_time == "2026-01-01T00:00:00Z"
+    assert "0.7488" in v.message and "s3://m/out/model.pdmodel" in v.message
+
+
+def test_gate_failure_keeps_results():
+    v = run(job(PFP), [pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))])
+    assert v.gate.status is False and v.results["accuracyDrop"] == 0.0044
+    assert "maxAccuracyDrop" in v.message
+
+
+def test_oom_message_names_the_limit_and_the_fix():
+    v = run(job(BACKOFF), [pod(phase="Failed", export=term(), calibrate=term(137, "OOMKilled"))])
+    assert "8Gi" in v.message and "spec.resources.memory" in v.message
+
+
+def test_crash_message_quotes_only_the_last_log_line():
+    v = run(job(BACKOFF), [pod(phase="Failed", export=term(1, message="line1\nline2\nValueError: the end"))])
+    assert "ValueError: the end" in v.message and "line1" not in v.message
+
+
+@pytest.mark.parametrize("kubelet,reason,needle", [
+    ('secret "s3-creds" not found', "SecretNotFound", "s3-creds"),
+    ("couldn't find key secret in Secret ml/s3-creds", "SecretKeyNotFound", "ml/s3-creds has no key secret"),
+    ('configmap "s3-ca" not found', "ConfigMapNotFound", "s3-ca"),
+    ("something else", "CreateContainerConfigError", "something else"),
+])
+def test_config_problem_from_kubelet(kubelet, reason, needle):
+    fact = config_problem_from_kubelet(kubelet, SPEC)
+    assert fact.status is False and fact.reason == reason and needle in fact.message
+
+
+@pytest.mark.parametrize("kw,phase,reason", [
+    ({"spec_error": SpecError("spec.model.inputShape", "required")}, "Failed", "InvalidSpec"),
+    ({"config_problem": Fact(False, "ConfigMapNotFound", "ConfigMap s3-ca does not exist.")}, "Pending", "ConfigMapNotFound"),
+    ({"job_conflict": "mv3-int8-g1"}, "Pending", "JobNameConflict"),
+    ({"job_deleted": True}, "Failed", "JobDeleted"),
+    ({}, "Pending", ""),
+])
+def test_observe_without_a_job(kw, phase, reason):
+    args = dict(generation=1, spec=SPEC, spec_error=None, job=None, pods=[], now=NOW)
+    args.update(kw)
+    v = observe(**args)
+    assert (v.phase, v.reason) == (phase, reason)
+    assert "spec.model.inputShape" in v.message if reason == "InvalidSpec" else True
+
+
+# -- build_status: kstatus conditions ---------------------------------------------------------
+
+def conds(status):
+    return {x["type"]: x for x in status["conditions"]}
+
+
+@pytest.mark.parametrize("pods_,job_obj,ready,reconciling,stalled", [
+    ([pod(export=RUN)], job(), "False", "True", "False"),
+    ([pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))], job(COMPLETE), "True", "False", "False"),
+    ([pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))], job(PFP), "False", "False", "True"),
+    ([pod(scheduled=False, unsched_msg="no")], job(), "False", "True", "False"),
+])
+def test_kstatus_conditions(pods_, job_obj, ready, reconciling, stalled):
+    st = build_status(run(job_obj, pods_), generation=1, job_name="mv3-int8-g1", prev=None, now=NOW)
+    cs = conds(st)
+    assert (cs["Ready"]["status"], cs["Reconciling"]["status"], cs["Stalled"]["status"]) == (ready, reconciling, stalled)
+    assert st["observedGeneration"] == 1 and all(x["observedGeneration"] == 1 for x in st["conditions"])
+    assert st["jobName"] == "mv3-int8-g1"
+
+
+def test_gate_condition_and_results_in_status():
+    st = build_status(run(job(PFP), [pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))]),
+                      generation=1, job_name="j", prev=None, now=NOW)
+    assert conds(st)["AccuracyGate"]["status"] == "False"
+    assert conds(st)["Stalled"]["reason"] == "AccuracyGateFailed"
+    assert st["results"]["int8"]["top1"] == 0.7488 and st["artifacts"]["model"].endswith("model.pdmodel")
+    assert st["completionTime"] == "2026-01-01T00:05:00Z"
+
+
+def test_last_transition_time_is_kept_while_a_condition_holds():
+    v1 = run(job(), [pod(export=RUN)])
+    s1 = build_status(v1, generation=1, job_name="j", prev=None, now="T1")
+    v2 = run(job(), [pod(export=term(), calibrate=RUN)])
+    s2 = build_status(v2, generation=1, job_name="j", prev=s1, now="T2")
+    assert conds(s2)["Ready"]["lastTransitionTime"] == "T1"        # still False
+    assert conds(s2)["Scheduled"]["lastTransitionTime"] == "T1"
+    v3 = run(job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))])
+    s3 = build_status(v3, generation=1, job_name="j", prev=s2, now="T3")
+    assert conds(s3)["Ready"]["lastTransitionTime"] == "T3"
+    assert conds(s3)["Scheduled"] == conds(s2)["Scheduled"]       # kept: nothing new about it
+
+
+def test_same_observation_same_status():
+    v = run(job(), [pod(export=RUN)])
+    s1 = build_status(v, generation=1, job_name="j", prev=None, now="T1")
+    s2 = build_status(v, generation=1, job_name="j", prev=s1, now="T2")
+    assert s1 == s2 and comparable(s1) == comparable(s2)
+
+
+def test_new_generation_forgets_the_old_run():
+    done = build_status(run(job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))]),
+                        generation=1, job_name="j-g1", prev=None, now="T1")
+    v = observe(generation=2, spec=SPEC, spec_error=None, job=None, pods=[], now="T2")
+    st = build_status(v, generation=2, job_name="j-g2", prev=done, now="T2")
+    assert st["results"] is None and st["artifacts"] is None and st["completionTime"] is None
+    assert "AccuracyGate" not in conds(st) and "Scheduled" not in conds(st)
+    assert st["phase"] == "Pending" and st["observedGeneration"] == 2
+
+
+@pytest.mark.parametrize("status,gen,final", [
+    ({"observedGeneration": 1, "phase": "Succeeded"}, 1, True),
+    ({"observedGeneration": 1, "phase": "Failed"}, 1, True),
+    ({"observedGeneration": 1, "phase": "Succeeded"}, 2, False),
+    ({"observedGeneration": 1, "phase": "Running"}, 1, False),
+    (None, 1, False),
+])
+def test_is_final_for(status, gen, final):
+    assert is_final_for(status, gen) is final
+
+
+@pytest.mark.parametrize("prev,new,expected", [
+    (None, {"observedGeneration": 1, "phase": "Pending", "message": "m."}, ("Normal", "Pending")),
+    ({"observedGeneration": 1, "phase": "Pending"}, {"observedGeneration": 1, "phase": "Pending", "message": "x"}, None),
+    ({"observedGeneration": 1, "phase": "Pending"}, {"observedGeneration": 1, "phase": "Running", "stage": "Calibrating"},
+     ("Normal", "Calibrating")),
+    ({"observedGeneration": 1, "phase": "Running", "stage": "Calibrating"},
+     {"observedGeneration": 1, "phase": "Running", "stage": "Verifying"}, ("Normal", "Verifying")),
+    ({"observedGeneration": 1, "phase": "Pending"}, {"observedGeneration": 1, "phase": "Pending", "reason": "Unschedulable"},
+     ("Warning", "Unschedulable")),
+    ({"observedGeneration": 1, "phase": "Running"}, {"observedGeneration": 1, "phase": "Failed", "reason": "OOMKilled"},
+     ("Warning", "OOMKilled")),
+    ({"observedGeneration": 1, "phase": "Running"}, {"observedGeneration": 1, "phase": "Succeeded"}, ("Normal", "Succeeded")),
+    ({"observedGeneration": 1, "phase": "Succeeded"}, {"observedGeneration": 2, "phase": "Pending"}, ("Normal", "Pending")),
+])
+def test_transition_event(prev, new, expected):
+    ev = transition_event(prev, new)
+    assert (ev.type, ev.reason) == expected if expected else ev is None
