@@ -1,0 +1,55 @@
+"""A container's processes on the dev node: every process in the session its first process
+started (each container runs with start_new_session=True), found through /proc."""
+from __future__ import annotations
+
+import os
+import signal
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat_fields(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    return data[data.rfind(")") + 2:].split()
+
+
+def session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        # fields[0] is state (field 3); session is field 6 -> fields[3]
+        if fields and int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def session_rss(sid: int) -> int:
+    """Resident memory of the session's processes, in bytes (what a memory cgroup would charge,
+    roughly: shared pages are counted once per process)."""
+    total = 0
+    for pid in session_pids(sid):
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(sid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in session_pids(sid):  # also children that moved to another process group
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
