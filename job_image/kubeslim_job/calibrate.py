@@ -1,0 +1,123 @@
+"""Stage 2: one quant_post_static run per requested algo over the same calibration samples.
+
+The calibration samples (the first spec.calibrationSamples of the dataset) are fetched once into
+work/data/calibration and fed through the paddle.io.DataLoader form that paddle 2.6.2 requires
+(feed_list + return_list=False; generators fail, see paddle-facts). Each candidate lands in
+work/int8/<algo>/model.pdmodel|.pdiparams; work/calibration.json lists them with their
+calibration time and size, or the error that stopped them. `min_max` is refused by the spec
+(it inserts no quant ops in paddleslim 2.6.0); any algo whose output has no quantize ops is
+reported as a failed candidate for the same reason.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- must precede paddle
+
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import paddle
+
+from . import data
+from .errors import BadInput
+from .export import _last_line
+from .storage import Storage
+from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
+
+QUANT_OP_TYPES = ("quantize_linear", "fake_quantize_abs_max", "fake_quantize_range_abs_max",
+                  "fake_quantize_moving_average_abs_max", "fake_channel_wise_quantize_abs_max",
+                  "fake_quantize_dequantize_moving_average_abs_max", "fake_channel_wise_quantize_dequantize_abs_max",
+                  "fake_quantize_dequantize_abs_max")
+
+
+def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    facts = work.read_json("export.json", "export")
+    prep = data.Prep.from_spec(spec.data.preprocess, facts["inputShape"])
+    calib, stats = data.load(storage, spec.data.calibration, "spec.data.calibration", spec.calibration_samples, prep,
+                             work.calib, facts["numClasses"])
+    fetch_s = time.perf_counter() - t0
+    q = spec.quantization
+    batch_nums = math.ceil(calib.n / q.batch_size)
+    candidates = []
+    for algo in q.algos:
+        candidates.append(_one(algo, q, calib, facts, work, batch_nums))
+    ok = [c for c in candidates if "error" not in c]
+    doc = {"samples": calib.n, "batchSize": q.batch_size, "batchNums": batch_nums, "bytesRead": stats.bytes_read,
+           "bytesUsed": stats.bytes_used, "fetchSeconds": round(fetch_s, 3), "candidates": candidates,
+           "seconds": round(time.perf_counter() - t0, 3)}
+    work.write_json("calibration.json", doc)
+    if not ok:
+        raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: "
+                                            f"{'; '.join(c['algo'] + ': ' + c['error'] for c in candidates)}"[:900])
+    return doc
+
+
+def _one(algo: str, q, calib: data.TensorFile, facts: dict[str, Any], work: WorkDir, batch_nums: int) -> dict[str, Any]:
+    from paddleslim.quant import quant_post_static
+
+    out = work.int8(algo)
+    for name in (MODEL_FILE, PARAMS_FILE):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    t0 = time.perf_counter()
+    paddle.enable_static()
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data(facts["feedName"], [None, *facts["inputShape"]], "float32")
+            loader = paddle.io.DataLoader(_Samples(calib), feed_list=[x], places=paddle.CPUPlace(),
+                                          batch_size=q.batch_size, shuffle=False, drop_last=False, return_list=False)
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()   # a fresh scope per algo: no state leaks between candidates
+        with paddle.static.scope_guard(scope):
+            quant_post_static(
+                executor=exe, model_dir=work.fp32, quantize_model_path=out, data_loader=loader,
+                model_filename=MODEL_FILE, params_filename=PARAMS_FILE,
+                save_model_filename=MODEL_FILE, save_params_filename=PARAMS_FILE,
+                batch_size=q.batch_size, batch_nums=batch_nums, scope=scope, algo=algo,
+                round_type=q.round_type, hist_percent=q.hist_percent, bias_correction=q.bias_correction,
+                quantizable_op_type=list(q.quantizable_op_types), is_full_quantize=False,
+                weight_bits=q.weight_bits, activation_bits=q.activation_bits,
+                activation_quantize_type=q.activation_quantize_type, weight_quantize_type=q.weight_quantize_type,
+                onnx_format=q.onnx_format, skip_tensor_list=list(q.skip_tensors) or None,
+            )
+        quant_ops = _count_quant_ops(out)
+        if quant_ops == 0:
+            raise RuntimeError("the output has no quantize ops (nothing was quantized); check quantizableOpTypes")
+    except Exception as exc:  # one failed algo does not sink the sweep
+        return {"algo": algo, "error": _last_line(exc), "calibrationSeconds": round(time.perf_counter() - t0, 3)}
+    finally:
+        paddle.disable_static()
+    size = sum(os.path.getsize(os.path.join(out, n)) for n in (MODEL_FILE, PARAMS_FILE))
+    return {"algo": algo, "calibrationSeconds": round(time.perf_counter() - t0, 3), "sizeBytes": size,
+            "quantOps": quant_ops, "dir": os.path.relpath(out, work.root)}
+
+
+def _count_quant_ops(model_dir: str) -> int:
+    path = os.path.join(model_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise RuntimeError(f"quant_post_static wrote no {MODEL_FILE}")
+    with open(path, "rb") as fh:
+        program = paddle.static.Program.parse_from_string(fh.read())
+    return sum(1 for b in program.blocks for op in b.ops if op.type in QUANT_OP_TYPES)
+
+
+class _Samples(paddle.io.Dataset):
+    """A map-style dataset over the calibration TensorFile (read per item; a few hundred samples)."""
+
+    def __init__(self, tf: data.TensorFile):
+        super().__init__()
+        self.path = os.path.join(tf.dir, "images.f32")
+        self.shape = tf.shape
+        self.n = tf.n
+        self.per = int(np.prod(tf.shape))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        arr = np.fromfile(self.path, np.float32, count=self.per, offset=i * self.per * 4)
+        return (arr.reshape(self.shape),)

@@ -1,0 +1,225 @@
+"""kubeslim-job: the job image's one entrypoint.
+
+In the pod (the operator's Job: three containers in order, e.g. two initContainers + one container,
+sharing one emptyDir at /work):
+
+    kubeslim-job export    --work-dir /work
+    kubeslim-job calibrate --work-dir /work
+    kubeslim-job verify    --work-dir /work
+
+  spec:      env KUBESLIM_SPEC = the CR's .spec as JSON (or --spec-file PATH: JSON or YAML, either the
+             .spec mapping or a whole QuantizationJob manifest). --spec-file wins over the env.
+  S3:        AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from spec.storage.credentialsSecret (or none:
+             the pod's ambient identity), AWS_ENDPOINT_URL (optional; overrides spec.storage.endpoint),
+             AWS_CA_BUNDLE = path of the mounted spec.storage.caBundle key (optional).
+  writable:  --work-dir (emptyDir, holds the model, the candidates and the preprocessed data:
+             size it at least 3x the fp32 model + evaluation samples x C x H x W x 4 bytes),
+             HOME and MPLCONFIGDIR (default to <work-dir>/.home when HOME is not writable), /tmp
+             (an emptyDir; Paddle writes there). The root filesystem can be read-only.
+  result:    each stage writes a contract.StageResult (<= 4096 bytes) to --termination-log
+             (default /dev/termination-log when it exists; "-" for none) and exits with
+             0 ok, 3 bad input (do not retry), 4 accuracy gate failed, 75 transient (retry),
+             1 anything unexpected (a crash: retry).
+
+Without a cluster:
+
+    kubeslim-job run -f job.yaml --result result.json [--work-dir DIR]
+
+runs export, calibrate and verify in one process and writes the last stage's StageResult (the
+same JSON the operator reads) to --result; the exit code is that stage's.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- must precede any paddle import (libpaddle bundles a clashing zlib)
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+from .contract import EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_MESSAGE_PATH, StageResult, encode
+from .errors import JobError
+from .spec import SpecError, parse_manifest, parse_spec
+
+SPEC_ENV = "KUBESLIM_SPEC"
+
+
+def load_spec(spec_file: str | None):
+    """The spec from --spec-file or env KUBESLIM_SPEC; a SpecError names the bad field."""
+    import yaml
+
+    if spec_file:
+        try:
+            with open(spec_file) as fh:
+                doc = yaml.safe_load(fh)
+        except OSError as exc:
+            raise SpecError("--spec-file", f"cannot read {spec_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise SpecError("--spec-file", f"{spec_file} is not YAML/JSON: {str(exc).splitlines()[0]}") from None
+    elif os.environ.get(SPEC_ENV):
+        try:
+            doc = json.loads(os.environ[SPEC_ENV])
+        except json.JSONDecodeError as exc:
+            raise SpecError(SPEC_ENV, f"is not JSON ({exc.msg} at char {exc.pos})") from None
+    else:
+        raise SpecError("spec", f"no spec: pass --spec-file or set {SPEC_ENV}")
+    if not isinstance(doc, dict):
+        raise SpecError("spec", "must be a mapping")
+    if "kind" in doc:
+        return parse_manifest(doc)[1]
+    if "spec" in doc and "model" not in doc:
+        return parse_spec(doc["spec"])
+    return parse_spec(doc)
+
+
+def _ensure_writable_home(work_dir: str) -> None:
+    """Paddle and matplotlib write under HOME / MPLCONFIGDIR; with a read-only root filesystem and a
+    numeric user, point them into the work dir."""
+    home = os.environ.get("HOME", "")
+    if not home or not os.access(home, os.W_OK):
+        home = os.path.join(work_dir, ".home")
+        os.makedirs(home, exist_ok=True)
+        os.environ["HOME"] = home
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ["HOME"], ".matplotlib"))
+
+
+def run_stage(stage: str, spec, work_dir: str) -> StageResult:
+    """Run one stage and return its StageResult; a JobError becomes a not-ok result (never raises)."""
+    from .storage import Storage
+    from .workdir import WorkDir
+
+    t0 = time.perf_counter()
+    work = WorkDir(work_dir)
+    storage = None
+    try:
+        storage = Storage.from_spec(spec)
+        if stage == "export":
+            from . import export
+
+            facts = export.run(spec, storage, work)
+            details = {k: facts[k] for k in ("source", "inputShape", "numClasses", "ops", "params", "sizeBytes")}
+            msg = (f"exported {facts['source']} model: input {facts['inputShape']}, {facts['numClasses']} classes, "
+                   f"{facts['ops']} ops, {facts['params']} parameters")
+            return _ok(stage, msg, details, storage, t0)
+        if stage == "calibrate":
+            from . import calibrate
+
+            doc = calibrate.run(spec, storage, work)
+            cands = [{k: c.get(k) for k in ("algo", "calibrationSeconds", "sizeBytes", "error") if k in c}
+                     for c in doc["candidates"]]
+            good = [c["algo"] for c in cands if "error" not in c]
+            msg = f"calibrated {len(good)}/{len(cands)} candidates ({', '.join(good)}) on {doc['samples']} samples"
+            details = {"samples": doc["samples"], "bytesRead": doc["bytesRead"], "bytesUsed": doc["bytesUsed"],
+                       "candidates": cands}
+            return _ok(stage, msg, details, storage, t0)
+        from . import verify
+
+        results, gate, artifacts, details = verify.run(spec, storage, work)
+        i8 = results.int8
+        msg = (f"int8 {i8.algo}: {gate.metric} {getattr(i8, gate.metric):.4f} vs fp32 "
+               f"{getattr(results.fp32, gate.metric):.4f} (drop {results.accuracy_drop:.4f}), "
+               f"{results.speedup}x faster on {results.backend}; model at {artifacts.model}")
+        res = _ok(stage, msg, details, storage, t0)
+        res.results, res.gate, res.artifacts = results, gate, artifacts
+        return res
+    except SpecError as exc:
+        return _fail(stage, "InvalidSpec", str(exc), EXIT_BAD_INPUT, {}, storage, t0)
+    except JobError as exc:
+        res = _fail(stage, exc.reason, exc.message, exc.exit_code, exc.details, storage, t0)
+        res.results, res.gate, res.artifacts = exc.results, exc.gate, exc.artifacts
+        return res
+    except MemoryError:
+        return _fail(stage, "OutOfMemory", "ran out of memory; raise spec.resources.memory or lower "
+                                           "spec.verification.batchSize", 1, {}, storage, t0)
+    except Exception as exc:  # a crash: the traceback goes to the log, one line to the message
+        traceback.print_exc()
+        from .export import _last_line
+
+        return _fail(stage, "InternalError", f"unexpected {_last_line(exc)}; see the pod log", 1, {}, storage, t0)
+
+
+def _ok(stage: str, message: str, details: dict[str, Any], storage, t0: float) -> StageResult:
+    details = {**details, "seconds": round(time.perf_counter() - t0, 3), "bytesReadTotal": storage.bytes_read}
+    return StageResult(stage=stage, ok=True, reason="Succeeded", message=message, details=details)
+
+
+def _fail(stage: str, reason: str, message: str, code: int, details: dict[str, Any], storage, t0: float) -> StageResult:
+    details = {**(details or {}), "seconds": round(time.perf_counter() - t0, 3), "exitCode": code}
+    if storage is not None:
+        details["bytesReadTotal"] = storage.bytes_read
+    return StageResult(stage=stage, ok=False, reason=reason, message=message, details=details)
+
+
+def exit_code(res: StageResult) -> int:
+    return EXIT_OK if res.ok else int(res.details.get("exitCode", 1))
+
+
+def _emit(res: StageResult, path: str | None) -> None:
+    text = encode(res)
+    print(text, flush=True)
+    if path:
+        try:
+            with open(path, "w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(f"kubeslim-job: cannot write the result to {path}: {exc.strerror}", file=sys.stderr)
+
+
+def _default_termination_log() -> str | None:
+    return TERMINATION_MESSAGE_PATH if os.path.exists(TERMINATION_MESSAGE_PATH) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kubeslim-job", description="int8 post-training quantization of a Paddle model "
+                                "(export -> calibrate -> verify) as described by a QuantizationJob spec")
+    sub = p.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        s = sub.add_parser(stage, help=f"the {stage} stage of the pod")
+        s.add_argument("--spec-file", help=f"spec JSON/YAML (default: env {SPEC_ENV})")
+        s.add_argument("--work-dir", default="/work", help="directory shared by the stages (default /work)")
+        s.add_argument("--termination-log", default=None,
+                       help=f"where to write the result message (default {TERMINATION_MESSAGE_PATH} if present; - for none)")
+    r = sub.add_parser("run", help="all three stages locally on a QuantizationJob manifest")
+    r.add_argument("-f", "--filename", required=True, help="QuantizationJob manifest (YAML)")
+    r.add_argument("--result", required=True, help="write the final result JSON here")
+    r.add_argument("--work-dir", default=None, help="work directory (default: a fresh temporary directory)")
+    args = p.parse_args(argv)
+
+    if args.command == "run":
+        work_dir = args.work_dir or tempfile.mkdtemp(prefix="kubeslim-")
+        os.makedirs(work_dir, exist_ok=True)
+        _ensure_writable_home(work_dir)
+        try:
+            spec = load_spec(args.filename)
+        except SpecError as exc:
+            res = _fail("export", "InvalidSpec", str(exc), EXIT_BAD_INPUT, {}, None, time.perf_counter())
+            _emit(res, args.result)
+            return exit_code(res)
+        for stage in STAGES:
+            res = run_stage(stage, spec, work_dir)
+            print(f"kubeslim-job: {stage}: {'ok' if res.ok else res.reason}: {res.message}", file=sys.stderr, flush=True)
+            if not res.ok:
+                break
+        _emit(res, args.result)
+        return exit_code(res)
+
+    tlog = args.termination_log
+    tlog = None if tlog == "-" else (tlog or _default_termination_log())
+    os.makedirs(args.work_dir, exist_ok=True)
+    _ensure_writable_home(args.work_dir)
+    try:
+        spec = load_spec(args.spec_file)
+    except SpecError as exc:
+        res = _fail(args.command, "InvalidSpec", str(exc), EXIT_BAD_INPUT, {}, None, time.perf_counter())
+    else:
+        res = run_stage(args.command, spec, args.work_dir)
+    _emit(res, tlog)
+    return exit_code(res)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Datasets: read the first N samples from S3, preprocess them per the spec, and keep them on disk.
+
+Formats (spec.data.{calibration,evaluation}.format):
+- imageList: `uri` is a prefix; `listFile` (relative to it) has lines "relative/path.jpg label"
+  (PaddleClas / ImageNet style; blank lines and lines starting with '#' are skipped; the last
+  whitespace-separated field is the label, so paths may contain spaces). Only the first N lines are
+  read and only their files fetched, in parallel (storage.fetch_many), in order.
+- npz: `uri` is one .npz object with `images` (N,C,H,W or N,H,W,C or N,H,W) and `labels` (N,).
+  Only the bytes of the first N samples are read: for an uncompressed npz (np.savez) by exact Range
+  GETs of the member's data, for a compressed one (np.savez_compressed) by a streaming inflate whose
+  over-read is at most one read-ahead block (<= 1 MiB).
+  * integer arrays are pixels (0-255) and get the same preprocessing as image files;
+  * float arrays are taken as already model-ready tensors: their C,H,W must equal
+    spec.model.inputShape and no preprocessing is applied.
+
+Preprocessing (spec.data.preprocess): decode -> channel order -> resize the short side to
+resizeShort -> center crop to the model's H,W -> /255 -> (x - mean) / std -> C,H,W float32.
+Grayscale images are widened to the model's channels; mean/std may have one entry (broadcast) or
+one per model channel.
+
+Samples are written to `<dir>/images.f32` (raw float32, C-order) + `labels.npy` + `meta.json` and
+read back one batch at a time, so memory stays flat however large the evaluation set is.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadInput
+from .storage import Storage, join_uri
+
+_IMAGE_CHANNELS = (1, 3, 4)
+
+
+@dataclass(frozen=True)
+class Prep:
+    """Preprocessing fixed for one model input (C, H, W)."""
+    channels: int
+    height: int
+    width: int
+    resize_short: int
+    mean: np.ndarray
+    std: np.ndarray
+    bgr: bool
+
+    @classmethod
+    def from_spec(cls, preprocess, input_shape: list[int] | tuple[int, ...]) -> "Prep":
+        c, h, w = (int(v) for v in input_shape)
+        if preprocess.crop != h or preprocess.crop != w:
+            raise BadInput("PreprocessMismatch", f"spec.data.preprocess.crop is {preprocess.crop} but the model input is "
+                                                 f"{h}x{w} (spec.model.inputShape {list(input_shape)}); set crop to {h}")
+        if preprocess.resize_short < h:
+            raise BadInput("PreprocessMismatch", f"spec.data.preprocess.resizeShort {preprocess.resize_short} is smaller "
+                                                 f"than crop {h}; set resizeShort >= crop")
+        for name in ("mean", "std"):
+            vals = getattr(preprocess, name)
+            if len(vals) not in (1, c):
+                raise BadInput("PreprocessMismatch", f"spec.data.preprocess.{name} has {len(vals)} entries but the model "
+                                                     f"has {c} channel(s); give 1 or {c}")
+        mean = np.asarray(preprocess.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(preprocess.std, np.float32).reshape(-1, 1, 1)
+        return cls(c, h, w, preprocess.resize_short, mean, std, preprocess.channel_order == "BGR")
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def pixels(self, img: np.ndarray, rgb: bool = True) -> np.ndarray:
+        """HxW or HxWxC integer pixels (RGB order if rgb else BGR) -> C,H,W float32."""
+        import cv2
+
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 3:
+            if img.shape[2] != 3:
+                raise ValueError(f"{img.shape[2]} channels")
+            if self.channels == 1:
+                raise ValueError("a colour image for a 1-channel model; convert the data to grayscale")
+            if rgb == self.bgr:
+                img = img[:, :, ::-1]
+        h, w = img.shape[:2]
+        short = min(h, w)
+        if short != self.resize_short:
+            scale = self.resize_short / short
+            nh, nw = max(self.height, round(h * scale)), max(self.width, round(w * scale))
+            img = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_LINEAR)
+            h, w = nh, nw
+        top, left = (h - self.height) // 2, (w - self.width) // 2
+        img = img[top:top + self.height, left:left + self.width]
+        x = img.astype(np.float32) / 255.0
+        x = x[None, :, :] if x.ndim == 2 else x.transpose(2, 0, 1)
+        if x.shape[0] == 1 and self.channels > 1:
+            x = np.repeat(x, self.channels, axis=0)
+        return np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ValueError("not a decodable JPEG/PNG image")
+        if img.dtype == np.uint16:
+            img = (img >> 8).astype(np.uint8)
+        return self.pixels(img, rgb=False)
+
+
+@dataclass
+class LoadStats:
+    samples: int = 0
+    bytes_used: int = 0       # bytes of the samples (and list lines) actually used
+    bytes_read: int = 0       # bytes received from S3 for this dataset
+    source: str = ""
+
+
+# -- on-disk tensor file -----------------------------------------------------------------------
+class TensorFile:
+    """The preprocessed samples of one dataset on local disk."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        with open(os.path.join(directory, "meta.json")) as fh:
+            self.meta = json.load(fh)
+        self.n = int(self.meta["samples"])
+        self.shape = tuple(self.meta["shape"])
+        self.labels = np.load(os.path.join(directory, "labels.npy"))
+
+    @staticmethod
+    def exists(directory: str) -> bool:
+        return os.path.exists(os.path.join(directory, "meta.json"))
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        per = int(np.prod(self.shape))
+        n = self.n if limit is None else min(limit, self.n)
+        buf = np.empty((batch_size, *self.shape), np.float32)
+        with open(os.path.join(self.dir, "images.f32"), "rb", buffering=0) as fh:
+            for start in range(0, n, batch_size):
+                k = min(batch_size, n - start)
+                view = buf[:k]
+                got = fh.readinto(memoryview(view.reshape(-1)).cast("B"))
+                if got != k * per * 4:
+                    raise BadInput("DatasetTruncated", f"{self.dir}/images.f32 ends early; rerun the stage")
+                yield view, self.labels[start:start + k]
+
+
+def _write(directory: str, samples: Iterator[tuple[np.ndarray, int]], prep: Prep, stats: LoadStats) -> TensorFile:
+    os.makedirs(directory, exist_ok=True)
+    labels: list[int] = []
+    tmp = os.path.join(directory, "images.f32.tmp")
+    with open(tmp, "wb") as fh:
+        for x, y in samples:
+            fh.write(x.tobytes())
+            labels.append(int(y))
+    if not labels:
+        raise BadInput("EmptyDataset", f"{stats.source}: no samples")
+    os.replace(tmp, os.path.join(directory, "images.f32"))
+    np.save(os.path.join(directory, "labels.npy"), np.asarray(labels, np.int64))
+    stats.samples = len(labels)
+    meta = {"samples": len(labels), "shape": list(prep.sample_shape), "source": stats.source,
+            "bytesUsed": stats.bytes_used, "bytesRead": stats.bytes_read}
+    with open(os.path.join(directory, "meta.json"), "w") as fh:
+        json.dump(meta, fh)
+    return TensorFile(directory)
+
+
+def _check_label(label: int, num_classes: int | None, where: str) -> int:
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise BadInput("LabelOutOfRange", f"{where}: label {label} is out of range {bound} for this model; fix the label "
+                                          "or spec.model numClasses")
+    return label
+
+
+# -- imageList ---------------------------------------------------------------------------------
+def _image_list(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
+                stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
+    list_uri = join_uri(ds.uri, ds.list_file)
+    list_name = ds.list_file
+
+    def entries() -> Iterator[tuple[str, tuple[int, int]]]:
+        taken = 0
+        for lineno, line in enumerate(storage.iter_lines(list_uri, f"{field}.listFile"), start=1):
+            if count is not None and taken >= count:
+                return
+            stats.bytes_used += len(line.encode())
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            parts = text.rsplit(None, 1)
+            if len(parts) != 2:
+                raise BadInput("BadListFile", f"{list_uri} line {lineno}: expected 'relative/path label', got {text[:80]!r}")
+            try:
+                label = int(parts[1])
+            except ValueError:
+                raise BadInput("BadListFile", f"{list_uri} line {lineno}: label {parts[1][:20]!r} is not an integer") from None
+            _check_label(label, num_classes, f"{list_uri} line {lineno}")
+            taken += 1
+            yield join_uri(ds.uri, parts[0]), (lineno, label)
+
+    for (lineno, label), data in storage.fetch_many(entries(), f"{field} ({list_name})"):
+        stats.bytes_used += len(data)
+        try:
+            x = prep.decode(data)
+        except Exception as exc:
+            raise BadInput("CorruptImage", f"{list_uri} line {lineno}: image is unusable ({exc}); replace the file or "
+                                           "remove the line") from None
+        yield x, label
+
+
+# -- npz ---------------------------------------------------------------------------------------
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+
+
+class _NpzMember:
+    """Reads the first rows of one .npy member of a remote .npz."""
+
+    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str, raw):
+        self.storage, self.uri, self.field, self.zf, self.raw = storage, uri, field, zf, raw
+        try:
+            self.info = zf.getinfo(name)
+        except KeyError:
+            raise BadInput("BadNpz", f"{field} {uri}: has no '{name}' array (found: "
+                                     f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())})") from None
+        self.name = name
+        if self.info.compress_type == zipfile.ZIP_STORED:
+            head, _ = storage.get_range(uri, field, self.info.header_offset,
+                                        self.info.header_offset + _LOCAL_HEADER.size + 1024)
+            fh = _LOCAL_HEADER.unpack(head[:_LOCAL_HEADER.size])
+            self.data_start = self.info.header_offset + _LOCAL_HEADER.size + fh[10] + fh[11]
+            rel = self.data_start - self.info.header_offset
+            stream = io.BytesIO(head[rel:])
+            self._parse_header(stream)
+            if self.header_len > len(head) - rel:
+                raise BadInput("BadNpz", f"{field} {uri}: '{name}' has an oversized .npy header")
+            self.stream = None
+        else:
+            self.stream = zf.open(name)
+            self._parse_header(self.stream)
+
+    def _parse_header(self, stream) -> None:
+        from numpy.lib import format as npf
+
+        try:
+            version = npf.read_magic(stream)
+            shape, fortran, dtype = npf._read_array_header(stream, version)  # noqa: SLF001 (stable since numpy 1.x)
+        except Exception as exc:
+            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is not a valid .npy array ({exc})") from None
+        if fortran and len(shape) > 1:
+            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is Fortran-ordered; save it C-ordered "
+                                     "(np.ascontiguousarray) so samples can be read without the whole array")
+        if dtype.hasobject:
+            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' holds Python objects; use a numeric dtype")
+        self.shape, self.dtype = tuple(shape), dtype
+        self.header_len = stream.tell()
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else 0
+
+    def rows(self, n: int, chunk_rows: int = 256) -> Iterator[np.ndarray]:
+        """The first n rows, `chunk_rows` at a time."""
+        step = max(1, min(chunk_rows, (4 << 20) // max(1, self.row_bytes)))
+        done = 0
+        while done < n:
+            k = min(step, n - done)
+            want = k * self.row_bytes
+            if self.stream is None:
+                start = self.data_start + self.header_len + done * self.row_bytes
+                data, _ = self.storage.get_range(self.uri, self.field, start, start + want - 1)
+            else:
+                data = self.stream.read(want)
+            if len(data) != want:
+                raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is truncated")
+            yield np.frombuffer(data, self.dtype).reshape(k, *self.shape[1:])
+            done += k
+
+
+def _npz(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
+         stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
+    raw = storage.open(ds.uri, f"{field}")
+    try:
+        zf = zipfile.ZipFile(raw)
+    except zipfile.BadZipFile:
+        raise BadInput("BadNpz", f"{field} {ds.uri}: not an .npz file (zip); save it with np.savez") from None
+    images = _NpzMember(storage, ds.uri, field, zf, "images.npy", raw)
+    labels = _NpzMember(storage, ds.uri, field, zf, "labels.npy", raw)
+    if len(labels.shape) != 1 or labels.dtype.kind not in "iu":
+        raise BadInput("BadNpz", f"{field} {ds.uri}: 'labels' must be a 1-D integer array, got {labels.dtype} "
+                                 f"{list(labels.shape)}")
+    if len(images.shape) not in (3, 4) or images.shape[0] != labels.shape[0]:
+        raise BadInput("BadNpz", f"{field} {ds.uri}: 'images' must be N,C,H,W or N,H,W,C or N,H,W with N = len(labels) "
+                                 f"({labels.shape[0]}), got {list(images.shape)}")
+    n = images.shape[0] if count is None else min(count, images.shape[0])
+    layout = _layout(images.shape, prep, field, ds.uri, images.dtype)
+    all_labels = np.concatenate(list(labels.rows(n, chunk_rows=1 << 20))) if n else np.zeros(0, np.int64)
+    stats.bytes_used += n * (images.row_bytes + labels.row_bytes)
+    i = 0
+    for block in images.rows(n):
+        for arr in block:
+            label = _check_label(int(all_labels[i]), num_classes, f"{ds.uri} labels[{i}]")
+            try:
+                if layout == "tensor":
+                    x = np.ascontiguousarray(arr, dtype=np.float32)
+                else:
+                    img = arr.transpose(1, 2, 0) if layout == "NCHW" else arr
+                    x = prep.pixels(np.asarray(img, dtype=np.uint8) if img.dtype != np.uint8 else img)
+            except ValueError as exc:
+                raise BadInput("ShapeMismatch", f"{ds.uri} images[{i}]: {exc}") from None
+            yield x, label
+            i += 1
+
+
+def _layout(shape: tuple[int, ...], prep: Prep, field: str, uri: str, dtype: np.dtype) -> str:
+    if dtype.kind == "f":
+        if tuple(shape[1:]) != prep.sample_shape:
+            raise BadInput("ShapeMismatch", f"{field} {uri}: float 'images' are taken as model-ready tensors and must be "
+                                            f"N,{','.join(map(str, prep.sample_shape))} (spec.model.inputShape), got "
+                                            f"{list(shape)}; store uint8 pixels to have them preprocessed")
+        return "tensor"
+    if dtype.kind not in "iu":
+        raise BadInput("BadNpz", f"{field} {uri}: 'images' has dtype {dtype}; use uint8 pixels or float32 tensors")
+    if len(shape) == 3:
+        return "NHW"
+    if shape[1] in _IMAGE_CHANNELS and shape[3] not in _IMAGE_CHANNELS:
+        return "NCHW"
+    if shape[3] in _IMAGE_CHANNELS:
+        return "NHWC"
+    raise BadInput("ShapeMismatch", f"{field} {uri}: cannot tell channels in 'images' of shape {list(shape)}; "
+                                    "use N,C,H,W or N,H,W,C with C in 1, 3")
+
+
+# -- entry point -------------------------------------------------------------------------------
+def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, directory: str,
+         num_classes: int | None = None) -> tuple[TensorFile, LoadStats]:
+    """Fetch, preprocess and store the first `count` samples (all if None) of dataset spec `ds`
+    (spec field path `field`, e.g. spec.data.evaluation) into `directory`. Reuses a complete
+    earlier download (a sweep, or a retried pod on the same volume)."""
+    if TensorFile.exists(directory):
+        tf = TensorFile(directory)
+        if tf.meta.get("source") == ds.uri and tuple(tf.shape) == prep.sample_shape and (count is None or tf.n >= count):
+            m = tf.meta
+            return tf, LoadStats(tf.n, m.get("bytesUsed", 0), m.get("bytesRead", 0), ds.uri)
+    stats = LoadStats(source=ds.uri)
+    before = storage.bytes_read
+    if ds.format == "npz":
+        samples = _npz(storage, ds, field + ".uri", count, prep, num_classes, stats)
+    else:
+        samples = _image_list(storage, ds, field, count, prep, num_classes, stats)
+
+    def counted():
+        for item in samples:
+            stats.bytes_read = storage.bytes_read - before
+            yield item
+        stats.bytes_read = storage.bytes_read - before
+
+    tf = _write(directory, counted(), prep, stats)
+    return tf, stats

@@ -1,0 +1,41 @@
+"""Errors that map to the result contract's exit codes.
+
+Every failure the job can explain is a `JobError` with a machine-readable `reason`, one human
+sentence naming the cause and the fix, and the exit code the operator's podFailurePolicy acts on.
+Anything else escaping a stage is a crash (exit 1, retried by the Job's backoffLimit).
+"""
+from __future__ import annotations
+
+from .contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT
+
+
+class JobError(Exception):
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, reason: str, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+        self.results = self.gate = self.artifacts = None
+        self.details: dict = {}
+
+    def with_results(self, results, gate, artifacts, details: dict) -> "JobError":
+        """Attach what was measured, so a failed gate still reports its numbers."""
+        self.results, self.gate, self.artifacts, self.details = results, gate, artifacts, details
+        return self
+
+
+class BadInput(JobError):
+    """The spec, the data or the model is wrong: retrying cannot help."""
+    exit_code = EXIT_BAD_INPUT
+
+
+class Transient(JobError):
+    """Storage timeout, throttling, a 5xx: the Job retries the pod."""
+    exit_code = EXIT_TRANSIENT
+
+
+class GateFailed(JobError):
+    exit_code = EXIT_ACCURACY_GATE

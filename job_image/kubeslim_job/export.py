@@ -1,0 +1,244 @@
+"""Stage 1: produce the fp32 static model (work/fp32/model.pdmodel + model.pdiparams).
+
+- inference: fetch the two files, check they load and run once on the input shape.
+- builtin: paddle.vision.models.<architecture>(num_classes=numClasses) + a paddle.save state dict.
+- custom: a Python file from S3 (or a module in the image), factory(**kwargs) + state dict.
+builtin and custom are saved with paddle.jit.save and a dynamic batch InputSpec [None, C, H, W].
+
+Every model is then loaded once as a static program to record what the later stages need in
+work/export.json: input shape, feed name, number of classes, op and parameter counts.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- must precede paddle (see paddle-facts: libpaddle's zlib clash)
+
+import importlib
+import importlib.util
+import inspect
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from .errors import BadInput
+from .storage import Storage, join_uri, parse_uri
+from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
+
+FEED_NAME = "x"
+
+
+def preflight(spec, storage: Storage) -> None:
+    """Cheap checks before any heavy work: every input object exists and the output bucket is there."""
+    m = spec.model
+    if m.inference:
+        for name in (m.inference.model_file, m.inference.params_file):
+            storage.size_of(join_uri(m.inference.uri, name), "spec.model.inference.uri")
+    for field, uri in spec.s3_uris().items():
+        if field.endswith((".weights", ".code")):
+            storage.size_of(uri, field)
+    for name in ("calibration", "evaluation"):
+        ds = getattr(spec.data, name)
+        if ds.format == "npz":
+            storage.size_of(ds.uri, f"spec.data.{name}.uri")
+        else:
+            storage.size_of(join_uri(ds.uri, ds.list_file), f"spec.data.{name}.listFile")
+    storage.check_writable_bucket(spec.output.uri, "spec.output.uri")
+
+
+def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    preflight(spec, storage)
+    import paddle
+
+    paddle.set_device("cpu")
+    source = spec.model.source
+    prefix = os.path.join(work.fp32, "model")
+    if source == "inference":
+        inf = spec.model.inference
+        storage.download(join_uri(inf.uri, inf.model_file), prefix + ".pdmodel", "spec.model.inference.uri")
+        storage.download(join_uri(inf.uri, inf.params_file), prefix + ".pdiparams", "spec.model.inference.uri")
+    else:
+        layer, field = _build_layer(spec, storage, work)
+        c, h, w = spec.model.input_shape
+        spec_in = paddle.static.InputSpec([None, c, h, w], "float32", FEED_NAME)
+        try:
+            paddle.jit.save(layer, prefix, input_spec=[spec_in])
+        except Exception as exc:
+            raise BadInput("ExportFailed", f"{field}: paddle.jit.save failed for input [N, {c}, {h}, {w}] "
+                                           f"({_last_line(exc)}); check spec.model.inputShape and the model's forward") from None
+    facts = inspect_static(prefix, spec.model.input_shape, source)
+    if spec.model.builtin and facts["numClasses"] != spec.model.builtin.num_classes:
+        raise BadInput("ShapeMismatch", f"spec.model.builtin.numClasses is {spec.model.builtin.num_classes} but the model "
+                                        f"outputs {facts['numClasses']} classes")
+    facts.update(source=source, seconds=round(time.perf_counter() - t0, 3), bytesRead=storage.bytes_read)
+    work.write_json("export.json", facts)
+    return facts
+
+
+def _build_layer(spec, storage: Storage, work: WorkDir):
+    import paddle
+
+    m = spec.model
+    if m.builtin:
+        field = "spec.model.builtin"
+        fn = _builtin_factory(m.builtin.architecture)
+        kwargs: dict[str, Any] = {"num_classes": m.builtin.num_classes}
+        params = inspect.signature(fn).parameters
+        if "pretrained" in params:
+            kwargs["pretrained"] = False   # never download at run time: weights come from spec
+        try:
+            layer = fn(**kwargs)
+        except Exception as exc:
+            raise BadInput("ModelBuildFailed", f"spec.model.builtin.architecture {m.builtin.architecture}: "
+                                               f"{_last_line(exc)}") from None
+        weights = m.builtin.weights
+    else:
+        field = "spec.model.custom"
+        c = m.custom
+        if c.code:
+            path = os.path.join(work.src, os.path.basename(parse_uri(c.code)[1]) or "model.py")
+            storage.download(c.code, path, "spec.model.custom.code")
+            where = f"spec.model.custom.code {c.code}"
+            try:
+                modspec = importlib.util.spec_from_file_location("kubeslim_user_model", path)
+                module = importlib.util.module_from_spec(modspec)
+                modspec.loader.exec_module(module)
+            except Exception as exc:
+                raise BadInput("CustomCodeFailed", f"{where}: importing it failed ({_last_line(exc)})") from None
+        else:
+            where = f"spec.model.custom.module {c.module}"
+            try:
+                module = importlib.import_module(c.module)
+            except Exception as exc:
+                raise BadInput("CustomCodeFailed", f"{where}: cannot import it ({_last_line(exc)}); it must be "
+                                                   "installed in the job image") from None
+        factory = getattr(module, c.factory, None)
+        if not callable(factory):
+            raise BadInput("CustomCodeFailed", f"{where}: has no callable '{c.factory}' (spec.model.custom.factory)")
+        try:
+            layer = factory(**c.kwargs)
+        except Exception as exc:
+            raise BadInput("CustomCodeFailed", f"{where}: {c.factory}(**spec.model.custom.kwargs) raised "
+                                               f"{_last_line(exc)}") from None
+        if not isinstance(layer, paddle.nn.Layer):
+            raise BadInput("CustomCodeFailed", f"{where}: {c.factory} returned {type(layer).__name__}, not a paddle.nn.Layer")
+        weights = c.weights
+    if weights:
+        _load_weights(layer, storage, weights, f"{field}.weights", work)
+    layer.eval()
+    return layer, field
+
+
+def _builtin_factory(arch: str):
+    import paddle.vision.models as models
+
+    names = [n for n in dir(models) if not n.startswith("_") and callable(getattr(models, n))]
+    if arch in names:
+        return getattr(models, arch)
+    folded = {n.lower().replace("_", ""): n for n in names}
+    key = arch.lower().replace("_", "")
+    if key in folded:
+        return getattr(models, folded[key])
+    raise BadInput("UnknownArchitecture", f"spec.model.builtin.architecture {arch!r} is not in paddle.vision.models; "
+                                          f"choose one of: {', '.join(sorted(n for n in names if n[0].islower()))}")
+
+
+def _load_weights(layer, storage: Storage, uri: str, field: str, work: WorkDir) -> None:
+    import paddle
+
+    path = os.path.join(work.src, "weights.pdparams")
+    storage.download(uri, path, field)
+    try:
+        state = paddle.load(path)
+    except Exception as exc:
+        raise BadInput("BadWeights", f"{field} {uri}: not a paddle.save state dict ({_last_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise BadInput("BadWeights", f"{field} {uri}: holds a {type(state).__name__}, expected a state dict "
+                                     "(paddle.save(model.state_dict(), path))")
+    own = layer.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
+             if k in state and list(np.shape(state[k])) != list(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}" + (" …" if len(unexpected) > 3 else ""))
+        if wrong:
+            parts.append(f"shape {', '.join(wrong[:2])}")
+        raise BadInput("WeightsMismatch", f"{field} {uri}: does not fit the model ({'; '.join(parts)}); check the "
+                                          "architecture, numClasses or kwargs")
+    layer.set_state_dict(state)
+
+
+def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> dict[str, Any]:
+    """Load a static inference model once: feed/fetch, shape, classes, op and parameter counts."""
+    import paddle
+
+    field = "spec.model.inference.uri" if source == "inference" else f"spec.model.{source}"
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            try:
+                program, feeds, fetches = paddle.static.load_inference_model(prefix, exe)
+            except Exception as exc:
+                raise BadInput("BadModel", f"{field}: {MODEL_FILE}/{PARAMS_FILE} do not load as a Paddle inference "
+                                           f"model ({_last_line(exc)}); export it with paddle.jit.save or "
+                                           "paddle.static.save_inference_model") from None
+            if len(feeds) != 1:
+                raise BadInput("BadModel", f"{field}: the model has {len(feeds)} inputs ({', '.join(feeds)}); only "
+                                           "single-input image classifiers are supported")
+            var = program.global_block().var(feeds[0])
+            declared = [int(d) for d in var.shape[1:]]
+            if input_shape:
+                shape = [int(v) for v in input_shape]
+                if len(declared) != 3 or any(d not in (-1, s) for d, s in zip(declared, shape)):
+                    raise BadInput("ShapeMismatch", f"spec.model.inputShape {shape} does not match the model's input "
+                                                    f"{feeds[0]} {[-1] + declared}")
+            else:
+                if len(declared) != 3 or min(declared) < 1:
+                    raise BadInput("ShapeMismatch", f"spec.model.inputShape is required: the model's input {feeds[0]} "
+                                                    f"has shape {[-1] + declared}")
+                shape = declared
+            try:
+                out = exe.run(program, feed={feeds[0]: np.zeros([1, *shape], np.float32)}, fetch_list=fetches)[0]
+            except Exception as exc:
+                raise BadInput("ShapeMismatch", f"{field}: the model fails on input [1, {', '.join(map(str, shape))}] "
+                                                f"({_last_line(exc)}); check spec.model.inputShape") from None
+            if np.ndim(out) != 2:
+                raise BadInput("BadModel", f"{field}: output {fetches[0].name} has shape {list(np.shape(out))}; "
+                                           "expected [N, classes] logits or probabilities")
+            ops = Counter(op.type for block in program.blocks for op in block.ops if op.type not in ("feed", "fetch"))
+            params = [v for v in program.list_vars() if v.persistable and v.name not in ("feed", "fetch")]
+            n_params = 0
+            for v in params:
+                t = scope.find_var(v.name)
+                if t is None:
+                    continue
+                try:
+                    n_params += int(np.prod(np.array(t.get_tensor()).shape))
+                except Exception:   # non-tensor persistables have no size
+                    pass
+    finally:
+        paddle.disable_static()
+    return {
+        "inputShape": shape,
+        "feedName": feeds[0],
+        "numClasses": int(np.shape(out)[1]),
+        "ops": int(sum(ops.values())),
+        "opTypes": dict(ops.most_common(12)),
+        "params": n_params,
+        "sizeBytes": os.path.getsize(prefix + ".pdmodel") + os.path.getsize(prefix + ".pdiparams"),
+    }
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = next((ln.strip() for ln in reversed(text) if ln.strip() and not set(ln.strip()) <= set("-=[]")), "")
+    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__

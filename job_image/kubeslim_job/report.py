@@ -1,0 +1,120 @@
+"""report.json and a self-contained report.html (PNG plots embedded as base64; also written as
+files so they can be uploaded beside the model)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from typing import Any
+
+PLOTS = ("accuracy.png", "latency.png", "size.png")
+
+
+def write(directory: str, spec, facts: dict[str, Any], calib: dict[str, Any], results, gate, rows: list[dict[str, Any]],
+          details: dict[str, Any]) -> dict[str, str]:
+    """Write the report files; returns {file name: content type}."""
+    os.makedirs(directory, exist_ok=True)
+    doc = {
+        "results": results.dump(),
+        "gate": gate.dump(),
+        "model": {k: facts.get(k) for k in ("source", "inputShape", "numClasses", "ops", "params", "sizeBytes", "opTypes")},
+        "calibration": {k: calib.get(k) for k in ("samples", "batchSize", "batchNums", "seconds")},
+        "quantization": spec.quantization.model_dump(by_alias=True),
+        "verification": {**spec.verification.model_dump(by_alias=True), **details},
+        "candidates": [{k: v for k, v in r.items() if k != "dir"} for r in rows],
+    }
+    with open(os.path.join(directory, "report.json"), "w") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True)
+    pngs = _plots(results, gate, rows)
+    for name, data in pngs.items():
+        with open(os.path.join(directory, name), "wb") as fh:
+            fh.write(data)
+    with open(os.path.join(directory, "report.html"), "w", encoding="utf-8") as fh:
+        fh.write(_html(doc, results, gate, pngs))
+    return {"report.json": "application/json", "report.html": "text/html; charset=utf-8",
+            **{n: "image/png" for n in pngs}}
+
+
+def _plots(results, gate, rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = gate.metric
+    ok = [r for r in rows if "error" not in r]
+    fp32 = results.fp32.dump()
+    out: dict[str, bytes] = {}
+
+    def save(fig, name: str) -> None:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        out[name] = buf.getvalue()
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    algos = [r["algo"] for r in ok]
+    ax.bar(algos, [r[metric] for r in ok], color=["#2a9d8f" if r["algo"] == results.int8.algo else "#8ab17d" for r in ok])
+    ax.axhline(fp32[metric], color="#264653", label=f"fp32 {fp32[metric]:.4f}")
+    ax.axhline(fp32[metric] - gate.max_accuracy_drop, color="#e76f51", linestyle="--",
+               label=f"gate (fp32 - {gate.max_accuracy_drop})")
+    vals = [r[metric] for r in ok] + [fp32[metric] - gate.max_accuracy_drop, fp32[metric]]
+    lo, hi = min(vals), max(vals)
+    ax.set_ylim(max(0.0, lo - (hi - lo) * 0.5 - 0.01), min(1.0, hi + (hi - lo) * 0.3 + 0.01))
+    ax.set_ylabel(metric)
+    ax.set_title(f"int8 {metric} per algo")
+    ax.legend(loc="lower right", fontsize=8)
+    save(fig, "accuracy.png")
+
+    best = next(r for r in ok if r["algo"] == results.int8.algo)
+    for name, key, label in (("latency.png", "latencyMs", "ms per batch (p50)"), ("size.png", "sizeBytes", "MiB")):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        scale = 1 / (1 << 20) if key == "sizeBytes" else 1.0
+        vals = [fp32[key] * scale] + [r[key] * scale for r in ok]
+        ax.bar(["fp32"] + [f"int8 {r['algo']}" for r in ok], vals,
+               color=["#264653"] + ["#2a9d8f" if r is best else "#8ab17d" for r in ok])
+        ax.set_ylabel(label)
+        ax.set_title(("latency" if key == "latencyMs" else "model size") + f" ({results.backend})")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        save(fig, name)
+    return out
+
+
+def _html(doc: dict[str, Any], results, gate, pngs: dict[str, bytes]) -> str:
+    e = html.escape
+    r = results.dump()
+    verdict = "passed" if gate.passed else "FAILED"
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{e(_fmt(c.get(k)))}</td>" for k in
+                         ("algo", "top1", "top5", "accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds", "error"))
+        + "</tr>" for c in doc["candidates"])
+    imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}"></figure>'
+                   for n, d in pngs.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>kubeslim int8 report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}figure{{display:inline-block;margin:.5em}}</style>
+</head><body>
+<h1>int8 quantization report</h1>
+<p>Backend <b>{e(r['backend'])}</b>. Best algo <b>{e(r['int8']['algo'])}</b>: {e(gate.metric)}
+{r['int8'][gate.metric]:.4f} vs fp32 {r['fp32'][gate.metric]:.4f} (drop {r['accuracyDrop']:.4f},
+gate maxAccuracyDrop {gate.max_accuracy_drop}: <b>{verdict}</b>), speedup {e(_fmt(r.get('speedup')))}x.</p>
+<h2>fp32</h2><pre>{e(json.dumps(r['fp32'], indent=1))}</pre>
+<h2>Candidates</h2>
+<table><tr><th>algo</th><th>top1</th><th>top5</th><th>drop</th><th>latency ms</th><th>size bytes</th>
+<th>calibration s</th><th>error</th></tr>{rows}</table>
+<h2>Plots</h2>{imgs}
+<h2>Details</h2><pre>{e(json.dumps({k: doc[k] for k in ('model', 'calibration', 'quantization', 'verification')}, indent=1))}</pre>
+</body></html>
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)

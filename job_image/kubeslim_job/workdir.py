@@ -1,0 +1,61 @@
+"""The layout of the work directory the three stages share (an emptyDir in the pod)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+MODEL_FILE = "model.pdmodel"
+PARAMS_FILE = "model.pdiparams"
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    root: str
+
+    def path(self, *parts: str, mkdir: bool = True) -> str:
+        p = os.path.join(self.root, *parts)
+        if mkdir:
+            os.makedirs(os.path.dirname(p) if os.path.splitext(p)[1] else p, exist_ok=True)
+        return p
+
+    @property
+    def fp32(self) -> str:            # exported static model: model.pdmodel + model.pdiparams
+        return self.path("fp32")
+
+    @property
+    def src(self) -> str:             # fetched user code and weights
+        return self.path("src")
+
+    @property
+    def calib(self) -> str:           # preprocessed calibration samples
+        return self.path("data", "calibration")
+
+    @property
+    def eval(self) -> str:            # preprocessed evaluation samples, shared by all candidates
+        return self.path("data", "evaluation")
+
+    def int8(self, algo: str) -> str:  # one quantized candidate per algo
+        return self.path("int8", algo)
+
+    @property
+    def report(self) -> str:
+        return self.path("report")
+
+    # Facts handed from one stage to the next.
+    def write_json(self, name: str, doc: dict[str, Any]) -> None:
+        tmp = self.path(name + ".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.path(name))
+
+    def read_json(self, name: str, produced_by: str) -> dict[str, Any]:
+        from .errors import JobError
+
+        p = os.path.join(self.root, name)
+        if not os.path.exists(p):
+            raise JobError("StageOrder", f"{p} is missing: run the {produced_by} stage first with the same --work-dir",
+                           exit_code=1)
+        with open(p) as fh:
+            return json.load(fh)

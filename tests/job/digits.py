@@ -1,0 +1,152 @@
+"""Real data and real models for the job tests and the pipeline benchmark.
+
+scikit-learn's bundled digits (1797 8x8 images, 10 classes) upscaled to 28x28 uint8, split into
+a fixed train / held-out set; a small CNN (also the `custom` model's code, uploaded verbatim) and
+paddle.vision's LeNet, trained for a few seconds to >= 0.95 top-1 on the held-out images.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- before paddle (and sklearn after paddle would segfault otherwise)
+
+import io
+from typing import Any
+
+import numpy as np
+
+SIZE = 28
+MEAN, STD = [0.5], [0.5]
+INPUT_SHAPE = [1, SIZE, SIZE]
+
+# The `custom` model source: uploaded to S3 as a file and exec'd here to train the same network.
+SMALL_CNN_SOURCE = '''
+import paddle
+from paddle import nn
+
+
+class SmallCNN(nn.Layer):
+    def __init__(self, num_classes=10, width=16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2D(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2),
+            nn.Conv2D(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2),
+        )
+        self.fc = nn.Linear(2 * width * 7 * 7, num_classes)
+
+    def forward(self, x):
+        return self.fc(paddle.flatten(self.features(x), 1))
+
+
+def build_model(num_classes=10, width=16):
+    return SmallCNN(num_classes=num_classes, width=width)
+'''
+
+
+def load() -> dict[str, np.ndarray]:
+    """uint8 images (N, 28, 28) and int64 labels, split 70/30 with a fixed seed."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = np.stack([np.asarray(Image.fromarray((im * (255 / 16)).astype(np.uint8)).resize((SIZE, SIZE), Image.BILINEAR))
+                     for im in d.images])
+    labels = d.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(labels))
+    n_train = int(0.7 * len(labels))
+    tr, te = order[:n_train], order[n_train:]
+    return {"train_x": imgs[tr], "train_y": labels[tr], "test_x": imgs[te], "test_y": labels[te]}
+
+
+def to_tensor(imgs: np.ndarray) -> np.ndarray:
+    """The spec's preprocessing for these images (no resize: they are already 28x28), done by hand."""
+    x = imgs.astype(np.float32)[:, None, :, :] / 255.0
+    return (x - MEAN[0]) / STD[0]
+
+
+def small_cnn():
+    ns: dict[str, Any] = {}
+    exec(compile(SMALL_CNN_SOURCE, "small_cnn.py", "exec"), ns)
+    return ns["build_model"](num_classes=10)
+
+
+def lenet():
+    import paddle
+
+    return paddle.vision.models.LeNet(num_classes=10)
+
+
+def train(model, data: dict[str, np.ndarray], epochs: int = 8, seed: int = 0):
+    import paddle
+
+    paddle.seed(seed)
+    x, y = to_tensor(data["train_x"]), data["train_y"]
+    opt = paddle.optimizer.Adam(learning_rate=2e-3, parameters=model.parameters())
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(epochs):
+        idx = rng.permutation(len(y))
+        for i in range(0, len(y), 64):
+            b = idx[i:i + 64]
+            loss = paddle.nn.functional.cross_entropy(model(paddle.to_tensor(x[b])), paddle.to_tensor(y[b]))
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+    model.eval()
+    return model
+
+
+def predict(model, imgs: np.ndarray) -> np.ndarray:
+    import paddle
+
+    with paddle.no_grad():
+        return np.concatenate([model(paddle.to_tensor(to_tensor(imgs[i:i + 256]))).numpy().argmax(1)
+                               for i in range(0, len(imgs), 256)])
+
+
+def npz_bytes(imgs: np.ndarray, labels: np.ndarray, layout: str = "NHW", compressed: bool = False) -> bytes:
+    arr = {"NHW": imgs, "NCHW": imgs[:, None], "NHWC": imgs[:, :, :, None]}[layout]
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, images=arr, labels=labels)
+    return buf.getvalue()
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload_image_list(s3, bucket: str, prefix: str, imgs: np.ndarray, labels: np.ndarray, list_file: str = "list.txt",
+                      workers: int = 16) -> int:
+    """PNG files under prefix/img/ and a list file of "img/NNNNN.png label"; returns bytes uploaded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lines = [f"img/{i:05d}.png {int(y)}" for i, y in enumerate(labels)]
+    blobs = [png_bytes(im) for im in imgs]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"{prefix}/img/{i:05d}.png", Body=blobs[i]),
+                      range(len(blobs))))
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/{list_file}", Body=("\n".join(lines) + "\n").encode())
+    return sum(map(len, blobs))
+
+
+def manifest(name: str, model: dict[str, Any], calib: dict[str, Any], evaluation: dict[str, Any], output: str,
+             algos: list[str], endpoint: str | None = None, batch_size: int = 32, batch_nums: int = 2,
+             max_drop: float = 0.02, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {**model, **({} if "inference" in model else {"inputShape": INPUT_SHAPE})},
+        "data": {"calibration": calib, "evaluation": evaluation,
+                 "preprocess": {"resizeShort": SIZE, "crop": SIZE, "mean": MEAN, "std": STD}},
+        "quantization": {"algos": algos, "batchSize": batch_size, "batchNums": batch_nums},
+        "verification": {"metric": "top1", "maxAccuracyDrop": max_drop, "batchSize": 64, "backend": "auto"},
+        "output": {"uri": output},
+        "storage": {"addressingStyle": "path", **({"endpoint": endpoint} if endpoint else {})},
+    }
+    for path, value in extra.items():
+        node = spec
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return {"apiVersion": "kubeslim.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": name}, "spec": spec}
