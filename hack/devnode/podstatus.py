@@ -134,6 +134,8 @@ def pod_conditions(phase: str, sandbox_ready: bool, init: list[ContainerState], 
     incomplete = [c.name for c in init if not c.succeeded]
     initialized = not incomplete or (terminal and phase == "Succeeded")
     unready = [c.name for c in main if c.state != "running"]
+    if "PodScheduled" not in prev:  # a pod created with spec.nodeName skipped the scheduler
+        kept.insert(0, _condition("PodScheduled", True, prev))
     out = kept + [_condition("PodReadyToStartContainers", sandbox_ready and not terminal, prev)]
     if initialized:
         out.append(_condition("Initialized", True, prev))
