@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 
@@ -15,6 +16,11 @@ class OperatorConfig:
     # The job image every pod runs. Never taken from the CR: users must not choose what runs
     # with the operator's pod template privileges.
     job_image: str = "ghcr.io/kubeslim/kubeslim-job:0.1.0"
+    job_image_pull_policy: str = "IfNotPresent"
+    # Used when a QuantizationJob sets no spec.scheduling.nodeSelector / tolerations of its own
+    # (e.g. a cluster's GPU pool label and taint), so users need not repeat them.
+    default_node_selector: tuple[tuple[str, str], ...] = ()
+    default_tolerations: tuple[str, ...] = ()          # JSON texts (hashable, frozen)
     # Namespaces to serve; empty = the whole cluster (-A).
     namespaces: tuple[str, ...] = ()
     # Numeric UID/GID of the job image's non-root user (PSS restricted needs a number).
@@ -48,16 +54,41 @@ class OperatorConfig:
                 raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
             return value
 
+        def js(name: str, kind: type) -> object:
+            raw = env.get(name, "").strip()
+            if not raw or raw == "null":
+                return kind()
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name} must be JSON ({exc.msg})") from None
+            if not isinstance(value, kind):
+                raise ConfigError(f"{name} must be a JSON {kind.__name__}")
+            return value
+
         image = env.get("KUBESLIM_JOB_IMAGE", "").strip() or d.job_image
-        namespaces = tuple(sorted({n.strip() for n in env.get("KUBESLIM_NAMESPACES", "").split(",") if n.strip()}))
+        pull = env.get("KUBESLIM_JOB_IMAGE_PULL_POLICY", "").strip() or d.job_image_pull_policy
+        if pull not in ("IfNotPresent", "Always", "Never"):
+            raise ConfigError(f"KUBESLIM_JOB_IMAGE_PULL_POLICY must be IfNotPresent, Always or Never, got {pull!r}")
+        raw_ns = env.get("KUBESLIM_WATCH_NAMESPACES") or env.get("KUBESLIM_NAMESPACES") or ""
+        namespaces = tuple(sorted({n.strip() for n in raw_ns.split(",") if n.strip()}))
+        liveness = env.get("KUBESLIM_LIVENESS_ENDPOINT")
+        if liveness is None and env.get("KUBESLIM_LIVENESS_PORT", "").strip():
+            port = int(num("KUBESLIM_LIVENESS_PORT", 8080, int))
+            liveness = f"http://0.0.0.0:{port}/healthz" if port else ""
+        selector = js("KUBESLIM_DEFAULT_NODE_SELECTOR", dict)
+        tolerations = js("KUBESLIM_DEFAULT_TOLERATIONS", list)
         return cls(
             job_image=image,
+            job_image_pull_policy=pull,
+            default_node_selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())),  # type: ignore[union-attr]
+            default_tolerations=tuple(json.dumps(t, sort_keys=True) for t in tolerations),  # type: ignore[union-attr]
             namespaces=namespaces,
             run_as_user=int(num("KUBESLIM_RUN_AS_USER", d.run_as_user, int, 1)),
             status_coalesce_seconds=num("KUBESLIM_STATUS_COALESCE_SECONDS", d.status_coalesce_seconds),
             recheck_seconds=num("KUBESLIM_RECHECK_SECONDS", d.recheck_seconds, float, 0.1),
             metrics_port=int(num("KUBESLIM_METRICS_PORT", d.metrics_port, int)),
-            liveness_endpoint=env.get("KUBESLIM_LIVENESS_ENDPOINT", d.liveness_endpoint).strip(),
+            liveness_endpoint=(d.liveness_endpoint if liveness is None else liveness).strip(),
             log_level=env.get("KUBESLIM_LOG_LEVEL", d.log_level).strip().upper() or d.log_level,
             api_concurrency=int(num("KUBESLIM_API_CONCURRENCY", d.api_concurrency, int, 1)),
         )

@@ -48,7 +48,7 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 SCHEDULED = "Scheduled"
 ACCURACY_GATE = "AccuracyGate"
-CONFIG_AVAILABLE = "ConfigAvailable"    # the credentials Secret / key and the CA ConfigMap exist
+CONFIG_AVAILABLE = "CredentialsReady"   # the credentials Secret / key and the CA ConfigMap exist
 CONDITION_ORDER = (READY, RECONCILING, STALLED, SCHEDULED, CONFIG_AVAILABLE, ACCURACY_GATE)
 
 # Reasons (status.reason, condition reasons, event reasons).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from typing import Any
 
 from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES, TERMINATION_MESSAGE_PATH
@@ -89,12 +90,12 @@ def _resources(spec: QuantizationJobSpec) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _container(stage: str, image: str, env: list[dict[str, Any]], resources: dict[str, Any],
+def _container(stage: str, image: str, pull: str, env: list[dict[str, Any]], resources: dict[str, Any],
                mounts: list[dict[str, Any]], uid: int) -> dict[str, Any]:
     return {
         "name": stage,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": pull,
         "command": ["kubeslim-job"],
         "args": [stage, "--work-dir", c.WORK_DIR],
         "env": env,
@@ -155,7 +156,7 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
 
     uid = config.run_as_user
     export, calibrate, verify = (
-        _container(stage, config.job_image, env, resources, mounts, uid) for stage in c.STAGE_CONTAINERS)
+        _container(stage, config.job_image, config.job_image_pull_policy, env, resources, mounts, uid) for stage in c.STAGE_CONTAINERS)
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",          # required by podFailurePolicy; the Job retries
@@ -173,10 +174,12 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         "volumes": volumes,
     }
     sch = spec.scheduling
-    if sch.node_selector:
-        pod_spec["nodeSelector"] = dict(sch.node_selector)
-    if sch.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in sch.tolerations]
+    node_selector = dict(sch.node_selector) or dict(config.default_node_selector)
+    tolerations = [dict(t) for t in sch.tolerations] or [json.loads(t) for t in config.default_tolerations]
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if sch.affinity:
         pod_spec["affinity"] = dict(sch.affinity)
     if sch.priority_class_name:

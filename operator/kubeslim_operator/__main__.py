@@ -1,0 +1,71 @@
+"""`kubeslim-operator`: run the operator (kopf, standalone: one replica, no peering).
+
+    kubeslim-operator                 # every namespace (or KUBESLIM_NAMESPACES=a,b)
+    kubeslim-operator -n ml -n team2  # only these namespaces
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from .config import ConfigError, OperatorConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="kubeslim-operator", description=__doc__.splitlines()[0])
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="serve this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace (the default)")
+    p.add_argument("--liveness", default=None, help="liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz ('' = off)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
+    p.add_argument("--job-image", default=None, help="the image the Job's pods run (KUBESLIM_JOB_IMAGE)")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (KUBESLIM_LOG_LEVEL)")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> OperatorConfig:
+    config = OperatorConfig.from_env(env)
+    changes: dict = {}
+    if args.namespace:
+        changes["namespaces"] = tuple(sorted(set(args.namespace)))
+    elif args.all_namespaces:
+        changes["namespaces"] = ()
+    if args.liveness is not None:
+        changes["liveness_endpoint"] = args.liveness
+    if args.metrics_port is not None:
+        changes["metrics_port"] = args.metrics_port
+    if args.job_image:
+        changes["job_image"] = args.job_image
+    if args.log_level:
+        changes["log_level"] = args.log_level.upper()
+    return dataclasses.replace(config, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"kubeslim-operator: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf narrates every watch event at DEBUG/INFO; keep its own chatter to warnings unless debugging.
+    logging.getLogger("kopf").setLevel(logging.DEBUG if config.log_level == "DEBUG" else logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    import kopf
+
+    from . import main as registration     # registers the handlers with kopf's default registry
+
+    registration.RT.config = config
+    logging.getLogger("kubeslim_operator").info(
+        "starting: image=%s namespaces=%s", config.job_image, ",".join(config.namespaces) or "<all>")
+    kopf.run(standalone=True, clusterwide=not config.namespaces, namespaces=list(config.namespaces),
+             liveness_endpoint=config.liveness_endpoint or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Orchestration: what the kopf handlers in main.py delegate to."""

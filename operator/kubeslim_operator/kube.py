@@ -1,0 +1,146 @@
+"""A small asyncio client for the few requests the reconciler makes (kopf does the watching).
+
+It reuses kopf's login result (a kopf.ConnectionInfo), speaks plain JSON (no model classes: the
+kubernetes client's deserialisation would cost more CPU than the reconciler itself) and counts
+every request by verb and resource for the metrics endpoint and the benchmark.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+import secrets
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import kopf
+
+from . import constants as c
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Obj | str, method: str, path: str):
+        reason = body.get("message") if isinstance(body, dict) else str(body)[:200]
+        super().__init__(f"{method} {path}: HTTP {status}: {reason}")
+        self.status = status
+        self.body = body
+
+
+class Kube:
+    def __init__(self, info: kopf.ConnectionInfo, *, concurrency: int = 32,
+                 relogin: Callable[[], kopf.ConnectionInfo | None] | None = None,
+                 on_request: Callable[[str, str, int], None] | None = None):
+        self._info = info
+        self._relogin = relogin
+        self._on_request = on_request or (lambda verb, resource, code: None)
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        self.instance = os.environ.get("HOSTNAME") or "kubeslim-operator"
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        info = self._info
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            auth = info.as_aiohttp_basic_auth()
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency, ssl=info.as_ssl_context()),
+            headers={**info.as_http_headers(), "User-Agent": "kubeslim-operator"},
+            auth=auth, timeout=aiohttp.ClientTimeout(total=30), json_serialize=lambda o: json.dumps(o, separators=(",", ":")))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, *, resource: str, body: Any = None,
+                      params: dict[str, str] | None = None, content_type: str = "application/json") -> Obj:
+        if self._session is None:
+            async with self._lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        for attempt in (1, 2):
+            data = None if body is None else json.dumps(body, separators=(",", ":"))
+            async with self._session.request(method, self._info.server.rstrip("/") + path, data=data, params=params,
+                                             headers={"Content-Type": content_type, "Accept": "application/json"}) as resp:
+                text = await resp.text()
+                self._on_request(method, resource, resp.status)
+                if resp.status == 401 and attempt == 1 and self._relogin is not None:
+                    # A rotated ServiceAccount token: log in again once.
+                    fresh = self._relogin()
+                    if fresh is not None:
+                        self._info = fresh
+                        old, self._session = self._session, self._new_session()
+                        await old.close()
+                        continue
+                try:
+                    doc = json.loads(text) if text else {}
+                except json.JSONDecodeError:
+                    doc = {"message": text[:200]}
+                if resp.status >= 400:
+                    raise ApiError(resp.status, doc, method, path)
+                return doc
+        raise AssertionError("unreachable")
+
+    # -- the requests the reconciler makes --------------------------------------------------------
+
+    async def create_job(self, namespace: str, manifest: Obj) -> Obj:
+        return await self.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", resource="jobs", body=manifest)
+
+    async def get_job(self, namespace: str, name: str) -> Obj:
+        return await self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", resource="jobs")
+
+    async def delete_job(self, namespace: str, name: str, uid: str | None = None) -> None:
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", resource="jobs", body=body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):     # already gone, or a different Job by now
+                raise
+
+    async def get_configmap(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return await self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}", resource="configmaps")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> Obj | None:
+        try:
+            return await self.request(
+                "PATCH", f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}/{name}/status",
+                resource=f"{c.PLURAL}/status", body={"status": status}, content_type="application/merge-patch+json")
+        except ApiError as exc:
+            if exc.status == 404:       # deleted meanwhile: nothing to report on
+                return None
+            raise
+
+    async def post_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        meta = involved.get("metadata") or {}
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ns = meta.get("namespace") or "default"
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta.get('name', 'qj')[:200]}.{secrets.token_hex(8)}", "namespace": ns},
+            "involvedObject": {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta.get("name"),
+                               "namespace": ns, "uid": meta.get("uid")},
+            "reason": reason[:128], "message": message[:1024], "type": type_,
+            "source": {"component": c.EVENT_SOURCE},
+            "reportingComponent": f"{c.GROUP}/operator", "reportingInstance": self.instance[:128],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            await self.request("POST", f"/api/v1/namespaces/{ns}/events", resource="events", body=event)
+        except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Events are a courtesy: the status already says the same thing.
+            log.warning("could not post event %s for %s/%s: %s", reason, ns, meta.get("name"), exc)

@@ -1,0 +1,134 @@
+"""kopf registration only: settings, login, indexes and event handlers. The work is elsewhere:
+handlers/reconcile.py orchestrates; jobs.py and status.py are pure.
+
+Only watch-event handlers and indexes are used (no @kopf.on.create/update): they need no
+progress annotations, finalizers or diff-base writes on the QuantizationJob, so the operator's
+only writes are the Job, the status and events, and every pass is level-triggered from what the
+watches show (restart-safe by construction).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from . import constants as c
+from . import metrics
+from .config import OperatorConfig
+from .handlers.reconcile import Reconciler
+from .kube import Kube
+from .objects import owner_key_of_job, owner_key_of_pod, trim_job, trim_pod, trim_qj
+from .scheduler import Scheduler
+
+log = logging.getLogger("kubeslim_operator")
+
+CHILD_LABELS = {c.LABEL_MANAGED_BY: c.MANAGER}
+
+
+class _Runtime:
+    config: OperatorConfig | None = None     # set by __main__ (or from the environment at startup)
+    settings: kopf.OperatorSettings | None = None
+    reconciler: Reconciler | None = None
+    scheduler: Scheduler | None = None
+    kube: Kube | None = None
+
+
+RT = _Runtime()
+
+
+def _login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(settings=settings, **kwargs) or \
+        kopf.login_with_kubeconfig(settings=settings, **kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    config = RT.config = RT.config or OperatorConfig.from_env()
+    settings.posting.enabled = False          # events are the reconciler's, one per transition
+    settings.scanning.disabled = True         # no CRD/namespace watches (and no RBAC for them)
+    settings.watching.label_selectors["batch", "v1", "jobs"] = c.CHILD_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = c.CHILD_SELECTOR
+    settings.watching.server_timeout = 600
+    settings.networking.request_timeout = 60
+    RT.settings = settings
+    metrics.start(config.metrics_port, lambda: RT.reconciler.phases() if RT.reconciler else [])
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    info = _login(settings=settings, **kwargs)
+    if info is not None and RT.kube is None:
+        config = RT.config = RT.config or OperatorConfig.from_env()
+        RT.kube = Kube(info, concurrency=config.api_concurrency,
+                       relogin=lambda: _login(settings=settings, logger=log),
+                       on_request=metrics.count_request)
+        RT.reconciler = Reconciler(config, RT.kube)
+        RT.scheduler = Scheduler(RT.reconciler.reconcile, concurrency=config.api_concurrency * 2)
+    return info
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if RT.scheduler is not None:
+        await RT.scheduler.close()
+    if RT.kube is not None:
+        await RT.kube.close()
+
+
+# -- indexes: kopf fills them from the initial listings before any handler below runs ----------
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL)
+def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+    return {(namespace, name): trim_qj(dict(body))}
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
+def job_index(body: kopf.Body, **_: Any) -> dict | None:
+    key = owner_key_of_job(body)
+    return {key: trim_job(dict(body))} if key else None
+
+
+@kopf.index("v1", "pods", labels=CHILD_LABELS)
+def pod_index(body: kopf.Body, **_: Any) -> dict | None:
+    key = owner_key_of_pod(body)
+    return {key: trim_pod(dict(body))} if key else None
+
+
+def _bind(kwargs: dict[str, Any]) -> tuple[Reconciler, Scheduler]:
+    assert RT.reconciler is not None and RT.scheduler is not None, "login has not run"
+    if RT.reconciler.qjs is None:
+        RT.reconciler.bind(kwargs["qj_index"], kwargs["job_index"], kwargs["pod_index"])
+    return RT.reconciler, RT.scheduler
+
+
+# -- triggers -------------------------------------------------------------------------------------
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+    reconciler, scheduler = _bind(kwargs)
+    meta = body.get("metadata") or {}
+    if type == "DELETED":
+        reconciler.forget(meta.get("uid", ""))
+        scheduler.forget((namespace, name))
+        return
+    generation = int(meta.get("generation") or 1)
+    reconciler.seen(meta.get("uid", ""), generation)
+    fresh = reconciler.known_status(dict(body)).get("observedGeneration") != generation
+    # A new QuantizationJob (or a new generation) gets its Job at once; anything else waits for
+    # the coalescing window so that bursts become one pass.
+    scheduler.enqueue((namespace, name), 0.0 if fresh else RT.config.status_coalesce_seconds)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+def job_event(body: kopf.Body, **kwargs: Any) -> None:
+    _, scheduler = _bind(kwargs)
+    if key := owner_key_of_job(body):
+        scheduler.enqueue(key, RT.config.status_coalesce_seconds)
+
+
+@kopf.on.event("v1", "pods", labels=CHILD_LABELS)
+def pod_event(body: kopf.Body, **kwargs: Any) -> None:
+    _, scheduler = _bind(kwargs)
+    if key := owner_key_of_pod(body):
+        scheduler.enqueue(key, RT.config.status_coalesce_seconds)

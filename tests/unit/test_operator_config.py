@@ -1,0 +1,62 @@
+"""Operator configuration from the environment (the Helm chart's env names) and the CLI."""
+from __future__ import annotations
+
+import pytest
+
+from kubeslim_job.spec import parse_spec
+from kubeslim_operator.__main__ import build_config, parse_args
+from kubeslim_operator.config import ConfigError, OperatorConfig
+from kubeslim_operator.jobs import Owner, build_job
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("env,field,expected", [
+    ({}, "namespaces", ()),
+    ({"KUBESLIM_WATCH_NAMESPACES": "b, a,,a"}, "namespaces", ("a", "b")),
+    ({"KUBESLIM_NAMESPACES": "x"}, "namespaces", ("x",)),
+    ({"KUBESLIM_JOB_IMAGE": "reg/img:1"}, "job_image", "reg/img:1"),
+    ({"KUBESLIM_JOB_IMAGE_PULL_POLICY": "Always"}, "job_image_pull_policy", "Always"),
+    ({}, "job_image_pull_policy", "IfNotPresent"),
+    ({"KUBESLIM_LIVENESS_PORT": "8081"}, "liveness_endpoint", "http://0.0.0.0:8081/healthz"),
+    ({"KUBESLIM_LIVENESS_PORT": "0"}, "liveness_endpoint", ""),
+    ({"KUBESLIM_METRICS_PORT": "0"}, "metrics_port", 0),
+    ({"KUBESLIM_STATUS_COALESCE_SECONDS": "0.25"}, "status_coalesce_seconds", 0.25),
+    ({"KUBESLIM_DEFAULT_NODE_SELECTOR": '{"pool": "gpu"}'}, "default_node_selector", (("pool", "gpu"),)),
+    ({"KUBESLIM_DEFAULT_TOLERATIONS": "[]"}, "default_tolerations", ()),
+    ({"KUBESLIM_DEFAULT_NODE_SELECTOR": "null"}, "default_node_selector", ()),
+])
+def test_from_env(env, field, expected):
+    assert getattr(OperatorConfig.from_env(env), field) == expected
+
+
+@pytest.mark.parametrize("env", [
+    {"KUBESLIM_METRICS_PORT": "x"},
+    {"KUBESLIM_RUN_AS_USER": "0"},
+    {"KUBESLIM_JOB_IMAGE_PULL_POLICY": "Sometimes"},
+    {"KUBESLIM_DEFAULT_NODE_SELECTOR": "[1]"},
+    {"KUBESLIM_DEFAULT_TOLERATIONS": "{"},
+])
+def test_bad_env_is_refused(env):
+    with pytest.raises(ConfigError):
+        OperatorConfig.from_env(env)
+
+
+@pytest.mark.parametrize("argv,namespaces", [([], ("ml",)), (["-A"], ()), (["-n", "b", "-n", "a"], ("a", "b"))])
+def test_cli_overrides_env(argv, namespaces, monkeypatch):
+    monkeypatch.setenv("KUBESLIM_WATCH_NAMESPACES", "ml")
+    assert build_config(parse_args(argv)).namespaces == namespaces
+
+
+def test_cluster_defaults_apply_only_when_the_cr_sets_none():
+    cfg = OperatorConfig.from_env({"KUBESLIM_DEFAULT_NODE_SELECTOR": '{"pool": "gpu"}',
+                                   "KUBESLIM_DEFAULT_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]'})
+    base = {"model": {"inference": {"uri": "s3://m/x/"}},
+            "data": {"calibration": {"uri": "s3://d/c.npz", "format": "npz"}, "evaluation": {"uri": "s3://d/e.npz", "format": "npz"}},
+            "output": {"uri": "s3://m/o/"}}
+    owner = Owner("a", "ns", "u", 1)
+    pod = build_job(owner, parse_spec(base), cfg)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    own = {**base, "scheduling": {"nodeSelector": {"x": "y"}, "tolerations": [{"key": "k", "operator": "Exists"}]}}
+    pod = build_job(owner, parse_spec(own), cfg)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"x": "y"} and pod["tolerations"] == [{"key": "k", "operator": "Exists"}]
