@@ -1,0 +1,235 @@
+"""Fixtures shared by every test tier.
+
+Tiers are marked by directory (tests/unit -> ``unit``, tests/cluster -> ``cluster``,
+tests/e2e -> ``e2e``); ``pytest -m unit`` runs without any process outside pytest.
+
+Cluster and e2e tests talk only to the local devenv (``make devenv``): the ``devenv`` session
+fixture uses a running one or starts it, and refuses any kubeconfig that devenv did not write,
+so a test can never touch a real cluster through a stray KUBECONFIG or ~/.kube/config.
+
+    kubeconfig  path (str) of .devenv/kubeconfig
+    k8s         kubernetes.client.ApiClient for the devenv admin (system:masters)
+    namespace   a fresh namespace (str) per test, its default ServiceAccount present; deleted after
+    kubectl     kubectl(*args, input=None, check=True, timeout=120) -> CompletedProcess (text)
+                running our pinned kubectl with the devenv kubeconfig
+    s3_env      {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+    s3          boto3 S3 client for the devenv's S3 server (path-style addressing)
+    bucket      a fresh, empty bucket name (str) per test; emptied and deleted after
+    wait_for    wait_for(predicate, timeout=60, what="...") -> the predicate's first truthy value
+
+Tier-specific fixtures belong in tests/<tier>/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+DEVENV_DIR = Path(os.environ.get("KUBESLIM_DEVENV_DIR", REPO / ".devenv")).resolve()
+TIERS = ("unit", "cluster", "e2e")
+DEVENV_EXTENSION = "kubeslim.io/devenv"
+TEST_NAMESPACE_LABEL = "kubeslim.io/test"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except (ValueError, IndexError):
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+class NotADevenv(RuntimeError):
+    """A kubeconfig that hack/devenv.sh did not write: tests refuse to use it."""
+
+
+def check_devenv_kubeconfig(path: Path, devenv_dir: Path = DEVENV_DIR) -> str:
+    """Return the devenv id if ``path`` is the kubeconfig the running devenv wrote, else raise.
+
+    Devenv writes its id to .devenv/devenv-id and into the kubeconfig twice: the cluster's
+    name (kubeslim-devenv-<id>) and a cluster extension; the server must be on loopback.
+    """
+    import yaml
+
+    path = Path(path).resolve()
+    if path != (devenv_dir / "kubeconfig").resolve():
+        raise NotADevenv(f"{path} is not {devenv_dir}/kubeconfig: tests only run against the devenv (make devenv)")
+    id_file = devenv_dir / "devenv-id"
+    if not id_file.is_file():
+        raise NotADevenv(f"{id_file} is missing: this kubeconfig was not written by a running devenv")
+    devenv_id = id_file.read_text().strip()
+    cfg = yaml.safe_load(path.read_text()) or {}
+    ctx = next((c["context"] for c in cfg.get("contexts", []) if c.get("name") == cfg.get("current-context")), None)
+    if ctx is None:
+        raise NotADevenv(f"{path} has no current context")
+    cluster = next((c for c in cfg.get("clusters", []) if c.get("name") == ctx.get("cluster")), None)
+    if cluster is None or cluster["name"] != f"kubeslim-devenv-{devenv_id}":
+        raise NotADevenv(f"{path}: current cluster is not kubeslim-devenv-{devenv_id}")
+    ext = {e.get("name"): e.get("extension") or {} for e in cluster["cluster"].get("extensions", [])}
+    if ext.get(DEVENV_EXTENSION, {}).get("id") != devenv_id:
+        raise NotADevenv(f"{path}: cluster lacks the {DEVENV_EXTENSION} extension with id {devenv_id}")
+    host = urlparse(cluster["cluster"].get("server", "")).hostname
+    if host not in ("127.0.0.1", "localhost"):
+        raise NotADevenv(f"{path}: server {host} is not on loopback")
+    return devenv_id
+
+
+@dataclass(frozen=True)
+class Devenv:
+    dir: Path
+    id: str
+    kubeconfig: Path
+    kubectl: str
+    helm: str
+    s3_env: dict[str, str]
+    info: dict[str, Any]
+
+
+def _status_ok() -> bool:
+    return subprocess.run([str(REPO / "hack/devenv.sh"), "status"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def devenv() -> Devenv:
+    """The running devenv, started with `make devenv` if it is not up (set
+    KUBESLIM_NO_DEVENV_START=1 to fail instead)."""
+    if not _status_ok():
+        if os.environ.get("KUBESLIM_NO_DEVENV_START"):
+            pytest.fail("the devenv is not running (KUBESLIM_NO_DEVENV_START is set): run `make devenv`")
+        # Output goes to the terminal (not captured): a cold start may build tools for many minutes.
+        proc = subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "devenv"])
+        if proc.returncode != 0:
+            pytest.fail(f"`make devenv` failed (exit {proc.returncode}); see its output above")
+    kubeconfig = DEVENV_DIR / "kubeconfig"
+    devenv_id = check_devenv_kubeconfig(kubeconfig)
+    info = json.loads((DEVENV_DIR / "devenv.json").read_text())
+    s3_env = dict(
+        line.split("=", 1) for line in (DEVENV_DIR / "s3.env").read_text().splitlines() if "=" in line
+    )
+    # Anything in-process that loads "the" kubeconfig (kopf, kubernetes.config) gets the devenv's.
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    return Devenv(DEVENV_DIR, devenv_id, kubeconfig, info["bin"]["kubectl"], info["bin"]["helm"], s3_env, info)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(devenv: Devenv) -> str:
+    return str(devenv.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def k8s(devenv: Devenv):
+    from kubernetes import config
+
+    check_devenv_kubeconfig(devenv.kubeconfig)
+    client = config.new_client_from_config(config_file=str(devenv.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(devenv: Devenv) -> Callable[..., subprocess.CompletedProcess]:
+    def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = [devenv.kubectl, "--kubeconfig", str(devenv.kubeconfig), *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    return run
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def wait_for() -> Callable[..., Any]:
+    return wait_until
+
+
+def _dns_label(text: str, limit: int) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "t"
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, k8s) -> str:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(k8s)
+    name = f"t-{_dns_label(request.node.name, 40)}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={TEST_NAMESPACE_LABEL: "true"})))
+
+    def default_sa() -> bool:
+        try:
+            return bool(core.read_namespaced_service_account("default", name))
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+
+    # Pods are refused until the ServiceAccount controller has created "default".
+    wait_until(default_sa, timeout=60, what=f"ServiceAccount default in {name}")
+    yield name
+    try:
+        core.delete_namespace(name, propagation_policy="Background")
+    except ApiException as err:
+        if err.status != 404:
+            raise
+
+
+@pytest.fixture(scope="session")
+def s3_env(devenv: Devenv) -> dict[str, str]:
+    return dict(devenv.s3_env)
+
+
+def s3_client(env: dict[str, str], **overrides: str):
+    import boto3
+    from botocore.config import Config
+
+    env = {**env, **overrides}
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(s3_env: dict[str, str]):
+    return s3_client(s3_env)
+
+
+@pytest.fixture
+def bucket(request: pytest.FixtureRequest, s3) -> str:
+    name = f"t-{_dns_label(request.node.name, 40)}-{uuid.uuid4().hex[:6]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=obj["Key"])
+    s3.delete_bucket(Bucket=name)
