@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib  # noqa: F401  -- before paddle (and sklearn after paddle would segfault otherwise)
 
 import io
+import os
 from typing import Any
 
 import numpy as np
@@ -63,9 +64,17 @@ def to_tensor(imgs: np.ndarray) -> np.ndarray:
 
 
 def small_cnn():
-    ns: dict[str, Any] = {}
-    exec(compile(SMALL_CNN_SOURCE, "small_cnn.py", "exec"), ns)
-    return ns["build_model"](num_classes=10)
+    """build_model() from SMALL_CNN_SOURCE, imported from a real file (paddle.jit.save reads the source)."""
+    import importlib.util
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="kubeslim-cnn-"), "small_cnn.py")
+    with open(path, "w") as fh:
+        fh.write(SMALL_CNN_SOURCE)
+    spec = importlib.util.spec_from_file_location("kubeslim_test_small_cnn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_model(num_classes=10)
 
 
 def lenet():

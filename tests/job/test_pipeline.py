@@ -1,0 +1,101 @@
+"""The job image's pipeline end to end: real models trained on real digits, real S3 (devenv),
+the real CLI in a subprocess, every model source, both data formats, a sweep, and the errors."""
+from __future__ import annotations
+
+import zlib  # noqa: F401
+
+import json
+
+import pytest
+
+from kubeslim_job.contract import EXIT_BAD_INPUT, EXIT_OK, MAX_MESSAGE_BYTES
+
+from . import digits
+
+pytestmark = pytest.mark.cluster
+
+
+def _assert_published(s3, bucket: str, prefix: str, model: bool = True) -> dict:
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
+    for name in ("report.html", "report.json", "accuracy.png", "latency.png", "size.png"):
+        assert f"{prefix}{name}" in keys, keys
+    assert (f"{prefix}model.pdmodel" in keys and f"{prefix}model.pdiparams" in keys) == model, keys
+    html = s3.get_object(Bucket=bucket, Key=f"{prefix}report.html")["Body"].read().decode()
+    assert html.count("data:image/png;base64,") == 3   # self-contained
+    return json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}report.json")["Body"].read())
+
+
+def _assert_good_results(res, independent_top1: float, n_eval: int, algos: list[str]) -> None:
+    r = res.results
+    assert r.backend == "cpu-onednn-int8"
+    assert r.fp32.top1 >= 0.95
+    # the job's fp32 accuracy (Paddle Inference + oneDNN) equals the test's own (dygraph, by hand preprocessing)
+    assert round(r.fp32.top1 * n_eval) == round(independent_top1 * n_eval), (r.fp32.top1, independent_top1)
+    assert r.int8.top1 >= r.fp32.top1 - 0.02
+    assert r.int8.algo in algos
+    assert sorted(c.algo for c in r.candidates) == sorted(algos)
+    assert all(c.error is None and c.top1 is not None and c.calibration_seconds > 0 for c in r.candidates)
+    assert r.int8.size_bytes < r.fp32.size_bytes            # int8 weights (onnxFormat)
+    assert r.fp32.latency_ms > 0 and r.int8.latency_ms > 0 and r.speedup > 0
+    assert res.gate.passed and res.gate.metric == "top1"
+    best = max(c.top1 for c in r.candidates)
+    assert r.int8.top1 == pytest.approx(best)
+
+
+def test_custom_code_stage_by_stage_like_the_pod(kubeslim_job, job_bucket, trained, digits_data, s3, tmp_path):
+    """The three pod stages as separate processes sharing a work dir, spec from KUBESLIM_SPEC,
+    results in termination-message files; a sweep of three algos."""
+    algos = ["hist", "avg", "mse"]
+    out = "out/custom/"
+    m = digits.manifest("custom", job_bucket["custom"], job_bucket["calib_npz"], job_bucket["eval_png"],
+                        f"{job_bucket['prefix']}/{out}", algos)
+    work = tmp_path / "work"
+    runs = {}
+    for stage in ("export", "calibrate", "verify"):
+        runs[stage] = run = kubeslim_job(stage, m, work=work, via="env")
+        assert run.rc == EXIT_OK, (stage, run.result, run.stderr[-3000:])
+        assert run.result.ok and run.result.stage == stage
+    exp = runs["export"].result.details
+    assert exp["inputShape"] == digits.INPUT_SHAPE and exp["numClasses"] == 10 and exp["ops"] > 0 and exp["params"] > 0
+    cal = runs["calibrate"].result.details
+    assert cal["samples"] == 64 and [c["algo"] for c in cal["candidates"]] == algos
+    # only the 64 calibration samples were read from the 1257-image npz (plus zip/npy headers)
+    assert cal["bytesRead"] <= 1.2 * cal["bytesUsed"] and cal["bytesUsed"] < 64 * 28 * 28 * 1.2 + 2048
+    res = runs["verify"].result
+    _assert_good_results(res, trained["cnn_top1"], len(digits_data["test_y"]), algos)
+    assert res.artifacts.model == f"{job_bucket['prefix']}/{out}model.pdmodel"
+    assert res.artifacts.report == f"{job_bucket['prefix']}/{out}report.html"
+    report = _assert_published(s3, job_bucket["bucket"], out)
+    assert report["results"] == res.results.dump()
+    assert len(runs["verify"].stdout.strip().splitlines()[-1].encode()) <= MAX_MESSAGE_BYTES
+
+
+def test_builtin_lenet_run_locally(kubeslim_job, job_bucket, trained, digits_data, s3):
+    """`kubeslim-job run -f` on a manifest: builtin architecture, calibration from PNG files, NHWC npz eval."""
+    algos = ["hist", "abs_max"]
+    out = "out/builtin/"
+    m = digits.manifest("builtin", job_bucket["builtin"], job_bucket["calib_png"], job_bucket["eval_npz"],
+                        f"{job_bucket['prefix']}/{out}", algos)
+    run = kubeslim_job("run", m)
+    assert run.rc == EXIT_OK, (run.result, run.stderr[-3000:])
+    assert run.result.stage == "verify"
+    _assert_good_results(run.result, trained["lenet_top1"], len(digits_data["test_y"]), algos)
+    _assert_published(s3, job_bucket["bucket"], out)
+
+
+def test_inference_model_with_limit(kubeslim_job, job_bucket, trained, digits_data, s3):
+    """An exported static model (export validates and skips), compressed npz, evaluation limit."""
+    out = "out/inference/"
+    limit = 300
+    ev = {**job_bucket["eval_npz_z"], "limit": limit}
+    m = digits.manifest("inference", job_bucket["inference"], job_bucket["calib_npz"], ev,
+                        f"{job_bucket['prefix']}/{out}", ["avg"])
+    m["spec"]["model"]["inputShape"] = digits.INPUT_SHAPE
+    run = kubeslim_job("run", m)
+    assert run.rc == EXIT_OK, (run.result, run.stderr[-3000:])
+    r = run.result.results
+    expect = float((trained["cnn_pred"][:limit] == digits_data["test_y"][:limit]).mean())
+    assert run.result.details["evalSamples"] == limit
+    assert round(r.fp32.top1 * limit) == round(expect * limit)
+    assert r.fp32.top1 >= 0.95 and r.int8.top1 >= r.fp32.top1 - 0.02
+    _assert_published(s3, job_bucket["bucket"], out)
