@@ -319,6 +319,8 @@ class PodWorker(threading.Thread):
                 self._after_exit(c)
                 return
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        # Recorded so that an agent restarted after a crash can kill what this one left running.
+        (cdir / "pid").write_text(f"{proc.pid} {procs.start_time(proc.pid)}\n")
         self.running[c.name] = Running(proc, log_path, offset, term_file,
                                        int(parse_quantity(limit)) if limit else None)
         c.state, c.reason, c.message = "running", "", ""
@@ -707,7 +709,11 @@ class Agent:
 
     def run(self) -> None:
         self.opts.logs_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.opts.pods_dir, ignore_errors=True)  # pods of an earlier run are lost
+        # Pods of an earlier run are lost (as after a reboot): kill what it left, forget its state.
+        for pid_file in self.opts.pods_dir.glob("*/containers/*/pid"):
+            if procs.kill_recorded(pid_file):
+                log.info("killed leftover process of an earlier agent run (%s)", pid_file)
+        shutil.rmtree(self.opts.pods_dir, ignore_errors=True)
         self.register()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._event_loop, name="events", daemon=True).start()

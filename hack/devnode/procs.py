@@ -53,3 +53,23 @@ def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def start_time(pid: int) -> str | None:
+    """Kernel start time of a process (field 22), to tell it from a later process with its pid."""
+    fields = _stat_fields(str(pid))
+    return fields[19] if fields else None
+
+
+def kill_recorded(pid_file) -> bool:
+    """Kill the session recorded in `pid_file` ("PID STARTTIME") if that very process still runs:
+    what an earlier agent that died without cleaning up left behind."""
+    try:
+        pid_text, started = open(pid_file).read().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if start_time(pid) != started:
+        return False
+    kill_session(pid, signal.SIGKILL)
+    return True
