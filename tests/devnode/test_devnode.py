@@ -177,3 +177,24 @@ def test_a_batch_job_is_scheduled_onto_the_dev_node_and_completes(devnode, names
     pods = kube.get(ns_path(namespace, "pods"), {"labelSelector": "job-name=quant"})["items"]
     assert [p["spec"]["nodeName"] for p in pods] == [devnode.name]
     assert devnode.log_file(namespace, pods[0]["metadata"]["name"], "job").read_text() == "quantized\n"
+
+
+def test_active_deadline_kills_the_pod(devnode, namespace):
+    devnode.create_pod(namespace, "slow", {"activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1,
+                                           "containers": [{"name": "main", "image": "busybox",
+                                                           "command": ["sleep", "300"]}]})
+    pod = wait_pod(devnode, namespace, "slow", phase_in("Succeeded", "Failed"), timeout=20, what="deadline")
+    assert (pod["status"]["phase"], pod["status"]["reason"]) == ("Failed", "DeadlineExceeded")
+    assert statuses(pod)["main"]["state"]["terminated"]["exitCode"] == 143
+
+
+def test_force_deleted_pod_has_its_processes_killed(devnode, namespace):
+    devnode.create_pod(namespace, "forced", {"containers": [{"name": "main", "image": "busybox",
+                                                             "command": ["sleep", "300"]}]})
+    pod = wait_pod(devnode, namespace, "forced", phase_in("Running"), what="Running")
+    pid = int(statuses(pod)["main"]["containerID"].rsplit("-", 1)[1])
+    devnode.kube.delete(ns_path(namespace, "pods", "forced"), {"gracePeriodSeconds": 0})
+    deadline = time.monotonic() + 10
+    while session_pids(pid):
+        assert time.monotonic() < deadline, "process of a force-deleted pod still running"
+        time.sleep(0.1)
