@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import s3_client
+from tests.conftest import NotADevenv, check_devenv_kubeconfig, s3_client
 
 FAKE_NODE_TOLERATION = client.V1Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
 GPU_TOLERATION = client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
@@ -250,3 +250,47 @@ def test_s3_rejects_a_wrong_secret_key(s3_env, bucket):
         impostor.list_objects_v2(Bucket=bucket)
     assert denied.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
     assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def _kubeconfig(cluster: str, server: str, ext_id: str | None) -> str:
+    ext = f"""
+    extensions:
+    - name: kubeslim.io/devenv
+      extension: {{id: "{ext_id}"}}""" if ext_id else ""
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    server: {server}{ext}
+users: [{{name: u, user: {{}}}}]
+contexts: [{{name: c, context: {{cluster: {cluster}, user: u}}}}]
+current-context: c
+"""
+
+
+@pytest.mark.parametrize(
+    ("cluster", "server", "ext_id", "why"),
+    [
+        ("kubeslim-devenv-abc", "https://127.0.0.1:16443", "abc", None),
+        ("prod", "https://127.0.0.1:16443", "abc", "is not kubeslim-devenv-abc"),
+        ("kubeslim-devenv-abc", "https://127.0.0.1:16443", None, "lacks the kubeslim.io/devenv extension"),
+        ("kubeslim-devenv-abc", "https://10.1.2.3:6443", "abc", "not on loopback"),
+    ],
+)
+def test_guard_accepts_only_devenv_kubeconfigs(tmp_path, cluster, server, ext_id, why):
+    (tmp_path / "devenv-id").write_text("abc\n")
+    (tmp_path / "kubeconfig").write_text(_kubeconfig(cluster, server, ext_id))
+    if why is None:
+        assert check_devenv_kubeconfig(tmp_path / "kubeconfig", devenv_dir=tmp_path) == "abc"
+    else:
+        with pytest.raises(NotADevenv, match=why):
+            check_devenv_kubeconfig(tmp_path / "kubeconfig", devenv_dir=tmp_path)
+
+
+def test_guard_refuses_a_copy_of_the_devenv_kubeconfig_elsewhere(devenv, tmp_path):
+    assert check_devenv_kubeconfig(devenv.kubeconfig) == devenv.id
+    copy = tmp_path / "kubeconfig"
+    copy.write_text(devenv.kubeconfig.read_text())
+    with pytest.raises(NotADevenv, match="tests only run against the devenv"):
+        check_devenv_kubeconfig(copy)
