@@ -312,7 +312,8 @@ PY
 down() {
   mkdir -p "$DEVENV"
   if [ -x "$KWOKCTL" ] && [ -d "$CLUSTER_DIR" ]; then
-    "$KWOKCTL" delete cluster --name "$CLUSTER" >"$DEVENV/kwokctl-delete.log" 2>&1 || log "kwokctl delete cluster failed (see $DEVENV/kwokctl-delete.log); stopping processes directly"
+    mkdir -p "$DEVENV/logs"
+    "$KWOKCTL" delete cluster --name "$CLUSTER" >"$DEVENV/logs/kwokctl-delete.log" 2>&1 || log "kwokctl delete cluster failed (see $DEVENV/logs/kwokctl-delete.log); stopping processes directly"
   fi
   if [ -f "$S3_DIR/pid" ]; then
     local pid; pid="$(cat "$S3_DIR/pid")"
