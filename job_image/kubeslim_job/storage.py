@@ -44,6 +44,8 @@ _BAD_CODES = {
     "PermanentRedirect": "the bucket lives in another region or endpoint; fix spec.storage.region or endpoint",
     "InvalidRange": "the object is empty; upload a complete file",
 }
+# Servers that spell a standard error their own way (versitygw).
+_ALIASES = {"XAdminUserNotFound": "InvalidAccessKeyId", "InvalidAccessKeyID": "InvalidAccessKeyId"}
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests"}
 
@@ -112,6 +114,7 @@ class Storage:
         if isinstance(exc, bx.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "Unknown"))
+            code = _ALIASES.get(code, code)
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in ("404", "NotFound"):   # HEAD responses carry no error code
                 code = missing
@@ -230,13 +233,13 @@ class Storage:
                 yield tag, data
 
     def size_of(self, uri: str, field: str) -> int:
-        """Object size by HEAD; a 404 is reported as NoSuchBucket or NoSuchKey, whichever it is."""
-        bucket, key = parse_uri(uri)
+        """Object size. A 1-byte ranged GET rather than HEAD: HEAD errors carry no code, so a
+        missing bucket, a missing key, a bad key id and a bad secret would all read "404"/"403"."""
         try:
-            return int(self._call(field, uri, lambda: self.client.head_object(Bucket=bucket, Key=key))["ContentLength"])
+            return self.get_range(uri, field, 0, 0)[1]
         except BadInput as exc:
-            if exc.reason == "NoSuchKey":
-                self._call(field, uri, lambda: self.client.head_bucket(Bucket=bucket), missing="NoSuchBucket")
+            if exc.reason == "InvalidRange":   # an empty object
+                return 0
             raise
 
     def exists(self, uri: str, field: str) -> bool:

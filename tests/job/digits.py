@@ -127,7 +127,7 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 
 def upload_image_list(s3, bucket: str, prefix: str, imgs: np.ndarray, labels: np.ndarray, list_file: str = "list.txt",
-                      workers: int = 16) -> int:
+                      workers: int = 8) -> int:
     """PNG files under prefix/img/ and a list file of "img/NNNNN.png label"; returns bytes uploaded."""
     from concurrent.futures import ThreadPoolExecutor
 
