@@ -11,6 +11,7 @@ no container isolation: see hack/devnode/README.md for what is mapped and how.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import platform
@@ -60,6 +61,7 @@ class Options:
     heartbeat: float = 10.0
     restart_backoff: float = 2.0
     max_restart_backoff: float = 40.0
+    kubeconfig: str | None = None
 
     @property
     def logs_dir(self) -> Path:
@@ -473,6 +475,7 @@ class Agent:
         self.events: queue.Queue = queue.Queue()
         self.node_uid = ""
         self.ready_since = now()
+        self.kubeconfig_stamp = _file_stamp(opts.kubeconfig) if opts.kubeconfig else None
 
     # -- node
 
@@ -551,7 +554,17 @@ class Agent:
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION, "renewTime": micro_now()}})
 
     def _heartbeat_loop(self) -> None:
-        while not self.stopping.wait(self.opts.heartbeat):
+        next_beat = time.monotonic() + self.opts.heartbeat
+        while not self.stopping.wait(1):
+            if self.opts.kubeconfig and _file_stamp(self.opts.kubeconfig) != self.kubeconfig_stamp:
+                # `make devenv-down` (or a new devenv) removed or replaced the kubeconfig: this
+                # cluster is gone, so stop rather than run pods nobody can see.
+                log.warning("%s removed or changed: the cluster is gone, stopping", self.opts.kubeconfig)
+                self.stopping.set()
+                return
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.opts.heartbeat
             try:
                 self.heartbeat_once()
             except Exception as e:  # keep beating: a transient apiserver error must not stop the node
@@ -745,6 +758,16 @@ def _was_started(status: dict) -> bool:
     return False
 
 
+def _file_stamp(path: str) -> str | None:
+    """Content hash: `make devenv` on a running devenv rewrites the same kubeconfig (kept),
+    a new devenv writes other certificates (stop)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
 def _arch() -> str:
     m = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
@@ -810,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(node_name=a.node_name, state_dir=Path(a.state_dir).resolve(), gpus=a.gpus,
                    gpu_resource=a.gpu_resource, cpu=a.cpu, memory=a.memory, pods=a.pods, images=images,
                    labels=dict(kv.split("=", 1) for kv in a.label), taints=a.taint, heartbeat=a.heartbeat,
-                   restart_backoff=a.restart_backoff)
+                   restart_backoff=a.restart_backoff, kubeconfig=a.kubeconfig)
     agent = Agent(kube, opts)
 
     def stop(signum, frame):
