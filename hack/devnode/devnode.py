@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib3
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kubeapi import ApiError, Kube, ns_path  # noqa: E402
@@ -40,6 +42,8 @@ import procs  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger("devnode")
 
+# API trouble (apiserver restarting, a 5xx): retry the step, never fail the pod for it.
+TRANSIENT = (ApiError, urllib3.exceptions.HTTPError)
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 TICK = 0.1
 LEASE_DURATION = 40
@@ -120,6 +124,7 @@ class PodWorker(threading.Thread):
         self.start_time = (pod.get("status") or {}).get("startTime") or now()
         self.started_mono = time.monotonic()
         self.published: dict | None = None
+        self.publish_retry_at = 0.0
         self.reason = self.message = ""
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -189,6 +194,10 @@ class PodWorker(threading.Thread):
             try:
                 self._prepare_volumes()
                 self.sandbox_ready = True
+            except TRANSIENT as e:
+                log.warning("pod %s/%s: volume setup will be retried: %s", self.ns, self.podname, e)
+                self.sandbox_retry_at = time.monotonic() + 1
+                return
             except MountError as e:
                 for c in self.init + self.main:
                     c.reason, c.message = "ContainerCreating", str(e)
@@ -290,6 +299,10 @@ class PodWorker(threading.Thread):
             full[TERMINATION_MESSAGE_ENV] = pm.lookup(spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH)
             full[PATH_MAP_ENV] = path_map_env(pm)
             argv = resolve_argv(spec, rule, full, pm)
+        except TRANSIENT as e:
+            log.warning("pod %s/%s: container %s start will be retried: %s", self.ns, self.podname, c.name, e)
+            self.retry_at[c.name] = time.monotonic() + 1
+            return
         except ConfigError as e:
             if c.reason != "CreateContainerConfigError" or c.message != str(e):
                 self.agent.event(self.pod, "Warning", "Failed", f"Error: {e}", c.name)
@@ -428,7 +441,7 @@ class PodWorker(threading.Thread):
             pod = self.pod
         status = pod_status(pod, phase, self.sandbox_ready, self.init, self.main, self.start_time,
                             self.reason, self.message)
-        if status == self.published:
+        if status == self.published or time.monotonic() < self.publish_retry_at:
             return
         try:
             updated = self.kube.merge_patch(ns_path(self.ns, "pods", self.podname, "status"),
@@ -438,6 +451,11 @@ class PodWorker(threading.Thread):
                 self.deleted = True
             else:
                 log.warning("pod %s/%s: status update failed: %s", self.ns, self.podname, e)
+                self.publish_retry_at = time.monotonic() + 1
+            return
+        except Exception as e:  # apiserver unreachable: retry shortly
+            log.warning("pod %s/%s: status update failed: %s", self.ns, self.podname, e)
+            self.publish_retry_at = time.monotonic() + 1
             return
         with self.lock:
             if int(updated["metadata"]["resourceVersion"]) >= int(self.pod["metadata"]["resourceVersion"]):

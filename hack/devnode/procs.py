@@ -30,17 +30,26 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
+def _memory(pid: int) -> int:
+    # Proportional set size: a page shared by forked workers counts once overall, as a memory
+    # cgroup charges it once. Resident set size where smaps_rollup is unavailable.
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def session_rss(sid: int) -> int:
-    """Resident memory of the session's processes, in bytes (what a memory cgroup would charge,
-    roughly: shared pages are counted once per process)."""
-    total = 0
-    for pid in session_pids(sid):
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    """Memory of the session's processes in bytes: roughly what a memory cgroup would charge."""
+    return sum(_memory(pid) for pid in session_pids(sid))
 
 
 def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
