@@ -79,18 +79,18 @@ async def cleanup(**_: Any) -> None:
 # -- indexes: kopf fills them from the initial listings before any handler below runs ----------
 
 @kopf.index(c.GROUP, c.VERSION, c.PLURAL)
-def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+async def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
     return {(namespace, name): trim_qj(dict(body))}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
-def job_index(body: kopf.Body, **_: Any) -> dict | None:
+async def job_index(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key_of_job(body)
     return {key: trim_job(dict(body))} if key else None
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
-def pod_index(body: kopf.Body, **_: Any) -> dict | None:
+async def pod_index(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key_of_pod(body)
     return {key: trim_pod(dict(body))} if key else None
 
@@ -105,7 +105,7 @@ def _bind(kwargs: dict[str, Any]) -> tuple[Reconciler, Scheduler]:
 # -- triggers -------------------------------------------------------------------------------------
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+async def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
     reconciler, scheduler = _bind(kwargs)
     meta = body.get("metadata") or {}
     if type == "DELETED":
@@ -121,14 +121,14 @@ def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwargs: An
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-def job_event(body: kopf.Body, **kwargs: Any) -> None:
+async def job_event(body: kopf.Body, **kwargs: Any) -> None:
     _, scheduler = _bind(kwargs)
     if key := owner_key_of_job(body):
         scheduler.enqueue(key, RT.config.status_coalesce_seconds)
 
 
 @kopf.on.event("v1", "pods", labels=CHILD_LABELS)
-def pod_event(body: kopf.Body, **kwargs: Any) -> None:
+async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
     _, scheduler = _bind(kwargs)
     if key := owner_key_of_pod(body):
         scheduler.enqueue(key, RT.config.status_coalesce_seconds)

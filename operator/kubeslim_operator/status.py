@@ -201,6 +201,11 @@ def _verdict_from_failed_stage(out: StageOutcome, spec: QuantizationJobSpec | No
 # ----------------------------------------------------------------------------------------------
 # The derivation.
 
+def _scheduled_fact(pod: Obj) -> Fact:
+    return Fact(True, "Scheduled", f"Pod {(pod.get('metadata') or {}).get('name', '')} is on node "
+                                   f"{(pod.get('spec') or {}).get('nodeName', '')}.")
+
+
 def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
     """A pod of an unfinished Job: where it is and what, if anything, holds it up."""
     st = pod.get("status") or {}
@@ -213,7 +218,7 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
             return Verdict(c.PENDING, c.R_UNSCHEDULABLE,
                            _sentence(f"No node can run the pod: {why.rstrip('.')}; check spec.resources and spec.scheduling"),
                            scheduled=fact)
-    scheduled = Fact(True, "Scheduled", f"Pod {name} is on node {pod.get('spec', {}).get('nodeName', '')}.") \
+    scheduled = _scheduled_fact(pod) \
         if (scheduled_cond and scheduled_cond.get("status") == "True") or (pod.get("spec") or {}).get("nodeName") else None
 
     started = False
@@ -249,6 +254,23 @@ def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: Sp
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
             job_conflict: str | None = None, job_deleted: bool = False, now: str = "") -> Verdict:
     """What the run of this generation is doing, from the Job and its pods."""
+    v = _observe(generation=generation, spec=spec, spec_error=spec_error, job=job, pods=pods,
+                 config_problem=config_problem, job_conflict=job_conflict, job_deleted=job_deleted, now=now)
+    # A pod that ran was scheduled and had its Secret: say so even when no earlier pass saw it
+    # happen (status writes are coalesced, and a restarted operator only sees the end).
+    if job is not None and pods:
+        last = sorted(pods, key=_created)[-1]
+        if v.scheduled is None and (last.get("spec") or {}).get("nodeName"):
+            v = dataclasses.replace(v, scheduled=_scheduled_fact(last))
+        if v.config is None and any("terminated" in (s.get("state") or {}) or "running" in (s.get("state") or {})
+                                    for s in _statuses(last)):
+            v = dataclasses.replace(v, config=Fact(True, "Found", "The credentials and CA bundle are available."))
+    return v
+
+
+def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
+            job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
+            job_conflict: str | None = None, job_deleted: bool = False, now: str = "") -> Verdict:
     if spec_error is not None:
         return Verdict(c.FAILED, c.R_INVALID_SPEC,
                        f"{spec_error.field}: {_sentence(spec_error.message)[:-1]}; fix the field and apply again.",
