@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kubeapi import ApiError, Kube, ns_path  # noqa: E402
 from podplan import (  # noqa: E402
-    DEFAULT_TERMINATION_MESSAGE_PATH, PATH_MAP_ENV, TERMINATION_MESSAGE_ENV, ConfigError, ImageRule,
-    MountError, PathMap, match_image, parse_quantity, path_map_env, resolve_argv, resolve_env,
+    DEFAULT_TERMINATION_MESSAGE_PATH, PATH_MAP_ENV, SERVICE_ACCOUNT_DIR, TERMINATION_MESSAGE_ENV, ConfigError, ImageRule,
+    MountError, PathMap, in_cluster_kubeconfig, match_image, parse_quantity, path_map_env, resolve_argv, resolve_env,
     termination_message, termination_message_limit, volume_files,
 )
 from podstatus import ContainerState, micro_now, now, pod_phase, pod_status  # noqa: E402
@@ -298,6 +298,12 @@ class PodWorker(threading.Thread):
             full["TMPDIR"] = pm.lookup("/tmp")
             full[TERMINATION_MESSAGE_ENV] = pm.lookup(spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH)
             full[PATH_MAP_ENV] = path_map_env(pm)
+            sa_dir = pm.lookup(SERVICE_ACCOUNT_DIR)
+            if sa_dir and "KUBECONFIG" not in full:
+                kubeconfig = cdir / "in-cluster.kubeconfig"
+                kubeconfig.write_text(in_cluster_kubeconfig(self.agent.kube.host, sa_dir))
+                kubeconfig.chmod(0o600)
+                full["KUBECONFIG"] = str(kubeconfig)
             argv = resolve_argv(spec, rule, full, pm)
         except TRANSIENT as e:
             log.warning("pod %s/%s: container %s start will be retried: %s", self.ns, self.podname, c.name, e)

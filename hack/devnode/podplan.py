@@ -31,6 +31,7 @@ FALLBACK_LOG_LINES = 80
 # Env var through which a process learns where its termination message goes on this node.
 TERMINATION_MESSAGE_ENV = "TERMINATION_MESSAGE_PATH"
 PATH_MAP_ENV = "DEVNODE_PATH_MAP"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class ConfigError(Exception):
@@ -417,3 +418,22 @@ def termination_message(file_bytes: bytes, log_tail: bytes, exit_code: int, poli
 
 def path_map_env(pathmap: PathMap) -> str:
     return json.dumps(pathmap.entries, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-cluster identity
+
+
+def in_cluster_kubeconfig(server: str, sa_host_dir: str) -> str:
+    """A kubeconfig that stands in for in-cluster config. Client libraries read the ServiceAccount
+    token from the fixed path /var/run/secrets/..., which no process here can have, so a pod that
+    mounts its token gets KUBECONFIG pointing at this file instead: same token, same CA, same
+    namespace, hence exactly the pod's RBAC rights."""
+    namespace_file = os.path.join(sa_host_dir, "namespace")
+    namespace = open(namespace_file).read().strip() if os.path.exists(namespace_file) else "default"
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
+        "clusters": [{"name": "in-cluster", "cluster": {"server": server, "certificate-authority": os.path.join(sa_host_dir, "ca.crt")}}],
+        "users": [{"name": "serviceaccount", "user": {"tokenFile": os.path.join(sa_host_dir, "token")}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "serviceaccount", "namespace": namespace}}],
+    }, indent=1)

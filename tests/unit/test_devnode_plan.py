@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack" / "devnode"))
 
 from podplan import (  # noqa: E402
+    in_cluster_kubeconfig,
     ConfigError, ImageRule, MountError, PathMap, expand, match_image, parse_quantity, resolve_argv,
     resolve_env, termination_message, termination_message_limit, volume_files,
 )
@@ -173,3 +174,23 @@ def test_termination_message_budget_is_split_between_containers():
 @pytest.mark.parametrize("q, want", [("1Gi", 2**30), ("500m", 0.5), ("2", 2), ("1e3", 1000), ("128974848", 128974848), ("1M", 10**6)])
 def test_parse_quantity(q, want):
     assert float(parse_quantity(q)) == want
+
+
+def test_in_cluster_kubeconfig_uses_the_mounted_token_ca_and_namespace(tmp_path):
+    import json
+
+    from kubernetes import config as k8s_config
+    from kubernetes.client import Configuration
+
+    (tmp_path / "token").write_text("tok-123")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "namespace").write_text("kubeslim-system\n")
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(in_cluster_kubeconfig("https://127.0.0.1:16443", str(tmp_path)))
+    doc = json.loads(kubeconfig.read_text())
+    assert doc["contexts"][0]["context"]["namespace"] == "kubeslim-system"
+    cfg = Configuration()
+    k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    assert cfg.host == "https://127.0.0.1:16443"
+    assert cfg.api_key["BearerToken"] == "Bearer tok-123"
+    assert cfg.ssl_ca_cert == str(tmp_path / "ca.crt")
