@@ -174,7 +174,7 @@ def test_spec_change_stops_the_old_run_and_starts_a_new_one(operator, qj, namesp
     kubectl("patch", "qj", "change", "-n", namespace, "--type=merge", "-p", json.dumps(
         {"spec": {"quantization": {"algos": ["KL", "hist"]},
                   "podMetadata": {"annotations": fake(exit_code=0, message=verify_ok_message(), container="verify", duration="0s")}}}))
-    st = qj.wait(lambda_name := "change", lambda s: s if s.get("observedGeneration") == 2 and s.get("phase") == "Succeeded" else None,
+    st = qj.wait("change", lambda s: s if s.get("observedGeneration") == 2 and s.get("phase") == "Succeeded" else None,
                  what="generation 2 succeeded")
     assert st["jobName"] == "change-g2"
     names = wait_for(lambda: (lambda n: n if n == ["change-g2"] else None)(sorted(j["metadata"]["name"] for j in qj.jobs())),
