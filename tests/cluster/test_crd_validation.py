@@ -1,0 +1,44 @@
+"""The API server itself rejects invalid QuantizationJobs (OpenAPI schema + CEL), naming the field.
+The same table runs against the typed model in tests/unit/test_spec.py."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from operator_harness import crd  # noqa: F401
+from tests.invalid_specs import INVALID_SPECS, VALID_SPEC, invalid_spec
+
+
+def manifest(name: str, namespace: str, spec: dict) -> str:
+    return json.dumps({"apiVersion": "kubeslim.io/v1alpha1", "kind": "QuantizationJob",
+                       "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+
+@pytest.fixture(scope="module")
+def target_namespace(kubectl):
+    # Server-side dry runs persist nothing: one shared namespace is enough.
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeslim-crd-validation"}}))
+    return "kubeslim-crd-validation"
+
+
+def test_valid_spec_is_accepted_and_defaulted(crd, kubectl, target_namespace):
+    out = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=manifest("ok", target_namespace, VALID_SPEC)).stdout
+    spec = json.loads(out)["spec"]
+    assert spec["quantization"]["algos"] == ["hist"]
+    assert spec["verification"]["maxAccuracyDrop"] == 0.01
+    assert spec["data"]["preprocess"]["crop"] == 224
+    assert spec["runPolicy"] == {"backoffLimit": 1, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 86400}
+
+
+@pytest.mark.parametrize("case_id, mutate, field", INVALID_SPECS, ids=[c[0] for c in INVALID_SPECS])
+def test_invalid_spec_is_rejected_by_the_apiserver(crd, kubectl, target_namespace, case_id, mutate, field):
+    proc = kubectl("create", "--dry-run=server", "-f", "-", input=manifest(case_id, target_namespace, invalid_spec(mutate)), check=False)
+    assert proc.returncode != 0, f"{case_id} was accepted"
+    assert "is invalid" in proc.stderr and field in proc.stderr, proc.stderr
+
+
+def test_unknown_field_is_rejected(crd, kubectl, target_namespace):
+    spec = {**VALID_SPEC, "quantization": {"algo": ["hist"]}}
+    proc = kubectl("create", "--dry-run=server", "-f", "-", input=manifest("typo", target_namespace, spec), check=False)
+    assert proc.returncode != 0 and 'unknown field "spec.quantization.algo"' in proc.stderr
