@@ -227,7 +227,7 @@ class _NpzMember:
         try:
             self.info = zf.getinfo(name)
         except KeyError:
-            raise BadInput("BadNpz", f"{field} {uri}: has no '{name}' array (found: "
+            raise BadInput("BadNpz", f"{field} {uri}: has no '{name.removesuffix('.npy')}' array (found: "
                                      f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())})") from None
         self.name = name
         if self.info.compress_type == zipfile.ZIP_STORED:

@@ -1,0 +1,167 @@
+"""Datasets without a server: preprocessing, npz and imageList parsing, and the errors that name
+the file and line. Objects live in memory (job_fakes.MemStorage)."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from kubeslim_job import data
+from kubeslim_job.errors import BadInput
+from kubeslim_job.spec import Preprocess
+
+from job_fakes import MemStorage
+
+
+def prep(shape=(1, 8, 8), resize=8, crop=8, mean=(0.5,), std=(0.5,), order="RGB"):
+    return data.Prep.from_spec(Preprocess(resize_short=resize, crop=crop, mean=list(mean), std=list(std),
+                                          channel_order=order), shape)
+
+
+def npz(images, labels, compressed=False) -> bytes:
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, images=images, labels=labels)
+    return buf.getvalue()
+
+
+def png(img) -> bytes:
+    ok, enc = cv2.imencode(".png", img)
+    assert ok
+    return enc.tobytes()
+
+
+def ds(uri, fmt="npz", list_file=None):
+    return SimpleNamespace(uri=uri, format=fmt, list_file=list_file)
+
+
+def test_pixels_normalise_and_widen_gray():
+    p = prep(shape=(3, 4, 4), resize=4, crop=4, mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 0.5))
+    x = p.pixels(np.full((4, 4), 255, np.uint8))
+    assert x.shape == (3, 4, 4) and x.dtype == np.float32
+    assert np.allclose(x[0], 1.0) and np.allclose(x[1], 2.0)
+
+
+def test_resize_short_side_then_center_crop():
+    img = np.zeros((16, 32), np.uint8)
+    img[:, 12:20] = 255                         # a bright centre band survives the crop
+    x = prep(shape=(1, 4, 4), resize=8, crop=4, mean=(0,), std=(1,)).pixels(img)
+    assert x.shape == (1, 4, 4) and x[0, :, 1:3].min() > 0.9
+
+
+def test_bgr_order_flips_channels():
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[..., 0] = 255                           # red in RGB
+    rgb = prep((3, 2, 2), 2, 2, (0,), (1,), "RGB").pixels(img, rgb=True)
+    bgr = prep((3, 2, 2), 2, 2, (0,), (1,), "BGR").pixels(img, rgb=True)
+    assert rgb[0].max() == 1.0 and bgr[2].max() == 1.0 and bgr[0].max() == 0.0
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"crop": 6}, ["spec.data.preprocess.crop", "set crop to 8"]),
+    ({"resize": 4, "crop": 8}, ["resizeShort 4"]),
+    ({"mean": (0.1, 0.2)}, ["spec.data.preprocess.mean", "1 channel"]),
+])
+def test_preprocess_mismatch(kwargs, words):
+    with pytest.raises(BadInput) as ei:
+        prep(**kwargs)
+    assert all(w in ei.value.message for w in words)
+
+
+@pytest.mark.parametrize("layout", ["NHW", "NCHW", "NHWC"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_reads_only_the_samples_it_uses(tmp_path, layout, compressed):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (2000, 8, 8), dtype=np.uint8)
+    arr = {"NHW": imgs, "NCHW": imgs[:, None], "NHWC": imgs[:, :, :, None]}[layout]
+    labels = rng.integers(0, 10, 2000)
+    st = MemStorage({"s3://b/d.npz": npz(arr, labels, compressed)})
+    tf, stats = data.load(st, ds("s3://b/d.npz"), "spec.data.calibration", 100, prep(), str(tmp_path / "c"), 10)
+    assert tf.n == 100 and stats.bytes_used == 100 * (64 + 8)
+    if not compressed:   # exact ranges; compressed streams may read one block ahead
+        assert stats.bytes_read <= 1.2 * stats.bytes_used + 1024
+    x, y = next(tf.batches(100))
+    assert np.array_equal(y, labels[:100])
+    assert np.allclose(x[:, 0], (imgs[:100] / 255.0 - 0.5) / 0.5, atol=1e-6)
+
+
+def test_npz_float_tensors_must_match_the_model(tmp_path):
+    st = MemStorage({"s3://b/f.npz": npz(np.zeros((4, 1, 6, 6), np.float32), np.zeros(4, np.int64))})
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/f.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"))
+    assert ei.value.reason == "ShapeMismatch" and "[4, 1, 6, 6]" in ei.value.message and "1,8,8" in ei.value.message
+
+
+def test_npz_float_tensors_pass_through(tmp_path):
+    t = np.random.default_rng(1).normal(size=(5, 1, 8, 8)).astype(np.float32)
+    st = MemStorage({"s3://b/f.npz": npz(t, np.arange(5))})
+    tf, _ = data.load(st, ds("s3://b/f.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
+    assert np.array_equal(next(tf.batches(5))[0], t)
+
+
+def test_npz_label_out_of_range_names_the_index(tmp_path):
+    st = MemStorage({"s3://b/d.npz": npz(np.zeros((4, 8, 8), np.uint8), np.array([1, 2, 10, 3]))})
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
+    assert "labels[2]" in ei.value.message and "[0, 10)" in ei.value.message
+
+
+def test_npz_missing_array(tmp_path):
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros(3))
+    st = MemStorage({"s3://b/d.npz": buf.getvalue()})
+    with pytest.raises(BadInput, match="has no 'images' array"):
+        data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"))
+
+
+def _image_list(lines: str, files: dict[str, bytes]) -> MemStorage:
+    return MemStorage({"s3://b/p/list.txt": lines.encode(), **{f"s3://b/p/{k}": v for k, v in files.items()}})
+
+
+def test_image_list_reads_the_first_lines_only(tmp_path):
+    files = {f"img/{i}.png": png(np.full((8, 8), i, np.uint8)) for i in range(20)}
+    lines = "# comment\n\n" + "".join(f"img/{i}.png {i % 10}\n" for i in range(20))
+    st = _image_list(lines, files)
+    tf, stats = data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.calibration", 5, prep(),
+                          str(tmp_path / "c"), 10)
+    assert tf.n == 5 and list(tf.labels) == [0, 1, 2, 3, 4]
+    assert stats.bytes_read <= len(lines) + sum(len(files[f"img/{i}.png"]) for i in range(5))
+
+
+def test_image_list_paths_with_spaces_and_gray_png(tmp_path):
+    st = _image_list("my dir/a b.png 3\n", {"my dir/a b.png": png(np.zeros((8, 8), np.uint8))})
+    tf, _ = data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.evaluation", None,
+                      prep((3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3), str(tmp_path / "e"), 10)
+    assert tf.shape == (3, 8, 8) and list(tf.labels) == [3]
+
+
+@pytest.mark.parametrize("lines, files, reason, words", [
+    ("a.png 1\nb.png 2\n", {"a.png": "ok", "b.png": b"garbage"}, "CorruptImage", ["list.txt line 2"]),
+    ("a.png 1\na.png 11\n", {"a.png": "ok"}, "LabelOutOfRange", ["list.txt line 2", "label 11"]),
+    ("a.png one\n", {"a.png": "ok"}, "BadListFile", ["list.txt line 1", "'one'"]),
+    ("justapath\n", {}, "BadListFile", ["line 1", "relative/path label"]),
+    ("a.png 1\nmissing.png 2\n", {"a.png": "ok"}, "NoSuchKey", ["s3://b/p/missing.png"]),
+])
+def test_image_list_errors_name_file_and_line(tmp_path, lines, files, reason, words):
+    ok = png(np.zeros((8, 8), np.uint8))
+    st = _image_list(lines, {k: (ok if v == "ok" else v) for k, v in files.items()})
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.evaluation", None, prep(),
+                  str(tmp_path / "e"), 10)
+    assert ei.value.reason == reason
+    assert all(w in ei.value.message for w in words), ei.value.message
+
+
+def test_colour_image_for_a_gray_model_is_refused(tmp_path):
+    st = _image_list("a.png 1\n", {"a.png": png(np.zeros((8, 8, 3), np.uint8))})
+    with pytest.raises(BadInput, match="line 1.*grayscale"):
+        data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"))
+
+
+def test_batches_stream_from_disk(tmp_path):
+    st = MemStorage({"s3://b/d.npz": npz(np.zeros((10, 8, 8), np.uint8), np.arange(10))})
+    tf, _ = data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
+    sizes = [(len(x), list(y)) for x, y in tf.batches(4)]
+    assert sizes == [(4, [0, 1, 2, 3]), (4, [4, 5, 6, 7]), (2, [8, 9])]

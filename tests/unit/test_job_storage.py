@@ -1,0 +1,114 @@
+"""Storage error mapping and ranged reads, without a server: botocore's own exception types and a
+Stubber stand in for the wire."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from botocore import exceptions as bx
+from botocore.stub import Stubber
+
+from kubeslim_job.contract import EXIT_BAD_INPUT, EXIT_TRANSIENT
+from kubeslim_job.errors import BadInput, Transient
+from kubeslim_job.storage import RangedReader, Storage, join_uri, parse_uri
+
+from job_fakes import MemStorage
+
+URI = "s3://data/train/list.txt"
+
+
+@pytest.fixture
+def storage(monkeypatch):
+    for k in ("AWS_ENDPOINT_URL", "AWS_CA_BUNDLE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDUNITTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit-test-secret")
+    return Storage(endpoint="http://s3.invalid:9000", addressing_style="path")
+
+
+def _client_error(code: str, status: int) -> bx.ClientError:
+    return bx.ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                          "GetObject")
+
+
+@pytest.mark.parametrize("exc, kind, reason", [
+    (_client_error("NoSuchKey", 404), BadInput, "NoSuchKey"),
+    (_client_error("NoSuchBucket", 404), BadInput, "NoSuchBucket"),
+    (_client_error("AccessDenied", 403), BadInput, "AccessDenied"),
+    (_client_error("403", 403), BadInput, "AccessDenied"),
+    (_client_error("InvalidAccessKeyId", 403), BadInput, "InvalidAccessKeyId"),
+    (_client_error("XAdminUserNotFound", 403), BadInput, "InvalidAccessKeyId"),
+    (_client_error("SignatureDoesNotMatch", 403), BadInput, "SignatureDoesNotMatch"),
+    (_client_error("SlowDown", 503), Transient, "SlowDown"),
+    (_client_error("InternalError", 500), Transient, "InternalError"),
+    (_client_error("Weird", 502), Transient, "Weird"),
+    (bx.ReadTimeoutError(endpoint_url="http://s3.invalid:9000"), Transient, "StorageTimeout"),
+    (bx.ConnectTimeoutError(endpoint_url="http://s3.invalid:9000"), Transient, "StorageTimeout"),
+    (bx.EndpointConnectionError(endpoint_url="http://s3.invalid:9000"), BadInput, "EndpointUnreachable"),
+    (bx.NoCredentialsError(), BadInput, "NoCredentials"),
+    (bx.SSLError(endpoint_url="https://x", error="bad cert"), BadInput, "TLSVerifyFailed"),
+])
+def test_translate(storage, exc, kind, reason):
+    err = storage.translate(exc, "spec.data.calibration.uri", URI)
+    assert isinstance(err, kind) and err.reason == reason
+    assert err.exit_code == (EXIT_BAD_INPUT if kind is BadInput else EXIT_TRANSIENT)
+    assert "spec.data.calibration.uri" in err.message and URI in err.message
+    assert "unit-test-secret" not in err.message
+
+
+def test_head_404_is_named_by_the_caller(storage):
+    assert storage.translate(_client_error("404", 404), "f", URI, missing="NoSuchBucket").reason == "NoSuchBucket"
+
+
+def test_access_denied_through_a_real_client_call(storage):
+    with Stubber(storage.client) as stub:
+        stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(BadInput) as ei:
+            storage.get_range(URI, "spec.data.evaluation.listFile", 0, 10)
+    assert ei.value.reason == "AccessDenied" and "spec.data.evaluation.listFile s3://data/train/list.txt" in ei.value.message
+
+
+@pytest.mark.parametrize("uri, expect", [
+    ("s3://b/k/x.npz", ("b", "k/x.npz")), ("s3://b/prefix/", ("b", "prefix/")), ("s3://b", ("b", "")),
+])
+def test_parse_uri(uri, expect):
+    assert parse_uri(uri) == expect
+
+
+@pytest.mark.parametrize("uri", ["http://b/k", "s3:///k", "b/k"])
+def test_parse_uri_rejects(uri):
+    with pytest.raises(BadInput):
+        parse_uri(uri)
+
+
+def test_join_uri():
+    assert join_uri("s3://b/p/", "/img/a.png") == "s3://b/p/img/a.png"
+    assert join_uri("s3://b/p", "list.txt") == "s3://b/p/list.txt"
+
+
+def test_ranged_reader_reads_only_the_prefix_it_is_asked_for():
+    blob = bytes(range(256)) * 40_000            # 10 MB
+    st = MemStorage({"s3://b/big": blob})
+    r = io.BufferedReader(RangedReader(st, "s3://b/big", "f"), buffer_size=4096)
+    assert r.read(100_000) == blob[:100_000]
+    assert st.bytes_read <= 1.2 * 100_000 + 16_384
+    r.seek(5_000_000)
+    assert r.read(10) == blob[5_000_000:5_000_010]
+    r.seek(-5, io.SEEK_END)
+    assert r.read() == blob[-5:]
+
+
+def test_iter_lines_stops_fetching_when_the_caller_stops():
+    text = "".join(f"img/{i:06d}.png {i % 10}\n" for i in range(200_000)).encode()   # ~4 MB
+    st = MemStorage({"s3://b/list.txt": text})
+    lines = st.iter_lines("s3://b/list.txt", "f")
+    first = [next(lines) for _ in range(100)]
+    assert first[99] == "img/000099.png 9\n"
+    assert st.bytes_read < 64 << 10
+
+
+def test_fetch_many_keeps_order():
+    objs = {f"s3://b/{i}": bytes([i]) * (i + 1) for i in range(50)}
+    st = MemStorage(objs)
+    got = list(st.fetch_many(((u, n) for n, u in enumerate(objs)), "f"))
+    assert [t for t, _ in got] == list(range(50)) and all(d == objs[f"s3://b/{t}"] for t, d in got)
