@@ -342,10 +342,12 @@ down() {
 }
 
 status() {
-  local ok=0 t name url
+  local ok=0 t name url answered
+  # shellcheck disable=SC2046
+  answered="$(probe --timeout 2 --out /dev/stdout $(probe_targets) 2>/dev/null || true)"
   for t in $(probe_targets); do
     name="${t%%=*}"; url="${t#*=}"
-    if probe --timeout 2 "$t" 2>/dev/null; then printf '  %-24s up    %s\n' "$name" "${url#\~}"; else printf '  %-24s DOWN  %s\n' "$name" "${url#\~}"; ok=1; fi
+    if grep -q "\"$name\"" <<<"$answered"; then printf '  %-24s up    %s\n' "$name" "${url#\~}"; else printf '  %-24s DOWN  %s\n' "$name" "${url#\~}"; ok=1; fi
   done
   if [ "$ok" = 0 ] && [ -f "$DEVENV/kubeconfig" ]; then
     echo "  kubeconfig: $DEVENV/kubeconfig (devenv $(cat "$DEVENV/devenv-id"))"
