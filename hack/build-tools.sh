@@ -42,20 +42,41 @@ new_module() {
   (cd "$1" && go mod init "kubeslim.local/$2" >/dev/null 2>&1)
 }
 
-# record OUT NAME VERSION START: the wall time of a finished build, for the benchmark.
+# record OUT NAME VERSION START: the wall time of a finished build, for the benchmark. The first
+# build of a version is kept in build.json; a rebuild (new recipe, warm caches) goes to rebuild.json.
 record() {
-  local secs=$(( $(date +%s) - $4 ))
+  local secs=$(( $(date +%s) - $4 )) file="$1/build.json"
+  [ -f "$file" ] && file="$1/rebuild.json"
   printf '{"tool": "%s", "version": "%s", "build_seconds": %d, "built_at": "%s", "cpus": %d, "go": "%s"}\n' \
-    "$2" "$3" "$secs" "$(date -u +%FT%TZ)" "$(nproc)" "$(go env GOVERSION)" > "$1/build.json"
+    "$2" "$3" "$secs" "$(date -u +%FT%TZ)" "$(nproc)" "$(go env GOVERSION)" > "$file"
+  echo "${RECIPE:-1}" > "$1/recipe"
   log "$2 $3 built in ${secs}s"
+}
+
+# cached OUT BIN...: every binary is there and was built by the current recipe of this tool
+# (bump RECIPE for a tool when its build flags change, so caches rebuild it and nothing else).
+cached() {
+  local out="$1" b; shift
+  [ "$(cat "$out/recipe" 2>/dev/null || echo 1)" = "${RECIPE:-1}" ] || return 1
+  for b in "$@"; do [ -x "$out/bin/$b" ] || return 1; done
+}
+
+# helm's built-in Kubernetes version (used by `helm template`/`lint` without a cluster) comes from
+# the client-go it is built with, as helm's own Makefile does; else it claims v1.20.
+helm_k8s_ldflags() {
+  local v; v="$(go list -m -f '{{.Version}}' k8s.io/client-go)"; v="${v#v}"
+  local major=$(( ${v%%.*} + 1 )) minor; minor="$(cut -d. -f2 <<<"$v")"
+  local p; for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    printf -- ' -X %s.k8sVersionMajor=%s -X %s.k8sVersionMinor=%s' "$p" "$major" "$p" "$minor"
+  done
 }
 
 go_mod_of() { go mod download -json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("GoMod") or sys.exit(d.get("Error", "no GoMod")))'; }
 
 build_kubernetes() {
   local out="$CACHE/kubernetes-$K8S_VERSION" cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl"
-  local all=1; for c in $cmds; do [ -x "$out/bin/$c" ] || all=0; done
-  [ "$all" = 1 ] && { log "kubernetes $K8S_VERSION cached"; return; }
+  # shellcheck disable=SC2086
+  cached "$out" $cmds && { log "kubernetes $K8S_VERSION cached"; return; }
   local start; start=$(date +%s)
   log "building kubernetes $K8S_VERSION ($cmds); cold this takes 15-30 min on 2 cores"
   local mod="$CACHE/src/kubernetes-$K8S_VERSION"
@@ -94,8 +115,8 @@ build_kubernetes() {
 build_simple() {
   local name="$1" ver="$2" module="$3"; shift 3
   local out="$CACHE/$name-$ver"
-  local all=1 spec; for spec in "$@"; do [ -x "$out/bin/$(bin_of "$spec")" ] || all=0; done
-  [ "$all" = 1 ] && { log "$name $ver cached"; return; }
+  local spec bins=(); for spec in "$@"; do bins+=("$(bin_of "$spec")"); done
+  cached "$out" "${bins[@]}" && { log "$name $ver cached"; return; }
   local start; start=$(date +%s)
   log "building $name $ver"
   local mod="$CACHE/src/$name-$ver"
@@ -122,11 +143,13 @@ PY
     for spec in "$@"; do printf '\t_ "%s"\n' "${spec%%=*}"; done
     printf ')\n'; } > tools.go
   with_heartbeat "$name modules" go mod tidy -e >/dev/null 2>"$mod/tidy.log" || { tail -20 "$mod/tidy.log" >&2; die "go mod tidy for $name $ver failed (log: $mod/tidy.log)"; }
+  local ld="-s -w ${LDFLAGS_EXTRA:-}"
+  [ "$name" = helm ] && ld+="$(helm_k8s_ldflags)"
   rm -rf "$out/bin.tmp"; mkdir -p "$out/bin.tmp"
   for spec in "$@"; do
     local pkg="${spec%%=*}" bin; bin="$(bin_of "$spec")"
     log "go build $pkg -> $bin"
-    with_heartbeat "$bin" go build -trimpath -ldflags "-s -w ${LDFLAGS_EXTRA:-}" -o "$out/bin.tmp/$bin" "$pkg" || die "go build $pkg failed"
+    with_heartbeat "$bin" go build -trimpath -ldflags "$ld" -o "$out/bin.tmp/$bin" "$pkg" || die "go build $pkg failed"
   done
   rm -rf "$out/bin"; mv "$out/bin.tmp" "$out/bin"
   record "$out" "$name" "$ver" "$start"
@@ -138,7 +161,7 @@ for tool in $want; do
   case "$tool" in
     etcd) build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3=etcd ;;
     kwok) build_simple kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl ;;
-    helm) LDFLAGS_EXTRA="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    helm) RECIPE=2 LDFLAGS_EXTRA="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
             build_simple helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm ;;
     s3) LDFLAGS_EXTRA="-X main.Version=$VERSITYGW_VERSION" \
           build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw ;;
