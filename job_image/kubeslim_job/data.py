@@ -222,8 +222,8 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 class _NpzMember:
     """Reads the first rows of one .npy member of a remote .npz."""
 
-    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str, raw):
-        self.storage, self.uri, self.field, self.zf, self.raw = storage, uri, field, zf, raw
+    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str):
+        self.storage, self.uri, self.field, self.zf = storage, uri, field, zf
         try:
             self.info = zf.getinfo(name)
         except KeyError:
@@ -287,8 +287,8 @@ def _npz(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_cl
         zf = zipfile.ZipFile(raw)
     except zipfile.BadZipFile:
         raise BadInput("BadNpz", f"{field} {ds.uri}: not an .npz file (zip); save it with np.savez") from None
-    images = _NpzMember(storage, ds.uri, field, zf, "images.npy", raw)
-    labels = _NpzMember(storage, ds.uri, field, zf, "labels.npy", raw)
+    images = _NpzMember(storage, ds.uri, field, zf, "images.npy")
+    labels = _NpzMember(storage, ds.uri, field, zf, "labels.npy")
     if len(labels.shape) != 1 or labels.dtype.kind not in "iu":
         raise BadInput("BadNpz", f"{field} {ds.uri}: 'labels' must be a 1-D integer array, got {labels.dtype} "
                                  f"{list(labels.shape)}")

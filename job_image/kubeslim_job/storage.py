@@ -242,18 +242,6 @@ class Storage:
                 return 0
             raise
 
-    def exists(self, uri: str, field: str) -> bool:
-        bucket, key = parse_uri(uri)
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self.translate(exc, field, uri) from None
-
     # -- writes -------------------------------------------------------------------------------
     def upload(self, path: str, uri: str, field: str, content_type: str | None = None) -> None:
         """Upload a file; multipart (8 MiB parts, parallel) above 8 MiB."""
@@ -346,14 +334,3 @@ class RangedReader(io.RawIOBase):
         b[:n] = self._buf[off:off + n]
         self.pos += n
         return n
-
-    def read_exact_range(self, start: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
-        """Stream exactly [start, start+length) in chunks of at most `chunk` bytes, one request each."""
-        end = start + length
-        while start < end:
-            n = min(chunk, end - start)
-            data, _ = self.storage.get_range(self.uri, self.field, start, start + n - 1)
-            if not data:
-                break
-            yield data
-            start += len(data)

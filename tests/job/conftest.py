@@ -7,7 +7,6 @@ import zlib  # noqa: F401  -- before paddle: libpaddle's bundled zlib crashes la
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -135,7 +134,3 @@ def kubeslim_job(s3_env, tmp_path):
 
     return call
 
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from kubeslim_job.contract import EXIT_BAD_INPUT, EXIT_OK, MAX_MESSAGE_BYTES
+from kubeslim_job.contract import EXIT_OK, MAX_MESSAGE_BYTES
 
 from . import digits
 
