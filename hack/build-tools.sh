@@ -5,7 +5,7 @@
 #   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes]   (default: all)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR
 source "$here/versions.env"
 CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
 mkdir -p "$CACHE"
@@ -105,7 +105,7 @@ build_kubernetes() {
     log "go build $c"
     with_heartbeat "$c" go build -trimpath -ldflags "$ld" -o "$out/bin.tmp/$c" "k8s.io/kubernetes/cmd/$c" || die "go build $c failed"
   done
-  rm -rf "$out/bin"; mv "$out/bin.tmp" "$out/bin"
+  rm -rf "${out:?}/bin"; mv "$out/bin.tmp" "$out/bin"
   record "$out" kubernetes "$K8S_VERSION" "$start"
   log "kubernetes: $("$out/bin/kubectl" version --client 2>/dev/null | head -1)"
 }
@@ -151,7 +151,7 @@ PY
     log "go build $pkg -> $bin"
     with_heartbeat "$bin" go build -trimpath -ldflags "$ld" -o "$out/bin.tmp/$bin" "$pkg" || die "go build $pkg failed"
   done
-  rm -rf "$out/bin"; mv "$out/bin.tmp" "$out/bin"
+  rm -rf "${out:?}/bin"; mv "$out/bin.tmp" "$out/bin"
   record "$out" "$name" "$ver" "$start"
 }
 bin_of() { case "$1" in *=*) echo "${1#*=}" ;; *) basename "$1" ;; esac; }

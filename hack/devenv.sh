@@ -11,11 +11,11 @@
 #   .devenv/devenv.json ports, endpoints, binaries; .devenv/timings.json start-to-ready seconds
 #
 #   usage: hack/devenv.sh up|down|status        (make devenv / devenv-down / devenv-status)
-# Ports (override with the environment variables named in PORT_VARS below) default to 164xx.
+# Ports, all on 127.0.0.1, are set below (KUBESLIM_*_PORT overrides each): apiserver 16443, S3 16900, ...
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$here/.." && pwd)"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR
 source "$here/versions.env"
 CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
 DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
@@ -30,7 +30,6 @@ KCM_PORT="${KUBESLIM_KCM_PORT:-16257}"
 SCHEDULER_PORT="${KUBESLIM_SCHEDULER_PORT:-16259}"
 KWOK_PORT="${KUBESLIM_KWOK_PORT:-16247}"
 S3_PORT="${KUBESLIM_S3_PORT:-16900}"
-PORT_VARS="KUBESLIM_APISERVER_PORT KUBESLIM_ETCD_PORT KUBESLIM_ETCD_PEER_PORT KUBESLIM_KCM_PORT KUBESLIM_SCHEDULER_PORT KUBESLIM_KWOK_PORT KUBESLIM_S3_PORT"
 
 K8S_BIN="$CACHE/kubernetes-$K8S_VERSION/bin"
 ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin"
