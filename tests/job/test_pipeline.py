@@ -99,3 +99,19 @@ def test_inference_model_with_limit(kubeslim_job, job_bucket, trained, digits_da
     assert round(r.fp32.top1 * limit) == round(expect * limit)
     assert r.fp32.top1 >= 0.95 and r.int8.top1 >= r.fp32.top1 - 0.02
     _assert_published(s3, job_bucket["bucket"], out)
+
+
+def test_custom_module_in_the_image(kubeslim_job, job_bucket, tmp_path):
+    """custom.module: a module importable in the job image (here via PYTHONPATH) instead of S3 code."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "kj_nets.py").write_text(digits.SMALL_CNN_SOURCE)
+    model = {"custom": {"module": "kj_nets", "factory": "build_model", "kwargs": {"num_classes": 10, "width": 16},
+                        "weights": job_bucket["custom"]["custom"]["weights"]}}
+    m = digits.manifest("module", model, job_bucket["calib_npz"], job_bucket["eval_npz"],
+                        f"{job_bucket['prefix']}/out/module/", ["avg"])
+    from .conftest import REPO
+
+    run = kubeslim_job("export", m, PYTHONPATH=f"{REPO / 'job_image'}:{lib}")
+    assert run.rc == EXIT_OK, (run.result, run.stderr[-3000:])
+    assert run.result.details["source"] == "custom" and run.result.details["numClasses"] == 10

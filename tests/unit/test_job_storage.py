@@ -112,3 +112,22 @@ def test_fetch_many_keeps_order():
     st = MemStorage(objs)
     got = list(st.fetch_many(((u, n) for n, u in enumerate(objs)), "f"))
     assert [t for t, _ in got] == list(range(50)) and all(d == objs[f"s3://b/{t}"] for t, d in got)
+
+
+def test_env_endpoint_overrides_the_spec(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://from-env:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    st = Storage(endpoint="http://from-spec:9000", region="eu-west-1", verify_tls=False, addressing_style="virtual")
+    assert st.client.meta.endpoint_url == "http://from-env:9000"
+    assert st.client.meta.region_name == "eu-west-1"
+    assert st.client.meta.config.s3["addressing_style"] == "virtual"
+
+
+def test_ca_bundle_from_env(monkeypatch, tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+    st = Storage(endpoint="https://s3.example:9000")
+    assert st.client._endpoint.http_session._verify == str(ca)
