@@ -1,7 +1,8 @@
 """Fixtures shared by every test tier.
 
 Tiers are marked by directory (tests/unit -> ``unit``, tests/cluster -> ``cluster``,
-tests/e2e -> ``e2e``); ``pytest -m unit`` runs without any process outside pytest.
+tests/e2e -> ``e2e``); tests elsewhere must set ``pytestmark`` to one tier, or collection stops.
+``pytest -m unit`` runs without any process outside pytest.
 
 Cluster and e2e tests talk only to the local devenv (``make devenv``): the ``devenv`` session
 fixture uses a running one or starts it, and refuses any kubeconfig that devenv did not write,
@@ -44,13 +45,20 @@ TEST_NAMESPACE_LABEL = "kubeslim.io/test"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = []
     for item in items:
         try:
             tier = item.path.resolve().relative_to(TESTS).parts[0]
         except (ValueError, IndexError):
-            continue
+            tier = None
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        elif not any(item.get_closest_marker(t) for t in TIERS):
+            unmarked.append(item.nodeid)
+    # A test without a tier would silently drop out of `pytest -m unit` and friends.
+    if unmarked:
+        raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}); put them in tests/<tier>/ "
+                                f"or set pytestmark: {', '.join(unmarked[:5])}{' ...' if len(unmarked) > 5 else ''}")
 
 
 class NotADevenv(RuntimeError):
