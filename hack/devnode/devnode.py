@@ -301,6 +301,7 @@ class PodWorker(threading.Thread):
             sa_dir = pm.lookup(SERVICE_ACCOUNT_DIR)
             if sa_dir and "KUBECONFIG" not in full:
                 kubeconfig = cdir / "in-cluster.kubeconfig"
+                cdir.mkdir(parents=True, exist_ok=True)
                 kubeconfig.write_text(in_cluster_kubeconfig(self.agent.kube.host, sa_dir))
                 kubeconfig.chmod(0o600)
                 full["KUBECONFIG"] = str(kubeconfig)

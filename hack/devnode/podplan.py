@@ -428,12 +428,15 @@ def in_cluster_kubeconfig(server: str, sa_host_dir: str) -> str:
     """A kubeconfig that stands in for in-cluster config. Client libraries read the ServiceAccount
     token from the fixed path /var/run/secrets/..., which no process here can have, so a pod that
     mounts its token gets KUBECONFIG pointing at this file instead: same token, same CA, same
-    namespace, hence exactly the pod's RBAC rights."""
+    namespace, hence exactly the pod's RBAC rights. The token is inlined (not tokenFile): kopf's
+    kubeconfig login reads only `token`."""
+    with open(os.path.join(sa_host_dir, "token")) as fh:
+        token = fh.read().strip()
     namespace_file = os.path.join(sa_host_dir, "namespace")
     namespace = open(namespace_file).read().strip() if os.path.exists(namespace_file) else "default"
     return json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
         "clusters": [{"name": "in-cluster", "cluster": {"server": server, "certificate-authority": os.path.join(sa_host_dir, "ca.crt")}}],
-        "users": [{"name": "serviceaccount", "user": {"tokenFile": os.path.join(sa_host_dir, "token")}}],
+        "users": [{"name": "serviceaccount", "user": {"token": token}}],
         "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "serviceaccount", "namespace": namespace}}],
     }, indent=1)
