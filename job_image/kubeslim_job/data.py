@@ -151,8 +151,11 @@ class TensorFile:
                 yield view, self.labels[start:start + k]
 
 
-def _write(directory: str, samples: Iterator[tuple[np.ndarray, int]], prep: Prep, stats: LoadStats) -> TensorFile:
+def _write(directory: str, samples: Iterator[tuple[np.ndarray, int]], prep: Prep, stats: LoadStats,
+           key: str) -> TensorFile:
     os.makedirs(directory, exist_ok=True)
+    if os.path.exists(os.path.join(directory, "meta.json")):
+        os.remove(os.path.join(directory, "meta.json"))   # incomplete until rewritten
     labels: list[int] = []
     tmp = os.path.join(directory, "images.f32.tmp")
     with open(tmp, "wb") as fh:
@@ -164,7 +167,7 @@ def _write(directory: str, samples: Iterator[tuple[np.ndarray, int]], prep: Prep
     os.replace(tmp, os.path.join(directory, "images.f32"))
     np.save(os.path.join(directory, "labels.npy"), np.asarray(labels, np.int64))
     stats.samples = len(labels)
-    meta = {"samples": len(labels), "shape": list(prep.sample_shape), "source": stats.source,
+    meta = {"samples": len(labels), "shape": list(prep.sample_shape), "source": stats.source, "key": key,
             "bytesUsed": stats.bytes_used, "bytesRead": stats.bytes_read}
     with open(os.path.join(directory, "meta.json"), "w") as fh:
         json.dump(meta, fh)
@@ -340,9 +343,10 @@ def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, direct
     """Fetch, preprocess and store the first `count` samples (all if None) of dataset spec `ds`
     (spec field path `field`, e.g. spec.data.evaluation) into `directory`. Reuses a complete
     earlier download (a sweep, or a retried pod on the same volume)."""
+    key = _cache_key(ds, count, prep)
     if TensorFile.exists(directory):
         tf = TensorFile(directory)
-        if tf.meta.get("source") == ds.uri and tuple(tf.shape) == prep.sample_shape and (count is None or tf.n >= count):
+        if tf.meta.get("key") == key:
             m = tf.meta
             return tf, LoadStats(tf.n, m.get("bytesUsed", 0), m.get("bytesRead", 0), ds.uri)
     stats = LoadStats(source=ds.uri)
@@ -358,5 +362,14 @@ def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, direct
             yield item
         stats.bytes_read = storage.bytes_read - before
 
-    tf = _write(directory, counted(), prep, stats)
+    tf = _write(directory, counted(), prep, stats, key)
     return tf, stats
+
+
+def _cache_key(ds, count: int | None, prep: Prep) -> str:
+    """What the stored samples depend on: a retried pod or a rerun reuses them only if all match."""
+    import hashlib
+
+    parts = [ds.uri, ds.format, ds.list_file, count, prep.sample_shape, prep.resize_short, prep.mean.tolist(),
+             prep.std.tolist(), prep.bgr]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]

@@ -165,3 +165,15 @@ def test_batches_stream_from_disk(tmp_path):
     tf, _ = data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
     sizes = [(len(x), list(y)) for x, y in tf.batches(4)]
     assert sizes == [(4, [0, 1, 2, 3]), (4, [4, 5, 6, 7]), (2, [8, 9])]
+
+
+def test_stored_samples_are_reused_only_for_the_same_request(tmp_path):
+    st = MemStorage({"s3://b/d.npz": npz(np.zeros((10, 8, 8), np.uint8), np.arange(10))})
+    d = str(tmp_path / "e")
+    data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", 4, prep(), d, 10)
+    read = st.bytes_read
+    assert data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", 4, prep(), d, 10)[0].n == 4
+    assert st.bytes_read == read                                    # reused
+    assert data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), d, 10)[0].n == 10
+    assert data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(std=(0.25,)), d, 10)[0].n == 10
+    assert st.bytes_read > read
