@@ -28,6 +28,10 @@ class OperatorConfig:
     # Status writes are coalesced: a burst of pod/Job events within this window becomes one
     # status patch (and one event). Job creation itself is never delayed.
     status_coalesce_seconds: float = 1.0
+    # Progress that is neither final nor a problem (Pending → Running, one stage to the next) is
+    # written at most once per this many seconds per QuantizationJob; final phases and problems
+    # (Unschedulable, SecretNotFound, …) are written at once. Bounds writes for short runs.
+    status_progress_seconds: float = 5.0
     # How often a QuantizationJob waiting on a missing CA ConfigMap (or a Job name held by a
     # foreign Job) is re-checked.
     recheck_seconds: float = 15.0
@@ -86,6 +90,7 @@ class OperatorConfig:
             namespaces=namespaces,
             run_as_user=int(num("KUBESLIM_RUN_AS_USER", d.run_as_user, int, 1)),
             status_coalesce_seconds=num("KUBESLIM_STATUS_COALESCE_SECONDS", d.status_coalesce_seconds),
+            status_progress_seconds=num("KUBESLIM_STATUS_PROGRESS_SECONDS", d.status_progress_seconds),
             recheck_seconds=num("KUBESLIM_RECHECK_SECONDS", d.recheck_seconds, float, 0.1),
             metrics_port=int(num("KUBESLIM_METRICS_PORT", d.metrics_port, int)),
             liveness_endpoint=(d.liveness_endpoint if liveness is None else liveness).strip(),

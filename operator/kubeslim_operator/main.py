@@ -18,6 +18,7 @@ from . import metrics
 from .config import OperatorConfig
 from .handlers.reconcile import Reconciler
 from .kube import Kube
+from .persistence import NoDiffBaseStorage
 from .objects import owner_key_of_job, owner_key_of_pod, trim_job, trim_pod, trim_qj
 from .scheduler import Scheduler
 
@@ -49,6 +50,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = True         # no CRD/namespace watches (and no RBAC for them)
     settings.watching.label_selectors["batch", "v1", "jobs"] = c.CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = c.CHILD_SELECTOR
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()   # no change-detecting handlers
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     RT.settings = settings

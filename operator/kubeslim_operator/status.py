@@ -40,6 +40,9 @@ class Verdict:
     artifacts: Obj | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    # Nothing to tell yet: the pod finished but the Job controller has not concluded (Complete /
+    # Failed) — the next Job event will. The reconciler writes nothing for such a verdict.
+    hold: bool = False
 
     @property
     def final(self) -> bool:
@@ -355,7 +358,8 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
         return Verdict(c.PENDING, c.R_RETRYING,
                        f"Attempt {len(failed_pods)} failed{why}; the Job retries.", **times)
     if pods and all((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
-        return Verdict(c.RUNNING, "", "The pod finished; waiting for the Job to complete.", c.STAGE_NAMES["verify"], **times)
+        return Verdict(c.RUNNING, "", "The pod finished; waiting for the Job to complete.", c.STAGE_NAMES["verify"],
+                       hold=True, **times)
     return Verdict(c.PENDING, "", f"Job {job.get('metadata', {}).get('name', '')} is waiting for its pod.", **times)
 
 
@@ -430,6 +434,14 @@ def comparable(status: Obj | None) -> Obj:
     """The status restricted to the keys the operator owns, with absent and None alike."""
     status = status or {}
     return {k: status.get(k) for k in STATUS_KEYS if status.get(k) not in (None, "", [], {})}
+
+
+def visible(status: Obj | None) -> tuple:
+    """What a status says at a glance (and what an event announces). A change here is written;
+    a change of message or conditions alone waits for the next such change."""
+    status = status or {}
+    return (status.get("observedGeneration"), status.get("phase"), status.get("reason") or "", status.get("stage") or "",
+            status.get("results"), status.get("artifacts"), status.get("jobName"))
 
 
 def is_final_for(status: Obj | None, generation: int) -> bool:

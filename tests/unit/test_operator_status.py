@@ -308,3 +308,24 @@ def test_is_final_for(status, gen, final):
 def test_transition_event(prev, new, expected):
     ev = transition_event(prev, new)
     assert (ev.type, ev.reason) == expected if expected else ev is None
+
+
+def test_pod_done_but_job_not_concluded_is_held():
+    v = run(job(), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))])
+    assert v.hold is True
+    assert run(job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))]).hold is False
+
+
+@pytest.mark.parametrize("change,is_visible", [
+    ({"message": "other words"}, False),
+    ({"conditions": []}, False),
+    ({"phase": "Running"}, True),
+    ({"reason": "Unschedulable"}, True),
+    ({"stage": "Calibrating"}, True),
+    ({"observedGeneration": 2}, True),
+    ({"results": {"backend": "cpu"}}, True),
+])
+def test_visible_changes(change, is_visible):
+    from kubeslim_operator.status import visible
+    base = {"observedGeneration": 1, "phase": "Pending", "reason": "", "stage": "", "message": "m", "conditions": [{"type": "Ready"}]}
+    assert (visible(base) != visible({**base, **change})) is is_visible

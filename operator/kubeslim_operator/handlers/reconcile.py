@@ -30,7 +30,7 @@ from ..config import OperatorConfig
 from ..jobs import Owner, build_job, job_name
 from ..kube import ApiError, Kube
 from ..objects import (Key, deleting, job_finished, job_generation, owner_uid_of_job, pod_belongs_to, trim_job)
-from ..status import Fact, build_status, comparable, is_final_for, observe, transition_event
+from ..status import Fact, build_status, is_final_for, observe, transition_event, visible
 
 log = logging.getLogger("kubeslim_operator.reconcile")
 Obj = dict[str, Any]
@@ -73,6 +73,7 @@ class Reconciler:
         self._parsed: dict[str, tuple[int, QuantizationJobSpec | None, SpecError | None]] = {}
         self._recent_jobs: dict[tuple[str, int], tuple[float, Obj]] = {}
         self._seen: dict[tuple[str, int], float] = {}         # (uid, generation) → first seen (monotonic)
+        self._last_write: dict[str, float] = {}               # uid → when its status was last written
 
     def bind(self, qjs: Mapping, jobs: Mapping, pods: Mapping) -> None:
         self.qjs, self.jobs, self.pods = qjs, jobs, pods
@@ -88,6 +89,7 @@ class Reconciler:
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._last_write.pop(uid, None)
         self._parsed.pop(uid, None)
         for k in [k for k in self._recent_jobs if k[0] == uid]:
             del self._recent_jobs[k]
@@ -202,11 +204,26 @@ class Reconciler:
         new = build_status(verdict, generation=generation,
                            job_name=(current or {}).get("metadata", {}).get("name") if current else None,
                            prev=prev, now=now)
-        if comparable(new) != comparable(prev):
-            await self._write(qj, prev, new)
+        if not verdict.hold and visible(new) != visible(prev):
+            wait = self._progress_wait(uid, prev, new)
+            if wait > 0:
+                requeue = wait if requeue is None else min(requeue, wait)
+            else:
+                await self._write(qj, prev, new)
         if verdict.final and current is not None and not job_finished(current) and not deleting(current):
             await self.kube.delete_job(namespace, expected, current["metadata"].get("uid"))
         return requeue
+
+    def _progress_wait(self, uid: str, prev: Obj, new: Obj) -> float:
+        """Seconds to hold back a write of mere progress; 0 to write now."""
+        urgent = (new.get("phase") in c.FINAL_PHASES or new.get("reason") or prev.get("reason")
+                  or prev.get("observedGeneration") != new.get("observedGeneration") or not prev.get("phase"))
+        if urgent:
+            return 0.0
+        last = self._last_write.get(uid)
+        if last is None:
+            return 0.0
+        return max(0.0, self.config.status_progress_seconds - (time.monotonic() - last))
 
     async def _create_job(self, qj: Obj, spec: QuantizationJobSpec, uid: str,
                           generation: int) -> tuple[Obj | None, str | None, bool]:
@@ -241,6 +258,7 @@ class Reconciler:
         if written is None:
             return
         self._written[uid] = new
+        self._last_write[uid] = time.monotonic()
         event = transition_event(prev, new)
         if event is not None:
             log.info("%s/%s: %s%s%s", namespace, name, new.get("phase"),

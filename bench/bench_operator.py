@@ -1,0 +1,298 @@
+"""Operator benchmark (make bench-operator): N QuantizationJobs applied against the devenv, kwok
+completing their pods; writes bench/results/operator.json.
+
+Measures: creation → Job latency p50/p95 (client clock: the QuantizationJob's create request
+returned → the Job's ADDED event on a watch), Jobs created per second, time until every status is
+final, the operator's peak RSS (VmHWM) and CPU time, and API writes per QuantizationJob: from the
+apiserver's apiserver_request_total (quantizationjobs/status patches, Job creates/deletes — only the
+operator makes those) plus the operator's own count of the Events it posted (the apiserver cannot
+tell whose Event a POST was; the Job controller and scheduler post theirs too).
+
+The operator runs as a separate process with exactly operator/rbac/clusterrole.yaml's rights.
+Pods request no GPU (gpu: 0, 100m CPU), so the 16 fake GPUs do not turn the run into a queue for
+the scheduler; the operator's work is the same either way.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+sys.path.insert(0, str(REPO / "job_image"))
+
+import kopf  # noqa: E402
+import yaml  # noqa: E402
+
+from kubeslim_job.contract import Artifacts, Gate, Int8Metrics, ModelMetrics, Results, StageResult, encode  # noqa: E402
+from kubeslim_operator.kube import Kube  # noqa: E402
+
+DEVENV = REPO / ".devenv"
+TARGETS = {"jobs_per_second": 50, "peak_rss_mb": 250, "writes_per_job": 6}
+WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    bin_ = json.loads((DEVENV / "devenv.json").read_text())["bin"]["kubectl"]
+    proc = subprocess.run([bin_, "--kubeconfig", str(DEVENV / "kubeconfig"), *args], input=input, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def apiserver_writes() -> dict[tuple[str, str, str], float]:
+    """apiserver_request_total summed by (verb, resource, subresource), writes only."""
+    out: dict[tuple[str, str, str], float] = {}
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        if labels.get("verb") not in WRITE_VERBS:
+            continue
+        key = (labels["verb"], labels.get("resource", ""), labels.get("subresource", ""))
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def operator_identity(tmp: Path) -> Path:
+    ns, sa = "kubeslim-operator-bench", "kubeslim-operator"
+    role = yaml.safe_load((REPO / "operator/rbac/clusterrole.yaml").read_text())
+    role["metadata"] = {"name": "kubeslim-operator-bench"}
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}},
+            role,
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "kubeslim-operator-bench"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeslim-operator-bench"},
+             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]}]
+    kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    token = kubectl("create", "token", sa, "-n", ns, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load((DEVENV / "kubeconfig").read_text())
+    ctx = next(x["context"] for x in admin["contexts"] if x["name"] == admin["current-context"])
+    cluster = next(x for x in admin["clusters"] if x["name"] == ctx["cluster"])
+    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "op",
+           "clusters": [{"name": "c", "cluster": cluster["cluster"]}], "users": [{"name": "op", "user": {"token": token}}],
+           "contexts": [{"name": "op", "context": {"cluster": "c", "user": "op"}}]}
+    path = tmp / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def manifest(name: str, namespace: str, message: str) -> dict:
+    return {"apiVersion": "kubeslim.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "model": {"builtin": {"architecture": "mobilenet_v3_small"}, "inputShape": [3, 224, 224]},
+                "data": {"calibration": {"uri": "s3://datasets/train/", "listFile": "train.txt"},
+                         "evaluation": {"uri": "s3://datasets/val/", "listFile": "val.txt"}},
+                "output": {"uri": f"s3://models/{name}/"},
+                "resources": {"gpu": 0, "cpu": "100m", "memory": "128Mi"},
+                "scheduling": {"nodeSelector": {"type": "kwok"},
+                               "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"},
+                                               {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+                "podMetadata": {"annotations": {"kubeslim.io/fake-exit-code": "0", "kubeslim.io/fake-container": "verify",
+                                                "kubeslim.io/fake-termination-message": message}},
+                "runPolicy": {"backoffLimit": 0}}}
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def watch(kube: Kube, path: str, on_event) -> None:
+    """A plain watch stream (list first for the resourceVersion)."""
+    listing = await kube.request("GET", path, resource="watch")
+    rv = listing["metadata"]["resourceVersion"]
+    for item in listing.get("items", []):
+        on_event("ADDED", item)
+    session = kube._session
+    while True:
+        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+        async with session.get(kube._info.server + path, params=params, timeout=None) as resp:
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                ev = json.loads(line)
+                obj = ev["object"]
+                rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                if ev["type"] != "BOOKMARK":
+                    on_event(ev["type"], obj)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
+    crd = os.environ.get("KUBESLIM_BENCH_CRD") or str(REPO / "crds/kubeslim.io_quantizationjobs.yaml")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", crd)
+    kubectl("wait", "--for=condition=Established", "crd/quantizationjobs.kubeslim.io", "--timeout=60s")
+    ns = f"bench-op-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-operator-"))
+    op_kubeconfig = operator_identity(tmp)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESLIM_")}
+    env.update({"KUBECONFIG": str(op_kubeconfig), "KUBESLIM_JOB_IMAGE": "kubeslim-job:bench", "KUBESLIM_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": f"{REPO / 'operator'}:{REPO / 'job_image'}"})
+    metrics_port = 19000 + os.getpid() % 1000
+    log = open(tmp / "operator.log", "w")
+    profile = ["-m", "cProfile", "-o", os.environ["KUBESLIM_BENCH_PROFILE"]] if os.environ.get("KUBESLIM_BENCH_PROFILE") else []
+    op = subprocess.Popen([sys.executable, *profile, "-m", "kubeslim_operator", "-n", ns, "--metrics-port", str(metrics_port),
+                           "--liveness", ""], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    message = encode(StageResult(stage="verify", ok=True,
+                                 results=Results(backend="gpu-tensorrt-int8", fp32=ModelMetrics(top1=0.75, top5=0.92, latency_ms=4.0),
+                                                 int8=Int8Metrics(algo="hist", top1=0.748, top5=0.919, latency_ms=1.9),
+                                                 accuracy_drop=0.002, speedup=2.1),
+                                 artifacts=Artifacts(model="s3://models/x/model.pdmodel", report="s3://models/x/report.html"),
+                                 gate=Gate(metric="top1", max_accuracy_drop=0.01, passed=True)))
+    os.environ["KUBECONFIG"] = str(DEVENV / "kubeconfig")
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    kube = Kube(info, concurrency=concurrency + 4)
+    created: dict[str, float] = {}
+    job_seen: dict[str, float] = {}
+    final: dict[str, float] = {}
+    phases: dict[str, str] = {}
+
+    def on_job(kind: str, obj: dict) -> None:
+        if kind == "ADDED":
+            owner = (obj["metadata"].get("ownerReferences") or [{}])[0].get("name")
+            if owner:
+                job_seen.setdefault(owner, time.monotonic())
+
+    def on_qj(kind: str, obj: dict) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        name = obj["metadata"]["name"]
+        if phase:
+            phases[name] = phase
+        if phase in ("Succeeded", "Failed"):
+            final.setdefault(name, time.monotonic())
+
+    # wait for the operator to be up (its metrics endpoint answers once kopf starts)
+    import urllib.request
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1).read()
+            break
+        except OSError:
+            await asyncio.sleep(0.2)
+    await kube.request("GET", "/version", resource="version")
+    watchers = [asyncio.create_task(watch(kube, f"/apis/batch/v1/namespaces/{ns}/jobs", on_job)),
+                asyncio.create_task(watch(kube, f"/apis/kubeslim.io/v1alpha1/namespaces/{ns}/quantizationjobs", on_qj))]
+    await asyncio.sleep(1.0)
+    before = apiserver_writes()
+    cpu0 = cpu_seconds(op.pid)
+    sem = asyncio.Semaphore(concurrency)
+    t0 = time.monotonic()
+
+    async def create(i: int) -> None:
+        name = f"qj-{i:05d}"
+        async with sem:
+            await kube.request("POST", f"/apis/kubeslim.io/v1alpha1/namespaces/{ns}/quantizationjobs", resource="qj",
+                               body=manifest(name, ns, message))
+            created[name] = time.monotonic()
+
+    await asyncio.gather(*(create(i) for i in range(n)))
+    t_created = time.monotonic()
+    deadline = t0 + timeout
+    while (len(job_seen) < n or len(final) < n) and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    t_end = time.monotonic()
+    await asyncio.sleep(3.0)          # let trailing writes land before the second scrape
+    after = apiserver_writes()
+    cpu1 = cpu_seconds(op.pid)
+    peak = rss_peak_mb(op.pid)
+    op_metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    for w in watchers:
+        w.cancel()
+    op.terminate()
+    op.wait(20)
+    await kube.close()
+
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    delta = {k: v for k, v in delta.items() if v}
+    qj_status_writes = sum(v for (verb, res, sub), v in delta.items() if res == "quantizationjobs" and sub == "status")
+    qj_other_writes = sum(v for (verb, res, sub), v in delta.items() if res == "quantizationjobs" and sub != "status" and verb != "POST")
+    job_writes = sum(v for (verb, res, sub), v in delta.items() if res == "jobs" and sub == "" and verb in ("POST", "DELETE", "PATCH", "PUT"))
+    op_events = sum(float(m.group(1)) for m in re.finditer(r'kubeslim_api_requests_total\{code="2\d\d",resource="events",verb="POST"\} ([0-9.e+]+)', op_metrics))
+    op_writes = {}
+    for m in re.finditer(r'kubeslim_api_requests_total\{code="(\d+)",resource="([^"]+)",verb="([A-Z]+)"\} ([0-9.e+]+)', op_metrics):
+        if m.group(3) != "GET":
+            key = f"{m.group(3)} {m.group(2)} {m.group(1)}"
+            op_writes[key] = op_writes.get(key, 0) + float(m.group(4))
+    latencies = [job_seen[k] - created[k] for k in created if k in job_seen]
+    first_job, last_job = (min(job_seen.values()), max(job_seen.values())) if job_seen else (t0, t0)
+    writes_total = qj_status_writes + qj_other_writes + job_writes + op_events
+    result = {
+        "n": n, "namespace": ns, "create_concurrency": concurrency,
+        "machine": {"cpus": os.cpu_count(), "note": "2 shared cores: apiserver, etcd, kcm, scheduler, kwok, operator, bench client"},
+        "apply_seconds": round(t_created - t0, 2),
+        "apply_rate_per_s": round(n / max(t_created - t0, 1e-9), 1),
+        "creation_to_job_latency_s": {"p50": round(pct(latencies, .5), 3), "p95": round(pct(latencies, .95), 3),
+                                      "max": round(max(latencies), 3) if latencies else None},
+        "jobs_created": len(job_seen),
+        "jobs_per_second": round(len(job_seen) / max(last_job - t0, 1e-9), 1),
+        "jobs_per_second_while_creating": round(len(job_seen) / max(last_job - first_job, 1e-9), 1),
+        "all_final_seconds": round(max(final.values()) - t0, 2) if len(final) == n else None,
+        "final": len(final), "phases": {p: list(phases.values()).count(p) for p in set(phases.values())},
+        "operator_peak_rss_mb": round(peak, 1),
+        "operator_cpu_seconds": round(cpu1 - cpu0, 2),
+        "writes": {
+            "per_job": round(writes_total / n, 2),
+            "quantizationjobs_status_patches": qj_status_writes,
+            "quantizationjobs_other_writes": qj_other_writes,
+            "jobs_create_delete": job_writes,
+            "events_posted_by_operator": op_events,
+            "apiserver_write_delta": {f"{v} {r}{'/' + s if s else ''}": c for (v, r, s), c in sorted(delta.items())},
+            "operator_counted": op_writes,
+        },
+        "targets": TARGETS,
+        "meets": {},
+        "timed_out": len(final) < n,
+    }
+    result["meets"] = {
+        "jobs_per_second": result["jobs_per_second"] >= TARGETS["jobs_per_second"],
+        "peak_rss_mb": peak <= TARGETS["peak_rss_mb"],
+        "writes_per_job": result["writes"]["per_job"] <= TARGETS["writes_per_job"],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if not os.environ.get("KUBESLIM_BENCH_KEEP"):
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-n", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent create requests of the bench client")
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--out", type=Path, default=REPO / "bench/results/operator.json")
+    args = p.parse_args()
+    result = asyncio.run(run(args.n, args.concurrency, args.timeout, args.out))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
