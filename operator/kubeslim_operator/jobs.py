@@ -97,7 +97,8 @@ def _container(stage: str, image: str, pull: str, env: list[dict[str, Any]], res
         "image": image,
         "imagePullPolicy": pull,
         "command": ["kubeslim-job"],
-        "args": [stage, "--work-dir", c.WORK_DIR],
+        # Both paths explicit: the contract between Job and CLI is in the pod spec, not in defaults.
+        "args": [stage, "--work-dir", c.WORK_DIR, "--termination-log", TERMINATION_MESSAGE_PATH],
         "env": env,
         "resources": resources,
         "volumeMounts": mounts,

@@ -93,7 +93,7 @@ def test_pod_runs_three_stages_with_the_configured_image():
         assert ctr["image"] == "registry.local/kubeslim-job:1.2.3"
         assert ctr["imagePullPolicy"] == "IfNotPresent"
         assert ctr["command"] == ["kubeslim-job"]
-        assert ctr["args"] == [stage, "--work-dir", "/work"]
+        assert ctr["args"] == [stage, "--work-dir", "/work", "--termination-log", "/dev/termination-log"]
         assert ctr["terminationMessagePath"] == "/dev/termination-log"
         assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError"
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make demo`: from a fresh machine to a finished QuantizationJob. Every step is idempotent, so
+# running it again is harmless (the QuantizationJob itself is recreated to show a fresh run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NS="${DEMO_NAMESPACE:-kubeslim-demo}"
+TIMEOUT="${DEMO_TIMEOUT:-900}"
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "1/6 Python environment (.venv)"
+make --no-print-directory venv
+step "2/6 Local cluster and S3 (make devenv; the first run builds the pinned binaries)"
+make --no-print-directory devenv
+step "3/6 Dev node agent (runs the pods bound to it as local processes)"
+make --no-print-directory devnode-up
+# shellcheck source=/dev/null
+source .devenv/env
+
+step "4/6 Operator: helm upgrade --install kubeslim (watching namespace $NS)"
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+helm upgrade --install kubeslim helm/kubeslim -n kubeslim-system --create-namespace \
+  -f hack/demo/values-devenv.yaml --set "operator.watchNamespaces={$NS}" --wait --timeout 180s >/dev/null
+kubectl -n kubeslim-system get deploy kubeslim
+
+step "5/6 Model and data into S3 ($AWS_ENDPOINT_URL)"
+.venv/bin/python hack/demo/seed.py
+# The keys go from the env file into a Secret without passing through a command line.
+creds="$(mktemp)"; trap 'rm -f "$creds"' EXIT
+chmod 600 "$creds"
+printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$creds"
+kubectl -n "$NS" create secret generic s3-creds --from-env-file="$creds" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+echo "  Secret $NS/s3-creds holds the S3 keys; the QuantizationJob only names it"
+
+step "6/6 kubectl apply -f examples/digits.yaml"
+kubectl -n "$NS" delete qj digits --ignore-not-found --wait=true >/dev/null
+sed "s#endpoint: http://127.0.0.1:16900#endpoint: ${AWS_ENDPOINT_URL}#" examples/digits.yaml | kubectl -n "$NS" apply -f -
+start=$(date +%s); last=""
+while :; do
+  now="$(kubectl -n "$NS" get qj digits -o jsonpath='{.status.phase} {.status.stage} {.status.reason}' 2>/dev/null || true)"
+  if [ "$now" != "$last" ]; then
+    printf '  %4ss  %s\n' "$(( $(date +%s) - start ))" "${now:-(waiting for the operator)}"
+    last="$now"
+  fi
+  case "$now" in Succeeded*|Failed*) break ;; esac
+  if [ $(( $(date +%s) - start )) -gt "$TIMEOUT" ]; then echo "demo: no result after ${TIMEOUT}s" >&2; break; fi
+  sleep 1
+done
+
+echo
+kubectl -n "$NS" get qj digits
+echo
+phase="$(kubectl -n "$NS" get qj digits -o jsonpath='{.status.phase}')"
+if [ "$phase" = Succeeded ]; then
+  kubectl -n "$NS" get qj digits -o jsonpath='{"  backend:      "}{.status.results.backend}{"\n  int8 model:   "}{.status.artifacts.model}{"\n  report:       "}{.status.artifacts.report}{"\n  speedup:      "}{.status.results.speedup}{"x\n"}'
+  echo "  more: kubectl -n $NS get qj digits -o yaml   (source .devenv/env first)"
+else
+  kubectl -n "$NS" get qj digits -o jsonpath='{"  reason:  "}{.status.reason}{"\n  message: "}{.status.message}{"\n"}'
+  exit 1
+fi

@@ -1,0 +1,69 @@
+"""Seed the devenv's S3 with the demo's model and data (idempotent: existing objects are kept).
+
+Trains the small CNN of examples/digits.yaml on scikit-learn's bundled handwritten digits (real
+images, 10 classes) for a few seconds, then uploads its code and weights, a calibration set (npz)
+and a held-out evaluation set (PNG files + val_list.txt). S3 settings come from the standard AWS
+environment variables (`source .devenv/env`)."""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- before paddle: libpaddle's bundled zlib clashes otherwise
+
+import argparse
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tests.job import digits  # noqa: E402  -- the same data and network the job tests use
+
+
+def exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except s3.exceptions.ClientError:
+        return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bucket", default="kubeslim-demo")
+    ap.add_argument("--prefix", default="digits")
+    args = ap.parse_args()
+    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+    b, p = args.bucket, args.prefix
+    if b not in {x["Name"] for x in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=b)
+    data = digits.load()
+    code_key, weights_key = f"{p}/model/small_cnn.py", f"{p}/model/small_cnn.pdparams"
+    if exists(s3, b, weights_key) and exists(s3, b, code_key):
+        print(f"  model: s3://{b}/{weights_key} already there")
+    else:
+
+        import paddle
+
+        model = digits.train(digits.small_cnn(), data)
+        acc = float((digits.predict(model, data["test_x"]) == data["test_y"]).mean())
+        with tempfile.TemporaryDirectory() as tmp:
+            paddle.save(model.state_dict(), f"{tmp}/w.pdparams")
+            s3.upload_file(f"{tmp}/w.pdparams", b, weights_key)
+        s3.put_object(Bucket=b, Key=code_key, Body=digits.SMALL_CNN_SOURCE.encode())
+        print(f"  model: trained the small CNN, fp32 top-1 {acc:.4f} on {len(data['test_y'])} held-out digits (in-process check)")
+
+    calib_key = f"{p}/calibration.npz"
+    if not exists(s3, b, calib_key):
+        s3.put_object(Bucket=b, Key=calib_key, Body=digits.npz_bytes(data["train_x"], data["train_y"]))
+    print(f"  calibration: s3://{b}/{calib_key} ({len(data['train_y'])} images, npz)")
+    if not exists(s3, b, f"{p}/val/val_list.txt"):
+        digits.upload_image_list(s3, b, f"{p}/val", data["test_x"], data["test_y"], list_file="val_list.txt")
+    print(f"  evaluation: s3://{b}/{p}/val/ ({len(data['test_y'])} PNG images + val_list.txt)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
