@@ -32,7 +32,8 @@ kubectl -n "$NS" create secret generic s3-creds --from-env-file="$creds" --dry-r
 echo "  Secret $NS/s3-creds holds the S3 keys; the QuantizationJob only names it"
 
 step "6/6 kubectl apply -f examples/digits.yaml"
-kubectl -n "$NS" delete qj digits --ignore-not-found --wait=true >/dev/null
+# Foreground: the old run's Job is gone before the new QuantizationJob asks for the same Job name.
+kubectl -n "$NS" delete qj digits --ignore-not-found --cascade=foreground --wait=true >/dev/null
 sed "s#endpoint: http://127.0.0.1:16900#endpoint: ${AWS_ENDPOINT_URL}#" examples/digits.yaml | kubectl -n "$NS" apply -f -
 start=$(date +%s); last=""
 while :; do

@@ -9,7 +9,6 @@ from __future__ import annotations
 import zlib  # noqa: F401  -- before paddle: libpaddle's bundled zlib clashes otherwise
 
 import argparse
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -30,13 +29,8 @@ def exists(s3, bucket: str, key: str) -> bool:
         return False
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--bucket", default="kubeslim-demo")
-    ap.add_argument("--prefix", default="digits")
-    args = ap.parse_args()
-    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
-    b, p = args.bucket, args.prefix
+def seed(s3, b: str, p: str) -> None:
+    """Upload the digits CNN (code + weights) and its data under s3://b/p/, keeping what exists."""
     if b not in {x["Name"] for x in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=b)
     data = digits.load()
@@ -62,6 +56,14 @@ def main() -> int:
     if not exists(s3, b, f"{p}/val/val_list.txt"):
         digits.upload_image_list(s3, b, f"{p}/val", data["test_x"], data["test_y"], list_file="val_list.txt")
     print(f"  evaluation: s3://{b}/{p}/val/ ({len(data['test_y'])} PNG images + val_list.txt)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bucket", default="kubeslim-demo")
+    ap.add_argument("--prefix", default="digits")
+    args = ap.parse_args()
+    seed(boto3.client("s3", config=Config(s3={"addressing_style": "path"})), args.bucket, args.prefix)
     return 0
 
 
