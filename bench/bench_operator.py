@@ -110,6 +110,13 @@ def rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_now_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -202,6 +209,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
     await asyncio.sleep(1.0)
     before = apiserver_writes()
     cpu0 = cpu_seconds(op.pid)
+    rss_idle = rss_now_mb(op.pid)
     sem = asyncio.Semaphore(concurrency)
     t0 = time.monotonic()
 
@@ -222,6 +230,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
     after = apiserver_writes()
     cpu1 = cpu_seconds(op.pid)
     peak = rss_peak_mb(op.pid)
+    rss_end = rss_now_mb(op.pid)
     op_metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     for w in watchers:
         w.cancel()
@@ -256,6 +265,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
         "all_final_seconds": round(max(final.values()) - t0, 2) if len(final) == n else None,
         "final": len(final), "phases": {p: list(phases.values()).count(p) for p in set(phases.values())},
         "operator_peak_rss_mb": round(peak, 1),
+        "operator_rss_mb": {"idle_before": round(rss_idle, 1), "after_all_final": round(rss_end, 1)},
         "operator_cpu_seconds": round(cpu1 - cpu0, 2),
         "writes": {
             "per_job": round(writes_total / n, 2),

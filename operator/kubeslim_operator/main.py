@@ -85,22 +85,36 @@ async def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict
     return {(namespace, name): trim_qj(dict(body))}
 
 
+# Jobs and Pods only trigger a pass for their QuantizationJob. That happens here, in the index
+# handlers kopf calls for every watch event anyway, rather than in @kopf.on.event handlers: those
+# would double kopf's per-event work for the two busiest resources. Passes do not start before
+# kopf has filled every index (Scheduler.ready, set by the first QuantizationJob handler call).
+
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
 async def job_index(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key_of_job(body)
-    return {key: trim_job(dict(body))} if key else None
+    if key is None:
+        return None
+    if RT.scheduler is not None:
+        RT.scheduler.enqueue(key, RT.config.status_coalesce_seconds)
+    return {key: trim_job(dict(body))}
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
 async def pod_index(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key_of_pod(body)
-    return {key: trim_pod(dict(body))} if key else None
+    if key is None:
+        return None
+    if RT.scheduler is not None:
+        RT.scheduler.enqueue(key, RT.config.status_coalesce_seconds)
+    return {key: trim_pod(dict(body))}
 
 
 def _bind(kwargs: dict[str, Any]) -> tuple[Reconciler, Scheduler]:
     assert RT.reconciler is not None and RT.scheduler is not None, "login has not run"
     if RT.reconciler.qjs is None:
         RT.reconciler.bind(kwargs["qj_index"], kwargs["job_index"], kwargs["pod_index"])
+        RT.scheduler.ready = True       # kopf calls no handler before every index is filled
     return RT.reconciler, RT.scheduler
 
 
@@ -120,17 +134,3 @@ async def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwar
     # A new QuantizationJob (or a new generation) gets its Job at once; anything else waits for
     # the coalescing window so that bursts become one pass.
     scheduler.enqueue((namespace, name), 0.0 if fresh else RT.config.status_coalesce_seconds)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-async def job_event(body: kopf.Body, **kwargs: Any) -> None:
-    _, scheduler = _bind(kwargs)
-    if key := owner_key_of_job(body):
-        scheduler.enqueue(key, RT.config.status_coalesce_seconds)
-
-
-@kopf.on.event("v1", "pods", labels=CHILD_LABELS)
-async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
-    _, scheduler = _bind(kwargs)
-    if key := owner_key_of_pod(body):
-        scheduler.enqueue(key, RT.config.status_coalesce_seconds)

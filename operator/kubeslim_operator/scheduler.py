@@ -23,6 +23,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(concurrency)
         self._closed = False
+        # Passes wait until the caller says the caches are complete (kopf: all indexes filled).
+        self.ready = False
 
     def enqueue(self, key: Hashable, delay: float = 0.0) -> None:
         if self._closed:
@@ -48,6 +50,9 @@ class Scheduler:
 
     def _fire(self, key: Hashable) -> None:
         self._timers.pop(key, None)
+        if not self.ready:
+            self._timers[key] = asyncio.get_running_loop().call_later(0.5, self._fire, key)
+            return
         self._running.add(key)
         task = asyncio.get_running_loop().create_task(self._run(key))
         self._tasks.add(task)
