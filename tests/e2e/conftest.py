@@ -1,0 +1,85 @@
+"""The whole path as a user walks it: kubectl apply → the operator installed by Helm (running on the
+dev node with the chart's ServiceAccount rights) → Job → scheduler → dev node → real export,
+calibration and verification against the devenv S3.
+
+One Helm release per session, watching only the namespace of this session, so it never competes
+with operators of other tiers or a `make demo` release."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "hack" / "demo"))
+EXAMPLE = REPO / "examples" / "digits.yaml"
+BUCKET = "kubeslim-e2e"
+
+
+@pytest.fixture(scope="session")
+def devnode(devenv):
+    subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "devnode-up"], check=True)
+
+
+@pytest.fixture(scope="session")
+def e2e_namespace(devenv, kubectl, s3_env):
+    ns = f"kubeslim-e2e-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns},
+              "stringData": {"AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"]}}
+    kubectl("apply", "-f", "-", input=json.dumps(secret))
+    yield ns
+    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator_release(devenv, devnode, e2e_namespace, kubectl):
+    release, ns = f"e2e-{e2e_namespace[-6:]}", f"{e2e_namespace}-system"
+    helm = [devenv.helm, "--kubeconfig", str(devenv.kubeconfig)]
+    subprocess.run([*helm, "install", release, str(REPO / "helm" / "kubeslim"), "-n", ns, "--create-namespace",
+                    "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"),
+                    # distinct ports: a `make demo` operator may be running on this machine too
+                    "--set", "operator.metrics.port=18180", "--set", "operator.liveness.port=18181",
+                    "--set", f"operator.watchNamespaces={{{e2e_namespace}}}", "--wait", "--timeout", "180s"],
+                   check=True, capture_output=True, text=True)
+    yield {"release": release, "namespace": ns, "serviceAccount": f"{release}-kubeslim"}
+    subprocess.run([*helm, "uninstall", release, "-n", ns, "--wait"], capture_output=True)
+    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def seeded(s3_env):
+    """The demo's model and data, in a bucket of the e2e tier."""
+    import seed
+
+    s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}))
+    seed.seed(s3, BUCKET, "digits")
+    return s3
+
+
+@pytest.fixture
+def digits_manifest(s3_env, seeded):
+    """examples/digits.yaml as a user would apply it, pointed at the e2e bucket and the devenv S3."""
+    def make(name: str, **spec_overrides) -> dict:
+        text = EXAMPLE.read_text().replace("s3://kubeslim-demo/", f"s3://{BUCKET}/")
+        doc = yaml.safe_load(text)
+        doc["metadata"]["name"] = name
+        doc["spec"]["storage"]["endpoint"] = s3_env["AWS_ENDPOINT_URL"]
+        doc["spec"]["output"]["uri"] = f"s3://{BUCKET}/out/{name}/"
+        for path, value in spec_overrides.items():
+            node = doc["spec"]
+            *parents, leaf = path.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return doc
+    return make
