@@ -1,0 +1,148 @@
+"""make bench-e2e: time from `kubectl apply` to Succeeded for the demo's QuantizationJob (one algo
+and a four-algo sweep) and where the time goes: operator, Job controller, scheduler, pod start,
+the three stages, and the status report. Writes bench/results/e2e.json.
+
+Times are taken by this process polling the API every 50 ms (object timestamps have one-second
+resolution), so each split is accurate to about +-0.1 s. Runs against the devenv with the
+operator installed by Helm on the dev node, exactly as `make demo` does."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import yaml
+from botocore.config import Config
+from kubernetes import client, config
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack" / "demo"))
+import seed  # noqa: E402
+
+NS, RELEASE_NS, BUCKET = "kubeslim-bench-e2e", "kubeslim-bench-e2e-system", "kubeslim-bench"
+ENV = dict(l.split("=", 1) for l in (REPO / ".devenv" / "s3.env").read_text().splitlines() if "=" in l)
+DEVENV = json.loads((REPO / ".devenv" / "devenv.json").read_text())
+
+
+def sh(*args: str, **kw) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def kubectl(*args: str, input: str | None = None) -> str:
+    return sh(DEVENV["bin"]["kubectl"], "--kubeconfig", str(REPO / ".devenv" / "kubeconfig"), *args, input=input)
+
+
+def setup() -> None:
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
+              "stringData": {k: ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}}
+    kubectl("apply", "-f", "-", input=json.dumps(secret))
+    sh(DEVENV["bin"]["helm"], "--kubeconfig", str(REPO / ".devenv" / "kubeconfig"), "upgrade", "--install", "kubeslim-bench",
+       str(REPO / "helm" / "kubeslim"), "-n", RELEASE_NS, "--create-namespace", "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"),
+       "--set", "operator.metrics.port=18280", "--set", "operator.liveness.port=18281",
+       "--set", f"operator.watchNamespaces={{{NS}}}", "--wait", "--timeout", "180s")
+    s3 = boto3.client("s3", endpoint_url=ENV["AWS_ENDPOINT_URL"], aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}))
+    seed.seed(s3, BUCKET, "digits")
+
+
+def manifest(name: str, algos: list[str]) -> dict:
+    doc = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text().replace("s3://kubeslim-demo/", f"s3://{BUCKET}/"))
+    doc["metadata"] = {"name": name, "namespace": NS}
+    doc["spec"]["storage"]["endpoint"] = ENV["AWS_ENDPOINT_URL"]
+    doc["spec"]["quantization"]["algos"] = algos
+    doc["spec"]["output"]["uri"] = f"s3://{BUCKET}/bench/{name}/"
+    return doc
+
+
+def run_one(name: str, algos: list[str], batch: client.BatchV1Api, core: client.CoreV1Api, custom: client.CustomObjectsApi) -> dict:
+    kubectl("-n", NS, "delete", "qj", name, "--ignore-not-found", "--cascade=foreground", "--wait=true")
+    marks: dict[str, float] = {}
+
+    def mark(key: str) -> None:
+        marks.setdefault(key, time.monotonic())
+
+    t0 = time.monotonic()
+    kubectl("apply", "-f", "-", input=json.dumps(manifest(name, algos)))
+    marks["applied"] = time.monotonic()
+    deadline = t0 + 900
+    while time.monotonic() < deadline:
+        qj = custom.get_namespaced_custom_object("kubeslim.io", "v1alpha1", NS, "quantizationjobs", name)
+        jobs = batch.list_namespaced_job(NS, label_selector=f"kubeslim.io/quantizationjob-uid={qj['metadata']['uid']}").items
+        if jobs:
+            mark("job_created")
+            pods = core.list_namespaced_pod(NS, label_selector=f"batch.kubernetes.io/job-name={jobs[0].metadata.name}").items
+            if pods:
+                pod = pods[0]
+                mark("pod_created")
+                if pod.spec.node_name:
+                    mark("pod_scheduled")
+                statuses = {s.name: s for s in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])}
+                for stage in ("export", "calibrate", "verify"):
+                    s = statuses.get(stage)
+                    if s and (s.state.running or s.state.terminated):
+                        mark(f"{stage}_started")
+                if pod.status.phase in ("Succeeded", "Failed"):
+                    mark("pod_finished")
+        phase = (qj.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            mark("status_final")
+            break
+        time.sleep(0.05)
+    st = qj.get("status") or {}
+
+    def span(a: str, b: str) -> float | None:
+        return round(marks[b] - marks[a], 2) if a in marks and b in marks else None
+
+    splits = {
+        "operator_create_job_s": span("applied", "job_created"),
+        "job_controller_create_pod_s": span("job_created", "pod_created"),
+        "scheduling_s": span("pod_created", "pod_scheduled"),
+        "pod_start_s": span("pod_scheduled", "export_started"),
+        "export_s": span("export_started", "calibrate_started"),
+        "calibrate_s": span("calibrate_started", "verify_started"),
+        "verify_s": span("verify_started", "pod_finished"),
+        "operator_report_status_s": span("pod_finished", "status_final"),
+    }
+    overhead = [splits["operator_create_job_s"], splits["operator_report_status_s"], splits["scheduling_s"]]
+    return {
+        "algos": algos, "phase": st.get("phase"), "reason": st.get("reason"),
+        "apply_to_final_s": span("applied", "status_final"),
+        "splits": splits,
+        "operator_and_scheduling_overhead_s": round(sum(x for x in overhead if x is not None), 2),
+        "fp32_top1": (st.get("results") or {}).get("fp32", {}).get("top1"),
+        "int8": (st.get("results") or {}).get("int8"),
+        "backend": (st.get("results") or {}).get("backend"),
+    }
+
+
+def main() -> int:
+    setup()
+    config.load_kube_config(str(REPO / ".devenv" / "kubeconfig"))
+    batch, core, custom = client.BatchV1Api(), client.CoreV1Api(), client.CustomObjectsApi()
+    runs = {"one_algo": run_one("bench-one", ["hist"], batch, core, custom),
+            "four_algos": run_one("bench-four", ["hist", "avg", "mse", "abs_max"], batch, core, custom)}
+    result = {
+        "benchmark": "e2e", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "runs": runs,
+        "targets": {"one_algo_apply_to_succeeded_s": 90, "operator_and_scheduling_overhead_s": 3},
+        "met": {
+            "one_algo_within_90s": (runs["one_algo"]["apply_to_final_s"] or 1e9) <= 90 and runs["one_algo"]["phase"] == "Succeeded",
+            "overhead_within_3s": runs["one_algo"]["operator_and_scheduling_overhead_s"] <= 3,
+        },
+    }
+    out = REPO / "bench" / "results" / "e2e.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
