@@ -7,7 +7,8 @@ tools: ## build the pinned devenv binaries into KUBESLIM_CACHE, default ~/.cache
 devenv: ## start the local cluster + S3 (idempotent); writes .devenv/kubeconfig and .devenv/s3.env
 	@hack/devenv.sh up
 
-devenv-down: ## stop every devenv process and delete its state
+devenv-down: ## stop every devenv process (the dev node agent first) and delete its state
+	@$(MAKE) --no-print-directory devnode-down
 	@hack/devenv.sh down
 
 devenv-status: ## show whether each devenv component answers

@@ -1,7 +1,7 @@
 # Dev node agent (hack/devnode): a development and test tool, not part of the product. It
 # registers Node $(DEVNODE_NAME) with nvidia.com/gpu capacity and runs the pods bound to it as
-# local processes. Needs the devenv (make devenv). `make devenv-down` does not stop it:
-# run `make devnode-down` first (it is harmless when nothing runs).
+# local processes. Needs the devenv (make devenv). `make devenv-down` stops it first;
+# `make devnode-down` alone is harmless when nothing runs.
 .PHONY: devnode-up devnode-down devnode-status
 
 DEVNODE_NAME ?= kubeslim-dev-0
