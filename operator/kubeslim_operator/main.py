@@ -8,13 +8,14 @@ watches show (restart-safe by construction).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
 from . import constants as c
-from . import metrics
+from . import memory, metrics
 from .config import OperatorConfig
 from .handlers.reconcile import Reconciler
 from .kube import Kube
@@ -33,6 +34,7 @@ class _Runtime:
     reconciler: Reconciler | None = None
     scheduler: Scheduler | None = None
     kube: Kube | None = None
+    trimmer: asyncio.Task | None = None
 
 
 RT = _Runtime()
@@ -55,6 +57,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     RT.settings = settings
     metrics.start(config.metrics_port, lambda: RT.reconciler.phases() if RT.reconciler else [])
+    RT.trimmer = asyncio.get_running_loop().create_task(memory.trim_forever())
 
 
 @kopf.on.login()
@@ -72,6 +75,8 @@ def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    if RT.trimmer is not None:
+        RT.trimmer.cancel()
     if RT.scheduler is not None:
         await RT.scheduler.close()
     if RT.kube is not None:
