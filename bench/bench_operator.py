@@ -151,7 +151,7 @@ def pct(values: list[float], p: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
+async def run(n: int, concurrency: int, timeout: float, out: Path, rate: float = 0.0) -> dict:
     crd = os.environ.get("KUBESLIM_BENCH_CRD") or str(REPO / "crds/kubeslim.io_quantizationjobs.yaml")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", crd)
     kubectl("wait", "--for=condition=Established", "crd/quantizationjobs.kubeslim.io", "--timeout=60s")
@@ -165,7 +165,8 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
     metrics_port = 19000 + os.getpid() % 1000
     log = open(tmp / "operator.log", "w")
     profile = ["-m", "cProfile", "-o", os.environ["KUBESLIM_BENCH_PROFILE"]] if os.environ.get("KUBESLIM_BENCH_PROFILE") else []
-    op = subprocess.Popen([sys.executable, *profile, "-m", "kubeslim_operator", "-n", ns, "--metrics-port", str(metrics_port),
+    entry = [os.environ["KUBESLIM_BENCH_OPERATOR_WRAPPER"]] if os.environ.get("KUBESLIM_BENCH_OPERATOR_WRAPPER") else ["-m", "kubeslim_operator"]
+    op = subprocess.Popen([sys.executable, *profile, *entry, "-n", ns, "--metrics-port", str(metrics_port),
                            "--liveness", ""], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     message = encode(StageResult(stage="verify", ok=True,
                                  results=Results(backend="gpu-tensorrt-int8", fp32=ModelMetrics(top1=0.75, top5=0.92, latency_ms=4.0),
@@ -215,6 +216,8 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
 
     async def create(i: int) -> None:
         name = f"qj-{i:05d}"
+        if rate:
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         async with sem:
             await kube.request("POST", f"/apis/kubeslim.io/v1alpha1/namespaces/{ns}/quantizationjobs", resource="qj",
                                body=manifest(name, ns, message))
@@ -234,6 +237,9 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
     op_metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     for w in watchers:
         w.cancel()
+    if os.environ.get("KUBESLIM_BENCH_OPERATOR_WRAPPER"):
+        os.kill(op.pid, 10)      # SIGUSR1: the wrapper dumps what it holds
+        time.sleep(15)
     op.terminate()
     op.wait(20)
     await kube.close()
@@ -253,7 +259,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path) -> dict:
     first_job, last_job = (min(job_seen.values()), max(job_seen.values())) if job_seen else (t0, t0)
     writes_total = qj_status_writes + qj_other_writes + job_writes + op_events
     result = {
-        "n": n, "namespace": ns, "create_concurrency": concurrency,
+        "n": n, "namespace": ns, "create_concurrency": concurrency, "paced_rate_per_s": rate or None,
         "machine": {"cpus": os.cpu_count(), "note": "2 shared cores: apiserver, etcd, kcm, scheduler, kwok, operator, bench client"},
         "apply_seconds": round(t_created - t0, 2),
         "apply_rate_per_s": round(n / max(t_created - t0, 1e-9), 1),
@@ -297,9 +303,10 @@ def main() -> int:
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=16, help="concurrent create requests of the bench client")
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--rate", type=float, default=0.0, help="pace creation at this many per second (0: as fast as the API takes them)")
     p.add_argument("--out", type=Path, default=REPO / "bench/results/operator.json")
     args = p.parse_args()
-    result = asyncio.run(run(args.n, args.concurrency, args.timeout, args.out))
+    result = asyncio.run(run(args.n, args.concurrency, args.timeout, args.out, args.rate))
     print(json.dumps(result, indent=2))
     return 0
 
