@@ -95,24 +95,22 @@ async def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict
 # would double kopf's per-event work for the two busiest resources. Passes do not start before
 # kopf has filled every index (Scheduler.ready, set by the first QuantizationJob handler call).
 
-@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
-async def job_index(body: kopf.Body, **_: Any) -> dict | None:
-    key = owner_key_of_job(body)
+def _child(key: tuple[str, str] | None, trim: Any, body: kopf.Body) -> dict | None:
     if key is None:
         return None
     if RT.scheduler is not None:
         RT.scheduler.enqueue(key, RT.config.status_coalesce_seconds)
-    return {key: trim_job(dict(body))}
+    return {key: trim(dict(body))}
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
+async def job_index(body: kopf.Body, **_: Any) -> dict | None:
+    return _child(owner_key_of_job(body), trim_job, body)
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
 async def pod_index(body: kopf.Body, **_: Any) -> dict | None:
-    key = owner_key_of_pod(body)
-    if key is None:
-        return None
-    if RT.scheduler is not None:
-        RT.scheduler.enqueue(key, RT.config.status_coalesce_seconds)
-    return {key: trim_pod(dict(body))}
+    return _child(owner_key_of_pod(body), trim_pod, body)
 
 
 def _bind(kwargs: dict[str, Any]) -> tuple[Reconciler, Scheduler]:
