@@ -20,7 +20,7 @@ from .config import OperatorConfig
 from .handlers.reconcile import Reconciler
 from .kube import Kube
 from .persistence import NoDiffBaseStorage
-from .objects import owner_key_of_job, owner_key_of_pod, trim_job, trim_pod, trim_qj
+from .objects import job_finished, owner_key_of_job, owner_key_of_pod, trim_job, trim_pod, trim_qj
 from .scheduler import Scheduler
 
 log = logging.getLogger("kubeslim_operator")
@@ -95,17 +95,20 @@ async def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict
 # would double kopf's per-event work for the two busiest resources. Passes do not start before
 # kopf has filled every index (Scheduler.ready, set by the first QuantizationJob handler call).
 
-def _child(key: tuple[str, str] | None, trim: Any, body: kopf.Body) -> dict | None:
+def _child(key: tuple[str, str] | None, trim: Any, body: kopf.Body, now: bool = False) -> dict | None:
     if key is None:
         return None
     if RT.scheduler is not None:
-        RT.scheduler.enqueue(key, RT.config.status_coalesce_seconds)
+        RT.scheduler.enqueue(key, 0.0 if now else RT.config.status_coalesce_seconds)
     return {key: trim(dict(body))}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
 async def job_index(body: kopf.Body, **_: Any) -> dict | None:
-    return _child(owner_key_of_job(body), trim_job, body)
+    # A concluded Job is read at once: with a short ttlSecondsAfterFinished its pods (and the
+    # results in their termination messages) are about to be deleted.
+    trimmed = trim_job(dict(body))
+    return _child(owner_key_of_job(body), lambda _: trimmed, body, now=job_finished(trimmed))
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)

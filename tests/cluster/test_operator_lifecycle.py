@@ -190,3 +190,17 @@ def test_deletion_removes_children(operator, qj, namespace, kubectl, wait_for):
     assert qj.jobs() and qj.pods()
     kubectl("delete", "qj", "gone", "-n", namespace, "--wait=true")
     wait_for(lambda: not qj.jobs() and not qj.pods(), timeout=60, what="Job and pods garbage-collected")
+
+
+def test_result_survives_a_zero_ttl(operator, qj, namespace, wait_for):
+    """ttlSecondsAfterFinished: 0 deletes the Job and its pods (with the results in their
+    termination messages) right after the end: the result must be in the status by then, and
+    the status must stay once the Job is gone."""
+    qj.apply(qj_manifest("ttl0", namespace, runPolicy={"ttlSecondsAfterFinished": 0},
+                         annotations=fake(exit_code=0, message=verify_ok_message(), container="verify", duration="1s")))
+    st = qj.wait_phase("ttl0", "Succeeded")
+    assert st["results"]["int8"]["algo"] == "hist"
+    wait_for(lambda: not qj.jobs(), timeout=60, what="the TTL controller deleted the Job")
+    import time as _t
+    _t.sleep(2)
+    assert qj.status("ttl0")["phase"] == "Succeeded" and qj.status("ttl0")["results"]["int8"]["algo"] == "hist"
