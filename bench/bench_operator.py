@@ -226,8 +226,11 @@ async def run(n: int, concurrency: int, timeout: float, out: Path, rate: float =
     await asyncio.gather(*(create(i) for i in range(n)))
     t_created = time.monotonic()
     deadline = t0 + timeout
+    cpu_jobs = None
     while (len(job_seen) < n or len(final) < n) and time.monotonic() < deadline:
         await asyncio.sleep(0.25)
+        if cpu_jobs is None and len(job_seen) >= n:
+            cpu_jobs = (cpu_seconds(op.pid) - cpu0, time.monotonic() - t0)
     t_end = time.monotonic()
     await asyncio.sleep(3.0)          # let trailing writes land before the second scrape
     after = apiserver_writes()
@@ -273,6 +276,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path, rate: float =
         "operator_peak_rss_mb": round(peak, 1),
         "operator_rss_mb": {"idle_before": round(rss_idle, 1), "after_all_final": round(rss_end, 1)},
         "operator_cpu_seconds": round(cpu1 - cpu0, 2),
+        "operator_cpu_share_until_last_job": round(cpu_jobs[0] / cpu_jobs[1], 2) if cpu_jobs else None,
         "writes": {
             "per_job": round(writes_total / n, 2),
             "quantizationjobs_status_patches": qj_status_writes,
