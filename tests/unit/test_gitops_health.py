@@ -26,8 +26,8 @@ SUCCEEDED = {"observedGeneration": 2, "phase": "Succeeded", "stage": "",
 GATE_FAILED = {"observedGeneration": 2, "phase": "Failed", "reason": "AccuracyGateFailed", "message": "int8 lost 3 points",
                "conditions": [_cond("Reconciling", "False"), _cond("Ready", "False", "AccuracyGateFailed"),
                               _cond("Stalled", "True", "AccuracyGateFailed", "int8 lost 3 points"), _cond("AccuracyGate", "False")]}
-SUSPENDED = {"observedGeneration": 2, "phase": "Pending", "reason": "Suspended", "message": "queued by Kueue",
-             "conditions": [_cond("Reconciling", "True", "Suspended"), _cond("Ready", "False", "Suspended")]}
+SUSPENDED = {"observedGeneration": 2, "phase": "Pending", "reason": "Queued", "message": "The Job is suspended until its queue (Kueue) admits it.",
+             "conditions": [_cond("Reconciling", "True", "Queued"), _cond("Ready", "False", "Queued")]}
 UNSCHEDULABLE = {"observedGeneration": 2, "phase": "Pending", "reason": "Unschedulable", "message": "0/3 nodes are available",
                  "conditions": [_cond("Reconciling", "True", "Pending"), _cond("Ready", "False"), _cond("Scheduled", "False", "Unschedulable")]}
 

@@ -2,7 +2,7 @@
 -- Install: argocd-cm key `resource.customizations.health.kubeslim.io_QuantizationJob`.
 -- Mirrors kstatus: a spec not yet observed or a run in flight is Progressing, Ready=True is
 -- Healthy, Stalled=True (including a failed accuracy gate) is Degraded, a Job held by Kueue is
--- Suspended.
+-- Suspended (status.reason Queued).
 local hs = {}
 local function condition(t)
   if obj.status == nil or obj.status.conditions == nil then return nil end
@@ -40,7 +40,7 @@ if obj.status.phase == "Failed" then
   hs.message = (obj.status.reason or "Failed") .. ": " .. (obj.status.message or "")
   return hs
 end
-if obj.status.reason == "Suspended" then
+if obj.status.reason == "Queued" then
   hs.status = "Suspended"
   hs.message = obj.status.message or "The Job is suspended (queued)"
   return hs
