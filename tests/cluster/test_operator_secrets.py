@@ -5,14 +5,13 @@ reports CreateContainerConfigError with kubelet's messages exactly as kubelet do
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
-from operator_harness import REPO, crd, operator, operator_identity, qj, qj_manifest  # noqa: F401
+from operator_harness import crd, operator, operator_identity, qj, qj_manifest  # noqa: F401
+from tests.devnode_agent import private_devnode
 
 pytestmark = pytest.mark.timeout(240)
 TAINT = "kubeslim.io/devnode-operator-test"
@@ -20,31 +19,11 @@ SECRET_VALUE = "s3cr3t-" + uuid.uuid4().hex     # must never show up in status, 
 
 
 @pytest.fixture(scope="module")
-def devnode(kubeconfig, kubectl, tmp_path_factory, wait_for):
-    run_id = uuid.uuid4().hex[:6]
-    name = f"devnode-op-{run_id}"
-    state = tmp_path_factory.mktemp("devnode")
-    with open(state / "agent.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "hack/devnode/devnode.py"), "--kubeconfig", kubeconfig,
-                                 "--node-name", name, "--state-dir", str(state), "--gpus", "1",
-                                 "--taint", f"{TAINT}={run_id}:NoSchedule"], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        def ready():
-            r = kubectl("get", "node", name, "-o", "json", check=False)
-            if r.returncode != 0:
-                return False
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in json.loads(r.stdout)["status"]["conditions"])
-        wait_for(ready, timeout=60, what=f"node {name} Ready")
-        yield {"name": name, "tolerations": [
+def devnode(kubeconfig, tmp_path_factory):
+    with private_devnode(kubeconfig, "devnode-op", TAINT, tmp_path_factory.mktemp("devnode"), ("--gpus", "1")) as node:
+        yield {"name": node.name, "tolerations": [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
             {"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        kubectl("delete", "node", name, "--wait=false", check=False)
 
 
 def test_missing_secret_then_key_then_both(operator, qj, namespace, kubectl, devnode):

@@ -7,10 +7,8 @@ the shared `kubeslim-dev-0` of `make devnode-up` is left alone.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack" / "devnode"))
 
-from kubeapi import ApiError, Kube, ns_path  # noqa: E402
-from devnode import wait_ready  # noqa: E402
+from kubeapi import Kube, ns_path  # noqa: E402
+from tests.devnode_agent import private_devnode  # noqa: E402
 
 TEST_TAINT_KEY = "kubeslim.io/devnode-test"
 
@@ -52,32 +50,11 @@ class DevNode:
 
 @pytest.fixture(scope="session")
 def devnode(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory):
-    run_id = uuid.uuid4().hex[:6]
-    name = f"devnode-test-{run_id}"
     state_dir = tmp_path_factory.mktemp("devnode")
-    agent_log = state_dir / "agent.log"
-    cmd = [sys.executable, str(REPO / "hack/devnode/devnode.py"), "--kubeconfig", kubeconfig, "--node-name", name,
-           "--state-dir", str(state_dir), "--taint", f"{TEST_TAINT_KEY}={run_id}:NoSchedule",
-           "--restart-backoff", "0.5"]
-    with open(agent_log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    kube = Kube(kubeconfig)
-    try:
-        if not wait_ready(kube, name, 60):
-            pytest.fail(f"dev node agent did not get Ready; see {agent_log}:\n{agent_log.read_text()[-3000:]}")
-        yield DevNode(name, kube, state_dir, run_id)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        try:
-            kube.delete(f"/api/v1/nodes/{name}")
-        except ApiError:
-            pass
-        if os.environ.get("DEVNODE_TEST_SHOW_LOG"):
-            print(agent_log.read_text())
+    with private_devnode(kubeconfig, "devnode-test", TEST_TAINT_KEY, state_dir, ("--restart-backoff", "0.5")) as node:
+        yield DevNode(node.name, node.kube, state_dir, node.run_id)
+    if os.environ.get("DEVNODE_TEST_SHOW_LOG"):
+        print(node.agent_log.read_text())
 
 
 def wait_pod(dn: DevNode, namespace: str, name: str, pred, timeout: float = 60, what: str = "") -> dict:
