@@ -78,7 +78,7 @@ build_kubernetes() {
   # shellcheck disable=SC2086
   cached "$out" $cmds && { log "kubernetes $K8S_VERSION cached"; return; }
   local start; start=$(date +%s)
-  log "building kubernetes $K8S_VERSION ($cmds); cold this takes 15-30 min on 2 cores"
+  log "building kubernetes $K8S_VERSION ($cmds); cold this took about 4-5 min on 2 cores"
   local mod="$CACHE/src/kubernetes-$K8S_VERSION"
   new_module "$mod" kubernetes
   cd "$mod"

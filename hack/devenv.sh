@@ -72,7 +72,7 @@ tools_present() {
 ensure_tools() {
   tools_present && return
   command -v go >/dev/null || die "the devenv binaries are not built yet ($CACHE) and no Go toolchain is on PATH: install Go >= 1.24 (https://go.dev/dl)" "make tools && make devenv"
-  log "building missing tools (cached in $CACHE; a cold build takes 20-30 min on 2 cores)"
+  log "building missing tools (cached in $CACHE; a cold build took about 10 min on 2 cores)"
   "$here/build-tools.sh" || die "building the devenv tools failed (see the build output above)" "make tools && make devenv"
   tools_present || die "hack/build-tools.sh finished but binaries are missing under $CACHE" "make tools && make devenv"
 }

@@ -1,7 +1,7 @@
 # Local dev cluster (hack/devenv.sh): real control plane + kwok fake GPU nodes + versitygw S3.
 .PHONY: tools devenv devenv-down devenv-status bench-devenv
 
-tools: ## build the pinned devenv binaries into KUBESLIM_CACHE, default ~/.cache/kubeslim (cold: 20-30 min on 2 cores)
+tools: ## build the pinned devenv binaries into KUBESLIM_CACHE, default ~/.cache/kubeslim (cold: about 10 min on 2 cores)
 	@hack/build-tools.sh
 
 devenv: ## start the local cluster + S3 (idempotent); writes .devenv/kubeconfig and .devenv/s3.env
