@@ -15,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
-import yaml
-from botocore.config import Config
 from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "hack" / "demo"))
 import seed  # noqa: E402
+from tests.conftest import s3_client  # noqa: E402
 
 NS, RELEASE_NS, BUCKET = "kubeslim-bench-e2e", "kubeslim-bench-e2e-system", "kubeslim-bench"
 ENV = dict(l.split("=", 1) for l in (REPO / ".devenv" / "s3.env").read_text().splitlines() if "=" in l)
@@ -46,18 +45,13 @@ def setup() -> None:
        str(REPO / "helm" / "kubeslim"), "-n", RELEASE_NS, "--create-namespace", "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"),
        "--set", "operator.metrics.port=18280", "--set", "operator.liveness.port=18281",
        "--set", f"operator.watchNamespaces={{{NS}}}", "--wait", "--timeout", "180s")
-    s3 = boto3.client("s3", endpoint_url=ENV["AWS_ENDPOINT_URL"], aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "path"}))
-    seed.seed(s3, BUCKET, "digits")
+    seed.seed(s3_client(ENV), BUCKET, "digits")
 
 
 def manifest(name: str, algos: list[str]) -> dict:
-    doc = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text().replace("s3://kubeslim-demo/", f"s3://{BUCKET}/"))
-    doc["metadata"] = {"name": name, "namespace": NS}
-    doc["spec"]["storage"]["endpoint"] = ENV["AWS_ENDPOINT_URL"]
+    doc = seed.example_manifest(name, BUCKET, ENV["AWS_ENDPOINT_URL"])
+    doc["metadata"]["namespace"] = NS
     doc["spec"]["quantization"]["algos"] = algos
-    doc["spec"]["output"]["uri"] = f"s3://{BUCKET}/bench/{name}/"
     return doc
 
 

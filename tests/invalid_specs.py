@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+from tests.manifests import set_path
+
 VALID_SPEC: dict[str, Any] = {
     "model": {"builtin": {"architecture": "lenet", "numClasses": 10}, "inputShape": [1, 28, 28]},
     "data": {
@@ -17,13 +19,7 @@ VALID_SPEC: dict[str, Any] = {
 
 
 def _set(path: str, value: Any) -> Callable[[dict], None]:
-    def apply(spec: dict) -> None:
-        *parents, leaf = path.split(".")
-        node = spec
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return apply
+    return lambda spec: set_path(spec, path, value)
 
 
 def _delete(path: str) -> Callable[[dict], None]:

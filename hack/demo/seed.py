@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import boto3
+import yaml
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +28,16 @@ def exists(s3, bucket: str, key: str) -> bool:
         return True
     except s3.exceptions.ClientError:
         return False
+
+
+def example_manifest(name: str, bucket: str, endpoint: str) -> dict:
+    """examples/digits.yaml as a user would apply it, pointed at `bucket` and `endpoint`, writing
+    its output under s3://bucket/out/<name>/."""
+    doc = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text().replace("s3://kubeslim-demo/", f"s3://{bucket}/"))
+    doc["metadata"]["name"] = name
+    doc["spec"]["storage"]["endpoint"] = endpoint
+    doc["spec"]["output"]["uri"] = f"s3://{bucket}/out/{name}/"
+    return doc
 
 
 def seed(s3, b: str, p: str) -> None:

@@ -12,14 +12,14 @@ import sys
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
-import yaml
-from botocore.config import Config
+
+from tests.manifests import set_path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack" / "demo"))
-EXAMPLE = REPO / "examples" / "digits.yaml"
+import seed  # noqa: E402
+
 BUCKET = "kubeslim-e2e"
 
 
@@ -55,13 +55,8 @@ def operator_release(devenv, devnode, e2e_namespace, kubectl):
 
 
 @pytest.fixture(scope="session")
-def seeded(s3_env):
+def seeded(s3):
     """The demo's model and data, in a bucket of the e2e tier."""
-    import seed
-
-    s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "path"}))
     seed.seed(s3, BUCKET, "digits")
     return s3
 
@@ -70,16 +65,8 @@ def seeded(s3_env):
 def digits_manifest(s3_env, seeded):
     """examples/digits.yaml as a user would apply it, pointed at the e2e bucket and the devenv S3."""
     def make(name: str, **spec_overrides) -> dict:
-        text = EXAMPLE.read_text().replace("s3://kubeslim-demo/", f"s3://{BUCKET}/")
-        doc = yaml.safe_load(text)
-        doc["metadata"]["name"] = name
-        doc["spec"]["storage"]["endpoint"] = s3_env["AWS_ENDPOINT_URL"]
-        doc["spec"]["output"]["uri"] = f"s3://{BUCKET}/out/{name}/"
+        doc = seed.example_manifest(name, BUCKET, s3_env["AWS_ENDPOINT_URL"])
         for path, value in spec_overrides.items():
-            node = doc["spec"]
-            *parents, leaf = path.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
+            set_path(doc["spec"], path, value)
         return doc
     return make

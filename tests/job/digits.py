@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.manifests import set_path
+
 SIZE = 28
 MEAN, STD = [0.5], [0.5]
 INPUT_SHAPE = [1, SIZE, SIZE]
@@ -153,9 +155,5 @@ def manifest(name: str, model: dict[str, Any], calib: dict[str, Any], evaluation
         "storage": {"addressingStyle": "path", **({"endpoint": endpoint} if endpoint else {})},
     }
     for path, value in extra.items():
-        node = spec
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        set_path(spec, path, value)
     return {"apiVersion": "kubeslim.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": name}, "spec": spec}

@@ -10,6 +10,7 @@ from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES
 from kubeslim_job.spec import parse_spec
 from kubeslim_operator import constants as c
 from kubeslim_operator.config import OperatorConfig
+from tests.manifests import set_path
 from kubeslim_operator.jobs import Owner, build_job, job_name
 
 pytestmark = pytest.mark.unit
@@ -29,11 +30,7 @@ CONFIG = OperatorConfig(job_image="registry.local/kubeslim-job:1.2.3")
 def make(**overrides):
     spec = copy.deepcopy(BASE)
     for path, value in overrides.items():
-        node = spec
-        *parents, leaf = path.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        set_path(spec, path, value, sep="__")
     return build_job(OWNER, parse_spec(spec), CONFIG)
 
 
