@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -231,7 +230,6 @@ async def run(n: int, concurrency: int, timeout: float, out: Path, rate: float =
         await asyncio.sleep(0.25)
         if cpu_jobs is None and len(job_seen) >= n:
             cpu_jobs = (cpu_seconds(op.pid) - cpu0, time.monotonic() - t0)
-    t_end = time.monotonic()
     await asyncio.sleep(3.0)          # let trailing writes land before the second scrape
     after = apiserver_writes()
     cpu1 = cpu_seconds(op.pid)

@@ -28,7 +28,7 @@ def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2, context=_TLS) as resp:
             return resp.status == 200
-    except urllib.error.HTTPError as err:
+    except urllib.error.HTTPError:
         return any_answer
     except (OSError, ValueError):
         return False

@@ -6,7 +6,6 @@ import pytest
 from kubeslim_job.contract import (Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult,
                                    encode)
 from kubeslim_job.spec import SpecError, parse_spec
-from kubeslim_operator import constants as c
 from kubeslim_operator.status import (Fact, build_status, comparable, config_problem_from_kubelet, is_final_for,
                                       observe, transition_event)
 
