@@ -73,6 +73,12 @@ R_RETRYING = "Retrying"
 R_RESULT_LOST = "ResultUnavailable"
 R_JOB_DELETED = "JobDeleted"
 
+# batch/v1 podFailurePolicy actions the operator reasons about, and the Job's default backoffLimit.
+POD_FAILURE_FAIL_JOB = "FailJob"
+POD_FAILURE_COUNT = "Count"
+POD_FAILURE_IGNORE = "Ignore"
+JOB_DEFAULT_BACKOFF_LIMIT = 6
+
 # Waiting reasons kubelet reports for image problems (all end the run: the image comes from the
 # operator's configuration, so no change to the CR can fix them).
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")

@@ -120,10 +120,10 @@ def _container(stage: str, image: str, pull: str, env: list[dict[str, Any]], res
 def pod_failure_policy() -> dict[str, Any]:
     return {"rules": [
         # Evictions, preemption and node drains are not the run's fault: retry without counting.
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": c.POD_FAILURE_IGNORE, "onPodConditions": [{"type": "DisruptionTarget"}]},
         # Bad input and a failed accuracy gate cannot be fixed by retrying. No containerName: the
         # rule covers the init containers (export, calibrate) as well as verify.
-        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": list(NON_RETRYABLE_EXIT_CODES)}},
+        {"action": c.POD_FAILURE_FAIL_JOB, "onExitCodes": {"operator": "In", "values": list(NON_RETRYABLE_EXIT_CODES)}},
     ]}
 
 

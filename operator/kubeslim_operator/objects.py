@@ -45,7 +45,8 @@ def trim_job(body: Obj) -> Obj:
     return {
         "metadata": {**_pick(meta, "name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "ownerReferences"),
                      "labels": _pick(meta.get("labels"), c.LABEL_GENERATION, c.LABEL_OWNER_UID)},
-        "spec": _pick(spec, "suspend", "activeDeadlineSeconds", "backoffLimit"),
+        # backoffLimit and podFailurePolicy tell whether a failed pod is retried (status.job_will_retry).
+        "spec": _pick(spec, "suspend", "activeDeadlineSeconds", "backoffLimit", "podFailurePolicy"),
         "status": {**_pick(st, "startTime", "completionTime", "active", "failed", "succeeded"),
                    "conditions": [_pick(x, "type", "status", "reason", "message", "lastTransitionTime")
                                   for x in st.get("conditions") or []]},
@@ -73,8 +74,9 @@ def trim_pod(body: Obj) -> Obj:
         "spec": _pick(body.get("spec"), "nodeName"),
         "status": {
             **_pick(st, "phase", "reason", "message"),
+            # DisruptionTarget: the podFailurePolicy ignores such failures (no retry is counted).
             "conditions": [_pick(x, "type", "status", "reason", "message") for x in st.get("conditions") or []
-                           if x.get("type") == "PodScheduled"],
+                           if x.get("type") in ("PodScheduled", "DisruptionTarget")],
             "initContainerStatuses": [_trim_container_status(s) for s in st.get("initContainerStatuses") or []],
             "containerStatuses": [_trim_container_status(s) for s in st.get("containerStatuses") or []],
         },

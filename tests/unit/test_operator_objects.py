@@ -38,6 +38,14 @@ def test_job_owner_and_trim():
     assert t["status"]["conditions"] == [{"type": "Complete", "status": "True"}]
 
 
+def test_trim_keeps_what_decides_a_retry():
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}
+    job = {**JOB, "spec": {**JOB["spec"], "podFailurePolicy": policy}}
+    assert trim_job(job)["spec"] == {"backoffLimit": 1, "podFailurePolicy": policy}
+    evicted = {**POD, "status": {**POD["status"], "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]}}
+    assert trim_pod(evicted)["status"]["conditions"] == [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+
+
 def test_foreign_job_has_no_owner():
     foreign = {"metadata": {"namespace": "ml", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                                                                     "name": "x", "controller": True}]}}

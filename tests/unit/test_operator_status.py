@@ -6,8 +6,9 @@ import pytest
 from kubeslim_job.contract import (Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult,
                                    encode)
 from kubeslim_job.spec import SpecError, parse_spec
+from kubeslim_operator.jobs import pod_failure_policy
 from kubeslim_operator.status import (Fact, build_status, comparable, config_problem_from_kubelet, is_final_for,
-                                      observe, transition_event)
+                                      job_will_retry, observe, transition_event)
 
 pytestmark = pytest.mark.unit
 
@@ -68,9 +69,9 @@ def pod(name="mv3-int8-g1-abcde", phase="Pending", export=None, calibrate=None, 
     return {"metadata": meta, "spec": {"nodeName": node if scheduled else ""}, "status": st}
 
 
-def job(*conds, suspend=False, deadline=7200):
+def job(*conds, suspend=False, deadline=7200, **spec):
     return {"metadata": {"name": "mv3-int8-g1"},
-            "spec": {"suspend": suspend, "activeDeadlineSeconds": deadline},
+            "spec": {"suspend": suspend, "activeDeadlineSeconds": deadline, **spec},
             "status": {"startTime": "2026-01-01T00:00:00Z",
                        **({"completionTime": "2026-01-01T00:05:00Z"} if ("Complete", "True") in [(x[0], "True") for x in conds] else {}),
                        "conditions": [{"type": t, "status": "True", "reason": r, "message": m,
@@ -328,3 +329,58 @@ def test_visible_changes(change, is_visible):
     from kubeslim_operator.status import visible
     base = {"observedGeneration": 1, "phase": "Pending", "reason": "", "stage": "", "message": "m", "conditions": [{"type": "Ready"}]}
     assert (visible(base) != visible({**base, **change})) is is_visible
+
+
+# -- will the Job retry? (a failed pod's event may come before the Job's failure condition) -----
+
+def ours(backoff, failed=None):
+    """A Job as the operator builds it, its failure not yet concluded."""
+    j = job(backoffLimit=backoff, podFailurePolicy=pod_failure_policy())
+    if failed is not None:
+        j["status"]["failed"] = failed
+    return j
+
+
+def disrupted(p):
+    p["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True"})
+    return p
+
+
+CRASH = dict(phase="Failed", export=term(1, message="RuntimeError: boom"))
+P2 = dict(name="p2", created="2026-01-01T00:02:00Z")
+
+RETRY_CASES = [
+    ("crash, backoff left", ours(1), [pod(**CRASH)], True),
+    ("crash, backoffLimit 0", ours(0), [pod(**CRASH)], False),
+    ("second crash uses up backoffLimit 1", ours(1), [pod(**CRASH), pod(**P2, **CRASH)], False),
+    ("bad input exit 3 fails the Job", ours(3), [pod(phase="Failed", export=term(3, message=BAD_INPUT_MSG))], False),
+    ("gate exit 4 in verify fails the Job", ours(3), [pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))], False),
+    ("oom, backoffLimit 0", ours(0), [pod(phase="Failed", export=term(), calibrate=term(137, "OOMKilled"))], False),
+    ("oom, backoff left", ours(1), [pod(phase="Failed", export=term(), calibrate=term(137, "OOMKilled"))], True),
+    ("eviction is ignored, not counted", ours(0), [disrupted(pod(**CRASH))], True),
+    ("the Job's count is ahead of its pods", ours(1, failed=2), [pod(**CRASH)], False),
+    ("transient exit 75 with backoff left", ours(2), [pod(phase="Failed", export=term(75))], True),
+    ("no policy: exit 3 is just a failure", job(backoffLimit=1), [pod(phase="Failed", export=term(3))], True),
+    ("no backoffLimit: the batch/v1 default of 6", job(), [pod(**CRASH)] * 6, True),
+    ("exit code 0 never matches a rule",
+     job(backoffLimit=1, podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [75]}}]}),
+     [pod(phase="Failed", export=term(0), calibrate=term(75))], True),
+    ("a rule for another container does not match",
+     job(backoffLimit=1, podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {"containerName": "verify", "operator": "In", "values": [3]}}]}),
+     [pod(phase="Failed", export=term(3))], True),
+]
+
+
+@pytest.mark.parametrize("job_obj,pods,expected", [x[1:] for x in RETRY_CASES], ids=[x[0] for x in RETRY_CASES])
+def test_job_will_retry(job_obj, pods, expected):
+    assert job_will_retry(job_obj, pods) is expected
+
+
+@pytest.mark.parametrize("job_obj,pods,retries", [x[1:] for x in RETRY_CASES], ids=[x[0] for x in RETRY_CASES])
+def test_retrying_is_said_only_when_the_job_retries(job_obj, pods, retries):
+    v = run(job_obj, pods)
+    if retries:
+        assert (v.phase, v.reason, v.hold) == ("Pending", "Retrying", False) and "the Job retries" in v.message
+    else:
+        # Nothing is written until the Job's own verdict: that one names the cause.
+        assert v.hold is True and v.reason != "Retrying" and "retries" not in v.message
