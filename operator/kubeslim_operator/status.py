@@ -15,6 +15,7 @@ from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES, BadResultMessage, St
 from kubeslim_job.spec import QuantizationJobSpec, SpecError
 
 from . import constants as c
+from .jobs import spec_field
 
 Obj = dict[str, Any]
 
@@ -202,6 +203,57 @@ def _verdict_from_failed_stage(out: StageOutcome, spec: QuantizationJobSpec | No
 
 
 # ----------------------------------------------------------------------------------------------
+# The API server's answer to creating the Job.
+
+# Answers no retry of the same Job can change: the spec of this generation builds a Job the API
+# server refuses (400: it cannot be decoded, e.g. an int32 overflow; 413: too large; 422: invalid).
+PERMANENT_CREATE_ERRORS = (400, 413, 422)
+# 403 is the cluster's verdict rather than the spec's (RBAC, an exhausted ResourceQuota, a
+# terminating namespace, a policy webhook): it can be lifted without a new generation, so the
+# operator says why and tries again.
+REFUSED_CREATE_ERRORS = (403,)
+MAX_REJECTION_DETAIL = 800
+_JOB_FIELD = re.compile(r"(?<![\w/-])((?:metadata|spec)(?:\.\w+|\[[^\]\s]*\])+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRejection:
+    final: bool            # Failed for this generation; otherwise Pending and retried
+    reason: str
+    message: str
+
+
+def _in_spec_terms(text: str) -> str:
+    """Job field paths in an API server message → the QuantizationJob fields they came from."""
+    return _JOB_FIELD.sub(lambda m: spec_field(m.group(1)) or m.group(1), text)
+
+
+def _rejection_detail(body: Obj | str) -> str:
+    doc = body if isinstance(body, dict) else {"message": str(body)}
+    causes = ((doc.get("details") or {}).get("causes")) or []
+    # Each cause names one field; the three stage containers share env and resources, so their
+    # causes repeat once mapped.
+    parts = list(dict.fromkeys(_in_spec_terms(f"{x['field']}: {x.get('message', '')}" if x.get("field") else x.get("message", ""))
+                               for x in causes if x.get("field") or x.get("message")))
+    text = "; ".join(parts) or _in_spec_terms(doc.get("message") or "no reason given")
+    text = " ".join(text.split()).rstrip(".")
+    return text if len(text) <= MAX_REJECTION_DETAIL else text[: MAX_REJECTION_DETAIL - 1] + "…"
+
+
+def job_rejection(code: int, body: Obj | str, job_name: str) -> JobRejection | None:
+    """What a refused Job create means for the QuantizationJob; None for a transient error (5xx,
+    429, …) that the reconciler retries with a backoff."""
+    if code in PERMANENT_CREATE_ERRORS:
+        return JobRejection(True, c.R_JOB_REJECTED,
+                            f"The API server rejected Job {job_name}: {_rejection_detail(body)}; fix the spec and apply again.")
+    if code in REFUSED_CREATE_ERRORS:
+        return JobRejection(False, c.R_JOB_FORBIDDEN,
+                            f"The API server refused to create Job {job_name}: {_rejection_detail(body)}; the operator "
+                            "tries again.")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
 # Will the Job retry? The Job controller decides from its podFailurePolicy and backoffLimit; a
 # failed pod's watch event can arrive before the Job's failure condition, and in that window the
 # same rules say whether a new pod is coming.
@@ -298,10 +350,12 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
 
 def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
-            job_conflict: str | None = None, job_deleted: bool = False, now: str = "") -> Verdict:
+            job_conflict: str | None = None, job_deleted: bool = False,
+            job_rejection: JobRejection | None = None, now: str = "") -> Verdict:
     """What the run of this generation is doing, from the Job and its pods."""
     v = _observe(generation=generation, spec=spec, spec_error=spec_error, job=job, pods=pods,
-                 config_problem=config_problem, job_conflict=job_conflict, job_deleted=job_deleted, now=now)
+                 config_problem=config_problem, job_conflict=job_conflict, job_deleted=job_deleted,
+                 job_rejection=job_rejection, now=now)
     # A pod that ran was scheduled and had its Secret: say so even when no earlier pass saw it
     # happen (status writes are coalesced, and a restarted operator only sees the end).
     if job is not None and pods:
@@ -316,7 +370,8 @@ def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: Sp
 
 def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
-            job_conflict: str | None = None, job_deleted: bool = False, now: str = "") -> Verdict:
+            job_conflict: str | None = None, job_deleted: bool = False,
+            job_rejection: JobRejection | None = None, now: str = "") -> Verdict:
     if spec_error is not None:
         return Verdict(c.FAILED, c.R_INVALID_SPEC,
                        f"{spec_error.field}: {_sentence(spec_error.message)[:-1]}; fix the field and apply again.",
@@ -328,6 +383,9 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
                            "re-create the QuantizationJob) to run again.", completion_time=now)
         if config_problem is not None:
             return Verdict(c.PENDING, config_problem.reason, config_problem.message, config=config_problem)
+        if job_rejection is not None:
+            return Verdict(c.FAILED if job_rejection.final else c.PENDING, job_rejection.reason, job_rejection.message,
+                           completion_time=now if job_rejection.final else None)
         if job_conflict:
             return Verdict(c.PENDING, c.R_JOB_NAME_CONFLICT,
                            f"A Job named {job_conflict} exists that this QuantizationJob does not own; delete that Job "

@@ -6,7 +6,8 @@ it acts), then:
 
 1. stops Jobs of older generations that still run;
 2. creates the Job of the current generation unless it exists (deterministic name: a 409 is
-   answered by reading that Job and checking its owner uid, so no generation ever gets a second Job);
+   answered by reading that Job and checking its owner uid, so no generation ever gets a second Job;
+   a Job the API server finds invalid ends the generation as Failed/JobRejected, never a retry loop);
 3. derives the status from the Job and its Pods (status.py) and patches it only when it differs
    from the last status written, with one event per visible transition.
 
@@ -30,7 +31,7 @@ from ..config import OperatorConfig
 from ..jobs import Owner, build_job, job_name
 from ..kube import ApiError, Kube
 from ..objects import (Key, deleting, job_finished, job_generation, owner_uid_of_job, pod_belongs_to, trim_job)
-from ..status import Fact, build_status, is_final_for, observe, transition_event, visible
+from ..status import Fact, JobRejection, build_status, is_final_for, job_rejection, observe, transition_event, visible
 
 log = logging.getLogger("kubeslim_operator.reconcile")
 Obj = dict[str, Any]
@@ -179,6 +180,7 @@ class Reconciler:
         created = False
         config_problem: Fact | None = None
         conflict: str | None = None
+        rejection: JobRejection | None = None
         job_deleted = False
 
         if spec is not None and current is None:
@@ -189,14 +191,15 @@ class Reconciler:
                 if config_problem is not None:
                     requeue = self.config.recheck_seconds
                 else:
-                    current, conflict, created = await self._create_job(qj, spec, uid, generation)
-                    if conflict:
+                    current, conflict, created, rejection = await self._create_job(qj, spec, uid, generation)
+                    if conflict or (rejection is not None and not rejection.final):
                         requeue = self.config.recheck_seconds
 
         pods = [p for p in _values(self.pods, key) if current is not None and pod_belongs_to(p, current)]
         now = utcnow()
         verdict = observe(generation=generation, spec=spec, spec_error=spec_error, job=current, pods=pods,
-                          config_problem=config_problem, job_conflict=conflict, job_deleted=job_deleted, now=now)
+                          config_problem=config_problem, job_conflict=conflict, job_deleted=job_deleted,
+                          job_rejection=rejection, now=now)
         if created:
             # The Job's own watch event follows at once; the first status is written by the pass it
             # triggers (after the coalescing window), together with whatever the pod did meanwhile.
@@ -226,7 +229,8 @@ class Reconciler:
         return max(0.0, self.config.status_progress_seconds - (time.monotonic() - last))
 
     async def _create_job(self, qj: Obj, spec: QuantizationJobSpec, uid: str,
-                          generation: int) -> tuple[Obj | None, str | None, bool]:
+                          generation: int) -> tuple[Obj | None, str | None, bool, JobRejection | None]:
+        """(Job, name held by a foreign Job, created now, the API server's refusal)."""
         meta = qj["metadata"]
         owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=uid, generation=generation)
         manifest = build_job(owner, spec, self.config)
@@ -235,21 +239,26 @@ class Reconciler:
             body = await self.kube.create_job(owner.namespace, manifest)
         except ApiError as exc:
             if exc.status != 409:
-                raise
+                rejection = job_rejection(exc.status, exc.body, name)
+                if rejection is None:
+                    raise                   # transient: the scheduler retries with a backoff
+                log.warning("%s/%s: Job %s refused (HTTP %s): %s", owner.namespace, owner.name, name, exc.status,
+                            rejection.message)
+                return None, None, False, rejection
             body = await self.kube.get_job(owner.namespace, name)
             if owner_uid_of_job(body) != uid:
                 log.warning("%s/%s: Job %s exists and is not ours", owner.namespace, owner.name, name)
-                return None, name, False
+                return None, name, False, None
             job = trim_job(body)
             self._recent_jobs[(uid, generation)] = (time.monotonic() + RECENT_JOB_SECONDS, job)
-            return job, None, False
+            return job, None, False, None
         first_seen = self._seen.pop((uid, generation), None)
         if first_seen is not None:
             metrics.JOB_CREATE_LATENCY.observe(time.monotonic() - first_seen)
         log.info("%s/%s: created Job %s for generation %s", owner.namespace, owner.name, name, generation)
         job = trim_job(body)
         self._recent_jobs[(uid, generation)] = (time.monotonic() + RECENT_JOB_SECONDS, job)
-        return job, None, True
+        return job, None, True, None
 
     async def _write(self, qj: Obj, prev: Obj, new: Obj) -> None:
         meta = qj["metadata"]
