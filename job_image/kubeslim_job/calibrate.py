@@ -37,7 +37,7 @@ def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
     facts = work.read_json("export.json", "export")
     prep = data.Prep.from_spec(spec.data.preprocess, facts["inputShape"])
     calib, stats = data.load(storage, spec.data.calibration, "spec.data.calibration", spec.calibration_samples, prep,
-                             work.calib, facts["numClasses"])
+                             work.calib, facts["numClasses"], spec.needs_labels("calibration"))
     fetch_s = time.perf_counter() - t0
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)

@@ -4,8 +4,12 @@ Formats (spec.data.{calibration,evaluation}.format):
 - imageList: `uri` is a prefix; `listFile` (relative to it) has lines "relative/path.jpg label"
   (PaddleClas / ImageNet style; blank lines and lines starting with '#' are skipped; the last
   whitespace-separated field is the label, so paths may contain spaces). Only the first N lines are
-  read and only their files fetched, in parallel (storage.fetch_many), in order.
-- npz: `uri` is one .npz object with `images` (N,C,H,W or N,H,W,C or N,H,W) and `labels` (N,).
+  read and only their files fetched, in parallel (storage.fetch_many), in order. Where labels are
+  not read (calibration) a line may be a bare path: it is one unless its last field is an integer.
+- imagePrefix: every .jpg/.jpeg/.png object under the prefix `uri`, in key order, no labels. The
+  listing is paged (ListObjectsV2) only as far as the first N images.
+- npz: `uri` is one .npz object with `images` (N,C,H,W or N,H,W,C or N,H,W) and `labels` (N,);
+  `labels` may be absent where labels are not read.
   Only the bytes of the first N samples are read: for an uncompressed npz (np.savez) by exact Range
   GETs of the member's data, for a compressed one (np.savez_compressed) by a streaming inflate whose
   over-read is at most one read-ahead block (<= 1 MiB).
@@ -16,10 +20,13 @@ Formats (spec.data.{calibration,evaluation}.format):
 Preprocessing (spec.data.preprocess): decode -> channel order -> resize the short side to
 resizeShort -> center crop to the model's H,W -> /255 -> (x - mean) / std -> C,H,W float32.
 Grayscale images are widened to the model's channels; mean/std may have one entry (broadcast) or
-one per model channel.
+one per model channel. A preprocess that contradicts the model is refused when the data is
+preprocessed; for model-ready float tensors only the fields the user set are held against it (the
+ImageNet defaults describe nothing about such data).
 
-Samples are written to `<dir>/images.f32` (raw float32, C-order) + `labels.npy` + `meta.json` and
-read back one batch at a time, so memory stays flat however large the evaluation set is.
+Samples are written to `<dir>/images.f32` (raw float32, C-order) + `labels.npy` (NO_LABEL where
+labels are not read) + `meta.json` and read back one batch at a time, so memory stays flat however
+large the evaluation set is.
 """
 from __future__ import annotations
 
@@ -37,6 +44,8 @@ from .errors import BadInput
 from .storage import Storage, join_uri
 
 _IMAGE_CHANNELS = (1, 3, 4)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+NO_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -49,24 +58,38 @@ class Prep:
     mean: np.ndarray
     std: np.ndarray
     bgr: bool
+    mismatches: tuple[tuple[bool, str], ...] = ()   # (set by the user?, message) per contradiction
 
     @classmethod
     def from_spec(cls, preprocess, input_shape: list[int] | tuple[int, ...]) -> "Prep":
         c, h, w = (int(v) for v in input_shape)
+        given = preprocess.model_fields_set
+
+        def value(name: str, camel: str) -> str:
+            default = "" if name in given else " (the default)"
+            return f"spec.data.preprocess.{camel} {getattr(preprocess, name)}{default}"
+
+        mismatches = []
         if preprocess.crop != h or preprocess.crop != w:
-            raise BadInput("PreprocessMismatch", f"spec.data.preprocess.crop is {preprocess.crop} but the model input is "
-                                                 f"{h}x{w} (spec.model.inputShape {list(input_shape)}); set crop to {h}")
+            mismatches.append(("crop" in given, f"{value('crop', 'crop')} does not match the model input {h}x{w} "
+                                                 f"(spec.model.inputShape {list(input_shape)}); set crop to {h}"))
         if preprocess.resize_short < h:
-            raise BadInput("PreprocessMismatch", f"spec.data.preprocess.resizeShort {preprocess.resize_short} is smaller "
-                                                 f"than crop {h}; set resizeShort >= crop")
+            mismatches.append(("resize_short" in given, f"{value('resize_short', 'resizeShort')} is smaller than the "
+                                                         f"crop {h}; set resizeShort >= crop"))
         for name in ("mean", "std"):
-            vals = getattr(preprocess, name)
-            if len(vals) not in (1, c):
-                raise BadInput("PreprocessMismatch", f"spec.data.preprocess.{name} has {len(vals)} entries but the model "
-                                                     f"has {c} channel(s); give 1 or {c}")
+            if len(getattr(preprocess, name)) not in (1, c):
+                mismatches.append((name in given, f"{value(name, name)} does not fit the model's {c} channel(s); "
+                                                  f"give 1 or {c} entries"))
         mean = np.asarray(preprocess.mean, np.float32).reshape(-1, 1, 1)
         std = np.asarray(preprocess.std, np.float32).reshape(-1, 1, 1)
-        return cls(c, h, w, preprocess.resize_short, mean, std, preprocess.channel_order == "BGR")
+        return cls(c, h, w, preprocess.resize_short, mean, std, preprocess.channel_order == "BGR", tuple(mismatches))
+
+    def require(self, preprocessed: bool) -> None:
+        """Refuse a preprocess that contradicts the model: any part of it when the data is
+        preprocessed, only what the user set when the data is model-ready."""
+        for given, message in self.mismatches:
+            if preprocessed or given:
+                raise BadInput("PreprocessMismatch", message)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -182,13 +205,41 @@ def _check_label(label: int, num_classes: int | None, where: str) -> int:
     return label
 
 
-# -- imageList ---------------------------------------------------------------------------------
-def _image_list(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
-                stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
-    list_uri = join_uri(ds.uri, ds.list_file)
-    list_name = ds.list_file
+# -- image files -------------------------------------------------------------------------------
+def _decoded(storage: Storage, entries: Iterator[tuple[str, tuple[str, int]]], field: str, prep: Prep,
+             stats: LoadStats, fix: str) -> Iterator[tuple[np.ndarray, int]]:
+    """Fetch (uri, (where, label)) entries in parallel and decode them, in order."""
+    prep.require(preprocessed=True)
+    for (where, label), data in storage.fetch_many(entries, field):
+        stats.bytes_used += len(data)
+        try:
+            x = prep.decode(data)
+        except Exception as exc:
+            raise BadInput("CorruptImage", f"{where}: image is unusable ({exc}); {fix}") from None
+        yield x, label
 
-    def entries() -> Iterator[tuple[str, tuple[int, int]]]:
+
+def _list_line(text: str, where: str, field: str, labels: bool) -> tuple[str, int]:
+    """(relative path, label) of one list line; a bare path where labels are not read."""
+    parts = text.rsplit(None, 1)
+    try:
+        label = int(parts[1]) if len(parts) == 2 else None
+    except ValueError:
+        label = None
+    if not labels:
+        return (parts[0] if label is not None else text), NO_LABEL
+    if len(parts) != 2:
+        raise BadInput("BadListFile", f"{where}: expected 'relative/path label' ({field} needs labels), got {text[:80]!r}")
+    if label is None:
+        raise BadInput("BadListFile", f"{where}: label {parts[1][:20]!r} is not an integer ({field} needs labels)")
+    return parts[0], label
+
+
+def _image_list(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
+                labels: bool, stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
+    list_uri = join_uri(ds.uri, ds.list_file)
+
+    def entries() -> Iterator[tuple[str, tuple[str, int]]]:
         taken = 0
         for lineno, line in enumerate(storage.iter_lines(list_uri, f"{field}.listFile"), start=1):
             if count is not None and taken >= count:
@@ -197,25 +248,35 @@ def _image_list(storage: Storage, ds, field: str, count: int | None, prep: Prep,
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
-            parts = text.rsplit(None, 1)
-            if len(parts) != 2:
-                raise BadInput("BadListFile", f"{list_uri} line {lineno}: expected 'relative/path label', got {text[:80]!r}")
-            try:
-                label = int(parts[1])
-            except ValueError:
-                raise BadInput("BadListFile", f"{list_uri} line {lineno}: label {parts[1][:20]!r} is not an integer") from None
-            _check_label(label, num_classes, f"{list_uri} line {lineno}")
+            where = f"{list_uri} line {lineno}"
+            path, label = _list_line(text, where, field, labels)
+            if labels:
+                _check_label(label, num_classes, where)
             taken += 1
-            yield join_uri(ds.uri, parts[0]), (lineno, label)
+            yield join_uri(ds.uri, path), (where, label)
 
-    for (lineno, label), data in storage.fetch_many(entries(), f"{field} ({list_name})"):
-        stats.bytes_used += len(data)
-        try:
-            x = prep.decode(data)
-        except Exception as exc:
-            raise BadInput("CorruptImage", f"{list_uri} line {lineno}: image is unusable ({exc}); replace the file or "
-                                           "remove the line") from None
-        yield x, label
+    return _decoded(storage, entries(), f"{field} ({ds.list_file})", prep, stats, "replace the file or remove the line")
+
+
+def prefix_images(storage: Storage, uri: str, field: str, count: int | None = None) -> Iterator[str]:
+    """The first `count` (all if None) JPEG/PNG objects under prefix `uri`, in key order; listing
+    pages are requested only as far as they are read."""
+    found = 0
+    for obj in storage.iter_objects(uri, field, page_size=min(1000, count or 1000)):
+        if obj.lower().endswith(IMAGE_SUFFIXES):
+            yield obj
+            found += 1
+            if found == count:
+                return
+    if not found:
+        raise BadInput("EmptyDataset", f"{field} {uri}: no {', '.join(IMAGE_SUFFIXES)} objects under this prefix; "
+                                       "upload the images or fix the URI")
+
+
+def _image_prefix(storage: Storage, ds, field: str, count: int | None, prep: Prep,
+                  stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
+    entries = ((uri, (uri, NO_LABEL)) for uri in prefix_images(storage, ds.uri, f"{field}.uri", count))
+    return _decoded(storage, entries, f"{field}.uri", prep, stats, "replace or delete the object")
 
 
 # -- npz ---------------------------------------------------------------------------------------
@@ -225,13 +286,13 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 class _NpzMember:
     """Reads the first rows of one .npy member of a remote .npz."""
 
-    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str):
+    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str, need: str = ""):
         self.storage, self.uri, self.field, self.zf = storage, uri, field, zf
         try:
             self.info = zf.getinfo(name)
         except KeyError:
             raise BadInput("BadNpz", f"{field} {uri}: has no '{name.removesuffix('.npy')}' array (found: "
-                                     f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())})") from None
+                                     f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())}){need}") from None
         self.name = name
         if self.info.compress_type == zipfile.ZIP_STORED:
             head, _ = storage.get_range(uri, field, self.info.header_offset,
@@ -284,28 +345,34 @@ class _NpzMember:
 
 
 def _npz(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
-         stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
+         labels: bool, stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
     raw = storage.open(ds.uri, f"{field}")
     try:
         zf = zipfile.ZipFile(raw)
     except zipfile.BadZipFile:
         raise BadInput("BadNpz", f"{field} {ds.uri}: not an .npz file (zip); save it with np.savez") from None
     images = _NpzMember(storage, ds.uri, field, zf, "images.npy")
-    labels = _NpzMember(storage, ds.uri, field, zf, "labels.npy")
-    if len(labels.shape) != 1 or labels.dtype.kind not in "iu":
-        raise BadInput("BadNpz", f"{field} {ds.uri}: 'labels' must be a 1-D integer array, got {labels.dtype} "
-                                 f"{list(labels.shape)}")
-    if len(images.shape) not in (3, 4) or images.shape[0] != labels.shape[0]:
-        raise BadInput("BadNpz", f"{field} {ds.uri}: 'images' must be N,C,H,W or N,H,W,C or N,H,W with N = len(labels) "
-                                 f"({labels.shape[0]}), got {list(images.shape)}")
+    if len(images.shape) not in (3, 4):
+        raise BadInput("BadNpz", f"{field} {ds.uri}: 'images' must be N,C,H,W or N,H,W,C or N,H,W, got "
+                                 f"{list(images.shape)}")
     n = images.shape[0] if count is None else min(count, images.shape[0])
+    all_labels = np.full(n, NO_LABEL, np.int64)
+    if labels:
+        lab = _NpzMember(storage, ds.uri, field, zf, "labels.npy", f"; {field.removesuffix('.uri')} needs one integer "
+                                                                   "label per image")
+        if len(lab.shape) != 1 or lab.dtype.kind not in "iu" or lab.shape[0] != images.shape[0]:
+            raise BadInput("BadNpz", f"{field} {ds.uri}: 'labels' must be a 1-D integer array with one entry per "
+                                     f"image ({images.shape[0]}), got {lab.dtype} {list(lab.shape)}")
+        if n:
+            all_labels = np.concatenate(list(lab.rows(n, chunk_rows=1 << 20)))
+        stats.bytes_used += n * lab.row_bytes
     layout = _layout(images.shape, prep, field, ds.uri, images.dtype)
-    all_labels = np.concatenate(list(labels.rows(n, chunk_rows=1 << 20))) if n else np.zeros(0, np.int64)
-    stats.bytes_used += n * (images.row_bytes + labels.row_bytes)
+    prep.require(preprocessed=layout != "tensor")
+    stats.bytes_used += n * images.row_bytes
     i = 0
     for block in images.rows(n):
         for arr in block:
-            label = _check_label(int(all_labels[i]), num_classes, f"{ds.uri} labels[{i}]")
+            label = _check_label(int(all_labels[i]), num_classes, f"{ds.uri} labels[{i}]") if labels else NO_LABEL
             try:
                 if layout == "tensor":
                     x = np.ascontiguousarray(arr, dtype=np.float32)
@@ -339,11 +406,12 @@ def _layout(shape: tuple[int, ...], prep: Prep, field: str, uri: str, dtype: np.
 
 # -- entry point -------------------------------------------------------------------------------
 def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, directory: str,
-         num_classes: int | None = None) -> tuple[TensorFile, LoadStats]:
+         num_classes: int | None = None, labels: bool = True) -> tuple[TensorFile, LoadStats]:
     """Fetch, preprocess and store the first `count` samples (all if None) of dataset spec `ds`
-    (spec field path `field`, e.g. spec.data.evaluation) into `directory`. Reuses a complete
-    earlier download (a sweep, or a retried pod on the same volume)."""
-    key = _cache_key(ds, count, prep)
+    (spec field path `field`, e.g. spec.data.evaluation) into `directory`; `labels`: whether they
+    are read (and so required; spec.needs_labels). Reuses a complete earlier download (a sweep, or
+    a retried pod on the same volume)."""
+    key = _cache_key(ds, count, prep, labels)
     if TensorFile.exists(directory):
         tf = TensorFile(directory)
         if tf.meta.get("key") == key:
@@ -352,9 +420,11 @@ def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, direct
     stats = LoadStats(source=ds.uri)
     before = storage.bytes_read
     if ds.format == "npz":
-        samples = _npz(storage, ds, field + ".uri", count, prep, num_classes, stats)
+        samples = _npz(storage, ds, field + ".uri", count, prep, num_classes, labels, stats)
+    elif ds.format == "imagePrefix":
+        samples = _image_prefix(storage, ds, field, count, prep, stats)
     else:
-        samples = _image_list(storage, ds, field, count, prep, num_classes, stats)
+        samples = _image_list(storage, ds, field, count, prep, num_classes, labels, stats)
 
     def counted():
         for item in samples:
@@ -366,10 +436,10 @@ def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, direct
     return tf, stats
 
 
-def _cache_key(ds, count: int | None, prep: Prep) -> str:
+def _cache_key(ds, count: int | None, prep: Prep, labels: bool) -> str:
     """What the stored samples depend on: a retried pod or a rerun reuses them only if all match."""
     import hashlib
 
     parts = [ds.uri, ds.format, ds.list_file, count, prep.sample_shape, prep.resize_short, prep.mean.tolist(),
-             prep.std.tolist(), prep.bgr]
+             prep.std.tolist(), prep.bgr, labels]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]

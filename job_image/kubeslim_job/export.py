@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import data
 from .errors import BadInput
 from .storage import Storage, join_uri, parse_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
@@ -42,6 +43,8 @@ def preflight(spec, storage: Storage) -> None:
         ds = getattr(spec.data, name)
         if ds.format == "npz":
             storage.size_of(ds.uri, f"spec.data.{name}.uri")
+        elif ds.format == "imagePrefix":
+            next(data.prefix_images(storage, ds.uri, f"spec.data.{name}.uri"))   # raises if there is none
         else:
             storage.size_of(join_uri(ds.uri, ds.list_file), f"spec.data.{name}.listFile")
     storage.check_writable_bucket(spec.output.uri, "spec.output.uri")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 ALGOS = ("KL", "hist", "mse", "avg", "abs_max", "emd", "ptf")
@@ -69,7 +69,7 @@ class ModelSpec(_Camel):
 
 class DatasetSpec(_Camel):
     uri: str
-    format: Literal["imageList", "npz"] = "imageList"
+    format: Literal["imageList", "npz", "imagePrefix"] = "imageList"
     list_file: str | None = None
 
 
@@ -87,6 +87,15 @@ class Preprocess(_Camel):
     mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
     channel_order: Literal["RGB", "BGR"] = "RGB"
+
+    @model_serializer(mode="wrap")
+    def _only_fields_set(self, handler):
+        # Whether the user set a field decides whether it is checked against a model whose data is
+        # not preprocessed (data.Prep); the operator passes the spec to the pod as a dump, so the
+        # dump must keep "unset" unset rather than write the defaults in.
+        out = handler(self)
+        keep = self.model_fields_set | {type(self).model_fields[n].alias for n in self.model_fields_set}
+        return {k: v for k, v in out.items() if k in keep}
 
 
 class DataSpec(_Camel):
@@ -206,6 +215,9 @@ class QuantizationJobSpec(_Camel):
             ds: DatasetSpec = getattr(self.data, name)
             if ds.format == "imageList" and not ds.list_file:
                 raise SpecError(f"spec.data.{name}.listFile", "required when format is imageList (lines 'relative/path.jpg label')")
+            if ds.format == "imagePrefix" and self.needs_labels(name):
+                raise SpecError(f"spec.data.{name}.format", f"imagePrefix has no labels and {name} needs them; use "
+                                                            "imageList ('relative/path.jpg label' lines) or npz with labels")
         pp = self.data.preprocess
         if len(pp.mean) != len(pp.std):
             raise SpecError("spec.data.preprocess.std", "must have as many entries as mean")
@@ -233,6 +245,11 @@ class QuantizationJobSpec(_Camel):
             if m.custom.weights:
                 uris["spec.model.custom.weights"] = m.custom.weights
         return uris
+
+    def needs_labels(self, dataset: Literal["calibration", "evaluation"]) -> bool:
+        """Whether a dataset's labels are read (and so required): the one place that decides it.
+        Calibration only feeds images; evaluation scores top1/top5 against the labels."""
+        return dataset == "evaluation"
 
     @property
     def calibration_samples(self) -> int:

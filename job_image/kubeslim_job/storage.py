@@ -208,6 +208,28 @@ class Storage:
         except UnicodeDecodeError as exc:
             raise BadInput("BadListFile", f"{field} {uri}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
+    def iter_objects(self, uri: str, field: str, page_size: int = 1000) -> Iterator[str]:
+        """URIs of the objects under prefix `uri`, in key order, `page_size` keys a ListObjectsV2
+        request: stop iterating and no further page is requested."""
+        bucket, prefix = parse_uri(uri)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"      # s3://b/train must not take in s3://b/train2/
+        token: str | None = None
+        while True:
+            keys, token = self._call(field, uri, lambda t=token: self.list_page(bucket, prefix, page_size, t),
+                                     missing="NoSuchBucket")
+            self._count(0)
+            for key in keys:
+                yield f"s3://{bucket}/{key}"
+            if token is None:
+                return
+
+    def list_page(self, bucket: str, prefix: str, max_keys: int, token: str | None) -> tuple[list[str], str | None]:
+        """One ListObjectsV2 page: its keys and the token of the next page (None after the last)."""
+        resp = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=max_keys,
+                                           **({"ContinuationToken": token} if token else {}))
+        return [o["Key"] for o in resp.get("Contents", [])], resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+
     def fetch_many(self, items: Iterable[tuple[str, Any]], field: str) -> Iterator[tuple[Any, bytes]]:
         """Fetch (uri, tag) items in parallel; yield (tag, bytes) in input order, at most
         2*workers objects in memory at once."""

@@ -151,7 +151,7 @@ def run(spec, storage: Storage, work: WorkDir) -> tuple[Results, Gate, Artifacts
     backend = pick_backend(v.backend)
     prep = data.Prep.from_spec(spec.data.preprocess, facts["inputShape"])
     evalset, stats = data.load(storage, spec.data.evaluation, "spec.data.evaluation", spec.data.evaluation.limit,
-                               prep, work.eval, facts["numClasses"])
+                               prep, work.eval, facts["numClasses"], spec.needs_labels("evaluation"))
     feed, shape = facts["feedName"], facts["inputShape"]
     fp32 = measure(work.fp32, backend, False, evalset, v.batch_size, feed, shape)
     metric = v.metric

@@ -27,8 +27,17 @@ def test_valid_spec_is_accepted_and_defaulted(crd, kubectl, target_namespace):
     spec = json.loads(out)["spec"]
     assert spec["quantization"]["algos"] == ["hist"]
     assert spec["verification"]["maxAccuracyDrop"] == 0.01
-    assert spec["data"]["preprocess"]["crop"] == 224
+    assert "preprocess" not in spec["data"]     # the job, not the apiserver, fills it: it must tell set from unset
     assert spec["runPolicy"] == {"backoffLimit": 1, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 86400}
+
+
+def test_calibration_from_a_plain_image_prefix_is_accepted(crd, kubectl, target_namespace):
+    """What a new user writes first: a prefix of JPEG/PNG files, no list file, no preprocess."""
+    calibration = {"uri": "s3://datasets/digits/train-png/", "format": "imagePrefix", "samples": 64}
+    spec = {**VALID_SPEC, "data": {**VALID_SPEC["data"], "calibration": calibration}}
+    out = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=manifest("prefix", target_namespace, spec)).stdout
+    data = json.loads(out)["spec"]["data"]
+    assert data["calibration"] == calibration and "preprocess" not in data
 
 
 @pytest.mark.parametrize("case_id, mutate, field", INVALID_SPECS, ids=[c[0] for c in INVALID_SPECS])

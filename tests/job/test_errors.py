@@ -117,13 +117,19 @@ def bad_data(s3, job_bucket, digits_data):
 
 @pytest.mark.parametrize("case, reason, words", [
     ("corrupt", "CorruptImage", ["bad/corrupt.txt line 2", "unusable"]),
-    ("labels", "LabelOutOfRange", ["bad/labels.txt line 3", "label 12", "[0, 10)"]),
     ("shape", "ShapeMismatch", ["spec.data.calibration.uri", "bad/shape.npz", "1,28,28", "[8, 1, 20, 20]"]),
 ])
 def test_bad_calibration_data(kubeslim_job, job_bucket, bad_data, case, reason, words):
     run = kubeslim_job("run", _manifest(job_bucket, calib=bad_data[case]))
     assert run.result is not None and run.result.stage == "calibrate", run.result
     _assert_fails(run, EXIT_BAD_INPUT, reason, *words)
+
+
+def test_labels_are_checked_only_where_they_are_read(kubeslim_job, job_bucket, bad_data):
+    """A label out of range: calibration on that list succeeds (it never reads labels), evaluation fails."""
+    run = kubeslim_job("run", _manifest(job_bucket, calib=bad_data["labels"], evaluation=bad_data["labels"]))
+    assert run.result is not None and run.result.stage == "verify", run.result
+    _assert_fails(run, EXIT_BAD_INPUT, "LabelOutOfRange", "bad/labels.txt line 3", "label 12", "[0, 10)")
 
 
 def test_accuracy_gate(kubeslim_job, job_bucket, s3):

@@ -12,7 +12,7 @@ class MemStorage(Storage):
         import threading
 
         self.objects, self.endpoint, self.workers, self._lock = objects, "mem", 4, threading.Lock()
-        self.bytes_read = self.requests = 0
+        self.bytes_read = self.requests = self.list_calls = 0
 
     def get_range(self, uri, field, start, end=None):
         if uri not in self.objects:
@@ -24,6 +24,13 @@ class MemStorage(Storage):
 
     def get_bytes(self, uri, field):
         return self.get_range(uri, field, 0)[0]
+
+    def list_page(self, bucket, prefix, max_keys, token):
+        self.list_calls += 1
+        keys = sorted(u[len(f"s3://{bucket}/"):] for u in self.objects if u.startswith(f"s3://{bucket}/{prefix}"))
+        start = int(token or 0)
+        more = start + max_keys < len(keys)
+        return keys[start:start + max_keys], (str(start + max_keys) if more else None)
 
     def size_of(self, uri, field):
         return len(self.objects[uri])

@@ -66,8 +66,30 @@ def test_bgr_order_flips_channels():
 ])
 def test_preprocess_mismatch(kwargs, words):
     with pytest.raises(BadInput) as ei:
-        prep(**kwargs)
+        prep(**kwargs).require(preprocessed=True)
     assert all(w in ei.value.message for w in words)
+
+
+@pytest.mark.parametrize("preprocess, images, error", [
+    # float tensors are model-ready: the ImageNet defaults (crop 224, 3-entry mean) say nothing about them
+    ({}, np.zeros((4, 1, 8, 8), np.float32), None),
+    ({"crop": 8, "resize_short": 8}, np.zeros((4, 1, 8, 8), np.float32), None),
+    # ...but what the user set and contradicts the model is still refused
+    ({"crop": 6}, np.zeros((4, 1, 8, 8), np.float32), "spec.data.preprocess.crop 6 does not match the model input 8x8"),
+    ({"mean": [0.1, 0.2], "std": [1.0, 1.0]}, np.zeros((4, 1, 8, 8), np.float32), "spec.data.preprocess.mean [0.1, 0.2]"),
+    # pixels are preprocessed, so the defaults apply and must fit
+    ({}, np.zeros((4, 8, 8), np.uint8), "spec.data.preprocess.crop 224 (the default) does not match the model input 8x8"),
+])
+def test_preprocess_is_held_against_the_model_only_where_it_applies(tmp_path, preprocess, images, error):
+    p = data.Prep.from_spec(Preprocess(**preprocess), (1, 8, 8))
+    st = MemStorage({"s3://b/f.npz": npz(images, np.zeros(4, np.int64))})
+    load = lambda: data.load(st, ds("s3://b/f.npz"), "spec.data.calibration", None, p, str(tmp_path / "c"), 10)  # noqa: E731
+    if error is None:
+        assert load()[0].n == 4
+    else:
+        with pytest.raises(BadInput) as ei:
+            load()
+        assert ei.value.reason == "PreprocessMismatch" and error in ei.value.message, ei.value.message
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NCHW", "NHWC"])
@@ -177,3 +199,75 @@ def test_stored_samples_are_reused_only_for_the_same_request(tmp_path):
     assert data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), d, 10)[0].n == 10
     assert data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(std=(0.25,)), d, 10)[0].n == 10
     assert st.bytes_read > read
+
+
+def test_npz_without_labels_calibrates_but_does_not_evaluate(tmp_path):
+    buf = io.BytesIO()
+    np.savez(buf, images=np.zeros((6, 8, 8), np.uint8))
+    st = MemStorage({"s3://b/u.npz": buf.getvalue()})
+    tf, stats = data.load(st, ds("s3://b/u.npz"), "spec.data.calibration", 4, prep(), str(tmp_path / "c"), 10, labels=False)
+    assert tf.n == 4 and list(tf.labels) == [data.NO_LABEL] * 4 and stats.bytes_used == 4 * 64
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/u.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
+    assert "has no 'labels' array" in ei.value.message and "spec.data.evaluation needs one integer label" in ei.value.message
+
+
+def test_npz_labels_are_not_read_for_calibration(tmp_path):
+    st = MemStorage({"s3://b/d.npz": npz(np.zeros((4, 8, 8), np.uint8), np.array([1, 2, 99, 3]))})
+    tf, _ = data.load(st, ds("s3://b/d.npz"), "spec.data.calibration", None, prep(), str(tmp_path / "c"), 10,
+                      labels=False)
+    assert tf.n == 4 and set(tf.labels) == {data.NO_LABEL}
+
+
+def test_image_list_of_bare_paths_calibrates_but_does_not_evaluate(tmp_path):
+    img = png(np.zeros((8, 8), np.uint8))
+    # a bare path (with spaces), a labelled line (label dropped, even out of range) and "3.png" as a name
+    st = _image_list("a b.png\nc.png 99\nd 3.png\n", {"a b.png": img, "c.png": img, "d 3.png": img})
+    calib = ds("s3://b/p/", "imageList", "list.txt")
+    tf, _ = data.load(st, calib, "spec.data.calibration", None, prep(), str(tmp_path / "c"), 10, labels=False)
+    assert tf.n == 3 and set(tf.labels) == {data.NO_LABEL}
+    with pytest.raises(BadInput) as ei:
+        data.load(st, calib, "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
+    assert ei.value.reason == "BadListFile" and "list.txt line 1" in ei.value.message
+    assert "spec.data.evaluation needs labels" in ei.value.message
+
+
+def _prefix_storage(n: int, extra: dict[str, bytes] | None = None) -> MemStorage:
+    objs = {f"s3://b/imgs/{i:03d}.png": png(np.full((8, 8), i, np.uint8)) for i in range(n)}
+    return MemStorage({**objs, **(extra or {})})
+
+
+def test_image_prefix_takes_the_first_images_in_key_order_and_lists_no_further(tmp_path):
+    st = _prefix_storage(50, {"s3://b/imgs/README.txt": b"not an image", "s3://b/imgs-other/x.png": b"elsewhere",
+                              "s3://b/imgs/sub/zz.JPG": b"beyond the first 20"})
+    tf, stats = data.load(st, ds("s3://b/imgs", "imagePrefix"), "spec.data.calibration", 20, prep(),
+                          str(tmp_path / "c"), 10, labels=False)
+    assert tf.n == 20 and st.list_calls == 1                      # one page of 20 keys, no more
+    x, y = next(tf.batches(20))
+    assert np.allclose(x[:, 0, 0, 0], (np.arange(20) / 255.0 - 0.5) / 0.5, atol=1e-6)   # 000.png, 001.png, ...
+    assert set(y) == {data.NO_LABEL}
+    assert stats.bytes_read == sum(len(st.objects[f"s3://b/imgs/{i:03d}.png"]) for i in range(20))
+
+
+def test_image_prefix_pages_past_other_objects(tmp_path):
+    st = _prefix_storage(3, {f"s3://b/imgs/000-notes-{i}.txt": b"x" for i in range(5)})
+    tf, _ = data.load(st, ds("s3://b/imgs/", "imagePrefix"), "spec.data.calibration", 2, prep(), str(tmp_path / "c"),
+                      labels=False)
+    assert tf.n == 2 and st.list_calls == 4                       # pages of 2: 4 notes, then the images
+
+
+def test_image_prefix_without_images_names_the_prefix(tmp_path):
+    st = MemStorage({"s3://b/imgs/list.txt": b"a.png 1\n"})
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/imgs/", "imagePrefix"), "spec.data.calibration", 5, prep(), str(tmp_path / "c"),
+                  labels=False)
+    assert ei.value.reason == "EmptyDataset" and "spec.data.calibration.uri s3://b/imgs/" in ei.value.message
+    assert ".jpg, .jpeg, .png" in ei.value.message
+
+
+def test_image_prefix_corrupt_image_names_the_object(tmp_path):
+    st = _prefix_storage(2, {"s3://b/imgs/001.png": b"garbage"})
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/imgs/", "imagePrefix"), "spec.data.calibration", None, prep(), str(tmp_path / "c"),
+                  labels=False)
+    assert ei.value.reason == "CorruptImage" and "s3://b/imgs/001.png" in ei.value.message

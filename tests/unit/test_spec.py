@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from kubeslim_job.spec import SpecError, parse_manifest, parse_spec
@@ -39,3 +41,18 @@ def test_manifest_must_be_a_quantization_job():
         parse_manifest({"kind": "Job", "spec": VALID_SPEC})
     meta, spec = parse_manifest({"kind": "QuantizationJob", "metadata": {"name": "x"}, "spec": VALID_SPEC})
     assert meta["name"] == "x" and spec.output.uri == "s3://models/digits/int8/"
+
+
+def test_calibration_from_an_image_prefix_needs_no_list_file_and_no_labels():
+    spec = parse_spec({**VALID_SPEC, "data": {**VALID_SPEC["data"], "calibration": {"uri": "s3://d/imgs/", "format": "imagePrefix"}}})
+    assert spec.data.calibration.format == "imagePrefix" and spec.data.calibration.list_file is None
+    assert not spec.needs_labels("calibration") and spec.needs_labels("evaluation")
+
+
+def test_preprocess_fields_left_out_stay_left_out_through_the_operator_dump():
+    """The operator hands the pod model_dump_json(); the job must still know what the user set."""
+    for preprocess, given in [(None, set()), ({}, set()), ({"crop": 28, "channelOrder": "BGR"}, {"crop", "channel_order"})]:
+        raw = {**VALID_SPEC, "data": {**VALID_SPEC["data"], **({} if preprocess is None else {"preprocess": preprocess})}}
+        spec = parse_spec(json.loads(parse_spec(raw).model_dump_json(by_alias=True)))
+        assert spec.data.preprocess.model_fields_set == given
+        assert spec.data.preprocess.crop == (28 if given else 224) and spec.data.preprocess.mean == [0.485, 0.456, 0.406]
