@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import zlib  # noqa: F401
 
+import io
 import json
 
+import numpy as np
 import pytest
 
-from kubeslim_job.contract import EXIT_OK, MAX_MESSAGE_BYTES
+from kubeslim_job.contract import EXIT_BAD_INPUT, EXIT_OK, MAX_MESSAGE_BYTES
 
 from . import digits
 
@@ -115,3 +117,74 @@ def test_custom_module_in_the_image(kubeslim_job, job_bucket, tmp_path):
     run = kubeslim_job("export", m, PYTHONPATH=f"{REPO / 'job_image'}:{lib}")
     assert run.rc == EXIT_OK, (run.result, run.stderr[-3000:])
     assert run.result.details["source"] == "custom" and run.result.details["numClasses"] == 10
+
+
+@pytest.fixture(scope="module")
+def new_user_data(s3, job_bucket, digits_data):
+    """Data as new users bring it: float32 tensors already preprocessed (the calibration set without
+    labels), a plain prefix of PNGs (the session's calibration PNGs, no list file) and a list of bare paths."""
+    b, d, p = job_bucket["bucket"], digits_data, job_bucket["prefix"]
+
+    def npz(**arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    s3.put_object(Bucket=b, Key="new-user/calib-tensors.npz", Body=npz(images=digits.to_tensor(d["train_x"][:64])))
+    s3.put_object(Bucket=b, Key="new-user/eval-tensors.npz", Body=npz(images=digits.to_tensor(d["test_x"]), labels=d["test_y"]))
+    s3.put_object(Bucket=b, Key="data/train-png/bare.txt", Body="".join(f"img/{i:05d}.png\n" for i in range(64)).encode())
+    png = s3.list_objects_v2(Bucket=b, Prefix="data/train-png/img/")["Contents"]
+    return {
+        "calib_tensors": {"uri": f"{p}/new-user/calib-tensors.npz", "format": "npz"},
+        "eval_tensors": {"uri": f"{p}/new-user/eval-tensors.npz", "format": "npz"},
+        "prefix": {"uri": f"{p}/data/train-png/img", "format": "imagePrefix"},
+        "bare": {"uri": f"{p}/data/train-png/", "format": "imageList", "listFile": "bare.txt"},
+        "png_sizes": [o["Size"] for o in sorted(png, key=lambda o: o["Key"])],
+    }
+
+
+def test_inference_model_on_model_ready_tensors_needs_no_preprocess(kubeslim_job, job_bucket, trained, digits_data,
+                                                                    new_user_data):
+    """An exported model, float32 tensors for both sets, no spec.data.preprocess: the ImageNet
+    defaults (crop 224 against a 28x28 model) are not held against data that is never preprocessed,
+    and the calibration npz has no labels at all."""
+    m = digits.manifest("tensors", job_bucket["inference"], new_user_data["calib_tensors"], new_user_data["eval_tensors"],
+                        f"{job_bucket['prefix']}/out/tensors/", ["avg"])
+    del m["spec"]["data"]["preprocess"]
+    run = kubeslim_job("run", m)
+    assert run.rc == EXIT_OK, (run.result, run.stderr[-3000:])
+    r = run.result.results
+    n = len(digits_data["test_y"])
+    assert round(r.fp32.top1 * n) == round(trained["cnn_top1"] * n)     # the tensors went in untouched
+    assert r.int8.top1 >= r.fp32.top1 - 0.02 and run.result.gate.passed
+
+
+def test_preprocess_set_against_the_model_is_still_refused_for_tensors(kubeslim_job, job_bucket, new_user_data):
+    m = digits.manifest("tensors-crop", job_bucket["inference"], new_user_data["calib_tensors"],
+                        new_user_data["eval_tensors"], f"{job_bucket['prefix']}/out/tensors-crop/", ["avg"])
+    m["spec"]["data"]["preprocess"] = {"crop": 224}
+    run = kubeslim_job("run", m)
+    assert run.rc == EXIT_BAD_INPUT and run.result.stage == "calibrate", (run.result, run.stderr[-3000:])
+    assert run.result.reason == "PreprocessMismatch"
+    assert "spec.data.preprocess.crop 224 does not match the model input 28x28" in run.result.message
+
+
+@pytest.mark.parametrize("source", ["prefix", "bare"])
+def test_calibration_without_labels_or_list_file(kubeslim_job, job_bucket, new_user_data, tmp_path, source):
+    """Calibration from a plain image prefix (only the first `samples` objects, in key order, are
+    fetched) and from a list of bare paths; export and calibrate as the pod runs them."""
+    samples = 20
+    calib = {**new_user_data[source], "samples": samples}
+    m = digits.manifest(source, job_bucket["inference"], calib, job_bucket["eval_npz"],
+                        f"{job_bucket['prefix']}/out/{source}/", ["avg"])
+    work = tmp_path / "work"
+    for stage in ("export", "calibrate"):
+        run = kubeslim_job(stage, m, work=work)
+        assert run.rc == EXIT_OK, (stage, run.result, run.stderr[-3000:])
+    cal = run.result.details
+    assert cal["samples"] == samples and "error" not in cal["candidates"][0]
+    png_bytes = sum(new_user_data["png_sizes"][:samples])
+    if source == "prefix":
+        assert cal["bytesRead"] == cal["bytesUsed"] == png_bytes
+    else:
+        assert cal["bytesUsed"] == png_bytes + sum(len(f"img/{i:05d}.png\n") for i in range(samples))

@@ -41,3 +41,19 @@ def test_missing_bucket_and_key_are_told_apart(storage, bucket):
     with pytest.raises(BadInput) as ei:
         storage.check_writable_bucket("s3://kubeslim-missing-bucket/out/", "spec.output.uri")
     assert ei.value.reason == "NoSuchBucket" and "spec.output.uri s3://kubeslim-missing-bucket/out/" in ei.value.message
+
+
+def test_listing_a_prefix_pages_in_key_order_and_stops_when_the_reader_does(storage, s3, bucket):
+    keys = [f"imgs/{i:02d}.png" for i in (5, 0, 3, 1, 6, 2, 4)]
+    for key in keys + ["imgs-sibling/x.png"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    before = storage.requests
+    assert list(storage.iter_objects(f"s3://{bucket}/imgs", "f", page_size=3)) == [f"s3://{bucket}/{k}" for k in sorted(keys)]
+    assert storage.requests - before == 3
+    before = storage.requests
+    it = storage.iter_objects(f"s3://{bucket}/imgs/", "f", page_size=3)
+    assert [next(it), next(it)] == [f"s3://{bucket}/imgs/00.png", f"s3://{bucket}/imgs/01.png"]
+    assert storage.requests - before == 1
+    with pytest.raises(BadInput) as ei:
+        next(storage.iter_objects("s3://kubeslim-missing-bucket/imgs/", "spec.data.calibration.uri"))
+    assert ei.value.reason == "NoSuchBucket"
