@@ -1,48 +1,81 @@
-# syntax=docker/dockerfile:1.7
-# Two images from one file:
+# Three images from one file (BuildKit):
 #   docker build --target operator -t kubeslim-operator .
-#   docker build --target job      -t kubeslim-job .
+#   docker build --target job      -t kubeslim-job .        # GPU: CUDA + TensorRT + paddlepaddle-gpu
+#   docker build --target job-cpu  -t kubeslim-job-cpu .    # CPU: paddlepaddle (oneDNN int8)
 # Versions are pinned here and must match pyproject.toml / the Makefile (tests/unit/test_dockerfile.py).
 #
-# Both run as a numeric non-root user (Pod Security "restricted" can verify runAsNonRoot only for a
+# All run as a numeric non-root user (Pod Security "restricted" can verify runAsNonRoot only for a
 # numeric USER) and need no writable path in the image: the job writes only to /work and /tmp,
 # which the operator mounts as emptyDir volumes, so readOnlyRootFilesystem: true works.
+#
+# Offline builds (no registry, no package index: hack/images.sh on the devenv) pass a local base
+# with python3-venv and libgomp1 as PYTHON_IMAGE, an image holding a wheelhouse as WHEELHOUSE and
+# PIP_OFFLINE=1. With the defaults, pip uses its index and WHEELHOUSE is empty.
+# No `# syntax=` line and no heredocs: the frontend built into the engine is all an offline engine has.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # paddlepaddle-gpu 2.6.2 on PyPI is built for CUDA 12.0 + cuDNN 8.9; TensorRT 8.6 matches it.
 ARG CUDA_IMAGE=nvidia/cuda:12.0.1-cudnn8-runtime-ubuntu22.04
+ARG WHEELHOUSE=scratch
+
+FROM ${WHEELHOUSE} AS wheelhouse
+
+# ---- the Python every CPU image starts from: a venv, so Debian's PEP 668 guard never applies ----
+FROM ${PYTHON_IMAGE} AS python
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/kubeslim/bin:$PATH
+RUN python3 -m venv /opt/kubeslim
 
 # ---- build the kubeslim wheel once, and the job's requirement list from pyproject -------------
-FROM ${PYTHON_IMAGE} AS wheel
+FROM python AS wheel
+ARG PIP_OFFLINE=
 WORKDIR /src
 COPY pyproject.toml ./
 COPY job_image/ job_image/
 COPY operator/ operator/
-RUN pip install --no-cache-dir "setuptools>=77" wheel \
- && pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels . \
- && python - <<'EOF'
-# The job extra names the CPU paddle wheel; the job image installs the GPU build of the same
-# version instead, so write the extra without it (plus the shared base dependencies).
-import tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-reqs = project["dependencies"] + [r for r in project["optional-dependencies"]["job"] if not r.startswith("paddlepaddle")]
-open("/wheels/job-requirements.txt", "w").write("\n".join(reqs) + "\n")
-EOF
+# The job extra names the CPU paddle wheel; each job image installs its own paddle build of the
+# same version, so the list written here leaves paddle out (plus the shared base dependencies).
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse "setuptools>=77" wheel \
+ && pip wheel --no-deps --no-build-isolation -w /wheels . \
+ && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+reqs = p["dependencies"] + [r for r in p["optional-dependencies"]["job"] if not r.startswith("paddlepaddle")]; \
+open("/wheels/job-requirements.txt", "w").write("\n".join(reqs) + "\n")'
 
 # ---- operator -----------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS operator
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/kubeslim-*.whl)[operator]" && rm -rf /wheels
+FROM python AS operator
+ARG PIP_OFFLINE=
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse "$(ls /wheels/kubeslim-*.whl)[operator]"
 USER 65532:65532
 ENTRYPOINT ["kubeslim-operator"]
 
-# ---- job ----------------------------------------------------------------------------------------
+# ---- job, CPU: the devenv's real node and CPU clusters ----------------------------------------------
+FROM python AS job-cpu
+ARG PADDLE_VERSION=2.6.2
+ARG PADDLESLIM_VERSION=2.6.0
+ARG PIP_OFFLINE=
+# paddle links libgomp from the system; the slim Python images lack it, the offline base has it.
+RUN ldconfig -p | grep -q libgomp.so.1 \
+ || { apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*; }
+# paddleslim goes in --no-deps: it pins opencv-python==4.6 and more; its real imports are in the job extra.
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse paddlepaddle==${PADDLE_VERSION} -r /wheels/job-requirements.txt \
+ && pip install --no-deps /wheels/kubeslim-*.whl \
+ && pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps paddleslim==${PADDLESLIM_VERSION} \
+ && python -m compileall -q /opt/kubeslim
+# Everything that wants to write goes to the mounted volumes (/tmp and /work are emptyDirs).
+ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache
+WORKDIR /work
+USER 65532:65532
+ENTRYPOINT ["kubeslim-job"]
+
+# ---- job, GPU -----------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS job
 ARG PADDLE_VERSION=2.6.2
 ARG PADDLESLIM_VERSION=2.6.0
 ARG TENSORRT_VERSION=8.6.1.6-1+cuda12.0
-ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 # TensorRT from the CUDA image's NVIDIA apt repository; Paddle dlopens the unversioned libnvinfer.so.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv libgomp1 \
@@ -52,15 +85,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python3.11 -m venv /opt/kubeslim
 ENV PATH=/opt/kubeslim/bin:$PATH
-COPY --from=wheel /wheels /wheels
-# paddleslim goes in --no-deps: it pins opencv-python==4.6 and more; its real imports are in the job extra.
-RUN pip install --no-cache-dir paddlepaddle-gpu==${PADDLE_VERSION} \
- && pip install --no-cache-dir -r /wheels/job-requirements.txt \
- && pip install --no-cache-dir --no-deps /wheels/kubeslim-*.whl \
- && pip install --no-cache-dir --no-deps paddleslim==${PADDLESLIM_VERSION} \
- && python -m compileall -q /opt/kubeslim \
- && rm -rf /wheels
-# Everything that wants to write goes to the mounted volumes (/tmp and /work are emptyDirs).
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install paddlepaddle-gpu==${PADDLE_VERSION} \
+ && pip install -r /wheels/job-requirements.txt \
+ && pip install --no-deps /wheels/kubeslim-*.whl \
+ && pip install --no-deps paddleslim==${PADDLESLIM_VERSION} \
+ && python -m compileall -q /opt/kubeslim
 ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache
 WORKDIR /work
 USER 65532:65532

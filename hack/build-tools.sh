@@ -74,7 +74,7 @@ helm_k8s_ldflags() {
 go_mod_of() { go mod download -json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("GoMod") or sys.exit(d.get("Error", "no GoMod")))'; }
 
 build_kubernetes() {
-  local out="$CACHE/kubernetes-$K8S_VERSION" cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  local out="$CACHE/kubernetes-$K8S_VERSION" cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
   # shellcheck disable=SC2086
   cached "$out" $cmds && { log "kubernetes $K8S_VERSION cached"; return; }
   local start; start=$(date +%s)

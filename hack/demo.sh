@@ -9,18 +9,18 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "1/6 Python environment (.venv)"
 make --no-print-directory venv
-step "2/6 Local cluster and S3 (make devenv; the first run builds the pinned binaries)"
+step "2/6 Local cluster, real node and S3 (make devenv; the first run builds the pinned binaries and the images)"
 make --no-print-directory devenv
-step "3/6 Dev node agent (runs the pods bound to it as local processes)"
-make --no-print-directory devnode-up
 # shellcheck source=/dev/null
 source .devenv/env
+step "3/6 Images built from the Dockerfile, in the node's containerd"
+sed 's/^/  /' .devenv/images.env
 
 step "4/6 Operator: helm upgrade --install kubeslim (watching namespace $NS)"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 helm upgrade --install kubeslim helm/kubeslim -n kubeslim-system --create-namespace \
-  -f hack/demo/values-devenv.yaml --set "operator.watchNamespaces={$NS}" --wait --timeout 180s >/dev/null
-kubectl -n kubeslim-system get deploy kubeslim
+  -f hack/demo/values-devenv.yaml -f .devenv/values-images.yaml --set "operator.watchNamespaces={$NS}" --wait --timeout 180s >/dev/null
+kubectl -n kubeslim-system get deploy kubeslim -o wide
 
 step "5/6 Model and data into S3 ($AWS_ENDPOINT_URL)"
 .venv/bin/python hack/demo/seed.py
@@ -34,7 +34,7 @@ echo "  Secret $NS/s3-creds holds the S3 keys; the QuantizationJob only names it
 step "6/6 kubectl apply -f examples/digits.yaml"
 # Foreground: the old run's Job is gone before the new QuantizationJob asks for the same Job name.
 kubectl -n "$NS" delete qj digits --ignore-not-found --cascade=foreground --wait=true >/dev/null
-sed "s#endpoint: http://127.0.0.1:16900#endpoint: ${AWS_ENDPOINT_URL}#" examples/digits.yaml | kubectl -n "$NS" apply -f -
+sed "s#endpoint: http://10.77.0.1:16900#endpoint: ${AWS_ENDPOINT_URL}#" examples/digits.yaml | kubectl -n "$NS" apply -f -
 start=$(date +%s); last=""
 while :; do
   now="$(kubectl -n "$NS" get qj digits -o jsonpath='{.status.phase} {.status.stage} {.status.reason}' 2>/dev/null || true)"

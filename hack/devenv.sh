@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The local dev cluster: a real control plane (etcd, kube-apiserver with RBAC + ServiceAccount
-# admission, kube-controller-manager, kube-scheduler), kwok-run fake GPU/CPU nodes and a real S3
-# server (versitygw), all from binaries built by hack/build-tools.sh, all on 127.0.0.1.
+# admission, kube-controller-manager, kube-scheduler) on 127.0.0.1, kwok-run fake GPU/CPU nodes,
+# a real node (hack/node.sh: kubelet + containerd + kube-proxy + CNI, running the images our
+# Dockerfile builds) and a real S3 server (versitygw) on the node's own address, all from
+# binaries built by hack/build-tools.sh and Debian packages.
 # kwokctl's binary runtime runs the control plane processes; this script adds the fake nodes,
-# the S3 server and the files clients need:
+# the real node, the S3 server and the files clients need:
 #   .devenv/kubeconfig  admin kubeconfig (cluster named kubeslim-devenv-<id>)
 #   .devenv/devenv-id   <id>: proves a kubeconfig was written by this script (tests check it)
 #   .devenv/s3.env      AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
@@ -15,6 +17,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$here/.." && pwd)"
+HERE_NODE="$here/node.sh"
 # shellcheck source-path=SCRIPTDIR
 source "$here/versions.env"
 CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
@@ -22,6 +25,11 @@ DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
 CLUSTER=kubeslim
 export KWOK_WORKDIR="$DEVENV/kwok"
 CLUSTER_DIR="$KWOK_WORKDIR/clusters/$CLUSTER"
+# shellcheck source-path=SCRIPTDIR
+source "$here/node/paths.sh"
+# The first address of the apiserver's service range: the kubernetes Service pods talk to.
+SERVICE_CIDR=10.96.0.0/24
+KUBERNETES_SERVICE_IP=10.96.0.1
 
 APISERVER_PORT="${KUBESLIM_APISERVER_PORT:-16443}"
 ETCD_PORT="${KUBESLIM_ETCD_PORT:-16379}"
@@ -52,7 +60,7 @@ probe_targets() {
   echo "kube-controller-manager=https://127.0.0.1:$KCM_PORT/healthz"
   echo "kube-scheduler=https://127.0.0.1:$SCHEDULER_PORT/healthz"
   echo "kwok-controller=~https://127.0.0.1:$KWOK_PORT/healthz"
-  echo "s3=~http://127.0.0.1:$S3_PORT/"
+  echo "s3=~http://$NODE_IP:$S3_PORT/"
 }
 probe() { python3 "$here/devenv/probe.py" "$@"; }
 
@@ -120,7 +128,7 @@ devenv_pids() {
 healthy() {
   [ -f "$DEVENV/kubeconfig" ] && [ -f "$DEVENV/devenv-id" ] && [ -f "$DEVENV/s3.env" ] || return 1
   # shellcheck disable=SC2046
-  probe --timeout 3 $(probe_targets) 2>/dev/null
+  probe --timeout 3 $(probe_targets) 2>/dev/null && "$here/node.sh" status >/dev/null
 }
 
 kwokctl_config() {
@@ -133,7 +141,7 @@ options:
   kubeVersion: $K8S_VERSION
   etcdVersion: $ETCD_VERSION
   bindAddress: 127.0.0.1
-  kubeApiserverCertSANs: [127.0.0.1, localhost]
+  kubeApiserverCertSANs: [127.0.0.1, localhost, $NODE_IP, $KUBERNETES_SERVICE_IP]
   securePort: true
   kubeAuthorization: true
   kubeAdmission: true
@@ -154,8 +162,17 @@ options:
   # rerunning \`make devenv\` updates a running devenv without a restart.
   enableCRDs: [Stage]
 componentsPatches:
-# kwokctl's binary runtime makes kwok manage every node; a later dev node agent registers a
-# real node, so kwok must only touch the fake ones (hack/devenv/nodes.yaml).
+# Pods reach the apiserver through the kubernetes Service: its endpoint is the node address (a
+# forwarder there leads to loopback, hack/node.sh); logs/exec go to the kubelet with the admin cert.
+- name: kube-apiserver
+  extraArgs:
+  - {key: advertise-address, value: "$NODE_IP"}
+  - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+  - {key: kubelet-client-certificate, value: "$CLUSTER_DIR/pki/admin.crt"}
+  - {key: kubelet-client-key, value: "$CLUSTER_DIR/pki/admin.key"}
+  - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
+# kwokctl's binary runtime makes kwok manage every node; the real node is the kubelet's, so kwok
+# must only touch the fake ones (hack/devenv/nodes.yaml).
 - name: kwok-controller
   extraArgs:
   - key: manage-all-nodes
@@ -173,11 +190,11 @@ start_s3() {
   access="$(python3 -c 'import secrets; print("KS" + secrets.token_hex(9).upper())')"
   secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(30))')"
   (umask 077
-   printf 'AWS_ENDPOINT_URL=http://127.0.0.1:%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_DEFAULT_REGION=us-east-1\n' \
-     "$S3_PORT" "$access" "$secret" >"$DEVENV/s3.env")
+   printf 'AWS_ENDPOINT_URL=http://%s:%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_DEFAULT_REGION=us-east-1\n' \
+     "$NODE_IP" "$S3_PORT" "$access" "$secret" >"$DEVENV/s3.env")
   # The root credentials go through the environment, not argv, so `ps` does not show them.
   ROOT_ACCESS_KEY_ID="$access" ROOT_SECRET_ACCESS_KEY="$secret" \
-    setsid nohup "$S3_BIN/versitygw" --port "127.0.0.1:$S3_PORT" --region us-east-1 \
+    setsid nohup "$S3_BIN/versitygw" --port "$NODE_IP:$S3_PORT" --region us-east-1 \
       posix "$S3_DIR/data" >"$DEVENV/logs/s3.log" 2>&1 </dev/null 8>&- &
   echo $! >"$S3_DIR/pid"
 }
@@ -225,7 +242,10 @@ EOF
   "kubeconfig": "$DEVENV/kubeconfig",
   "s3_env": "$DEVENV/s3.env",
   "kube_apiserver": "https://127.0.0.1:$APISERVER_PORT",
-  "s3_endpoint": "http://127.0.0.1:$S3_PORT",
+  "s3_endpoint": "http://$NODE_IP:$S3_PORT",
+  "node": {"name": "$NODE_NAME", "ip": "$NODE_IP", "bridge": "$NODE_BRIDGE", "gpus": $NODE_GPUS,
+           "containerd": "$CONTAINERD_SOCK", "docker": "$DOCKER_SOCK", "dir": "$NODE_DIR"},
+  "images": "$DEVENV/images.env",
   "ports": {"kube-apiserver": $APISERVER_PORT, "etcd": $ETCD_PORT, "etcd-peer": $ETCD_PEER_PORT,
             "kube-controller-manager": $KCM_PORT, "kube-scheduler": $SCHEDULER_PORT,
             "kwok-controller": $KWOK_PORT, "s3": $S3_PORT},
@@ -246,7 +266,7 @@ apply_stages_and_nodes() {
 }
 
 summary() {
-  log "devenv ready: kube-apiserver https://127.0.0.1:$APISERVER_PORT, S3 http://127.0.0.1:$S3_PORT"
+  log "devenv ready: kube-apiserver https://127.0.0.1:$APISERVER_PORT, S3 http://$NODE_IP:$S3_PORT, real node $NODE_NAME ($NODE_IP)"
   log "  kubectl --kubeconfig $DEVENV/kubeconfig get nodes    (or: source $DEVENV/env)"
 }
 
@@ -257,6 +277,7 @@ up() {
     log "devenv already running and healthy ($(cat "$DEVENV/devenv-id"))"
     write_client_files
     apply_stages_and_nodes
+    "$here/images.sh"
     if [ "$(cat "$DEVENV/config-hash" 2>/dev/null)" != "$(config_hash)" ]; then
       log "WARNING: versions.env or the kwokctl settings in hack/devenv.sh changed since this devenv started; to load them: make devenv-down && make devenv"
     fi
@@ -271,6 +292,8 @@ up() {
 
   local t0; t0="$(now)"
   mkdir -p "$DEVENV/logs"
+  # The node's bridge carries the address S3 and the apiserver forwarder listen on: first.
+  "$HERE_NODE" runtime || die "the real node's container runtimes did not start (logs: $NODE_DIR/logs/)" "make devenv-down && make devenv"
   python3 -c 'import secrets; print(secrets.token_hex(6))' >"$DEVENV/devenv-id"
   config_hash >"$DEVENV/config-hash"
   kwokctl_config >"$DEVENV/kwokctl.yaml"
@@ -295,12 +318,14 @@ up() {
   # Pods can only be admitted once the ServiceAccount controller made the 'default' SA.
   local i; for i in $(seq 1 600); do k get serviceaccount default -n default >/dev/null 2>&1 && break; sleep 0.2; done
   k get serviceaccount default -n default >/dev/null 2>&1 || die "kube-controller-manager never created the default ServiceAccount (log: $CLUSTER_DIR/logs/kube-controller-manager.log)" "make devenv-down && make devenv"
-  local sa_ready total; sa_ready="$(since "$t0")"; total="$sa_ready"
+  local sa_ready; sa_ready="$(since "$t0")"
+  "$HERE_NODE" up || die "the real node did not come up (logs: $NODE_DIR/logs/)" "make devenv-down && make devenv"
+  local total; total="$(since "$t0")"
   python3 - "$DEVENV" "$nodes_ready" "$sa_ready" "$total" <<'PY'
 import json, sys, time
 d, nodes, sa, total = sys.argv[1], *map(float, sys.argv[2:])
 comps = json.load(open(f"{d}/components.json"))
-comps.update({"kwok-nodes-ready": nodes, "default-serviceaccount": sa})
+comps.update({"kwok-nodes-ready": nodes, "default-serviceaccount": sa, "real-node-ready": total})
 json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "start_to_ready_seconds": comps, "total_seconds": total}, open(f"{d}/timings.json", "w"), indent=2)
 PY
@@ -310,6 +335,9 @@ PY
 
 down() {
   mkdir -p "$DEVENV"
+  # The node first: its pods are deleted through the apiserver while there still is one.
+  local node_rc=0
+  "$HERE_NODE" down || node_rc=$?
   if [ -x "$KWOKCTL" ] && [ -d "$CLUSTER_DIR" ]; then
     mkdir -p "$DEVENV/logs"
     "$KWOKCTL" delete cluster --name "$CLUSTER" >"$DEVENV/logs/kwokctl-delete.log" 2>&1 || log "kwokctl delete cluster failed (see $DEVENV/logs/kwokctl-delete.log); stopping processes directly"
@@ -328,16 +356,17 @@ down() {
   done
   pids="$(devenv_pids)"
   [ -z "$pids" ] || die "could not stop devenv processes: $pids" "make devenv-down"
-  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json}
+  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml}
+  [ "$node_rc" = 0 ] || die "the real node did not leave the host as it found it (see above)" "make devenv-down"
   log "devenv stopped; no devenv process left"
-  # Clients of the devenv that other tools started (e.g. the dev node agent): named, not killed.
+  # Clients of the devenv that other tools started: named, not killed.
   local p others=""
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
     local cmd; cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
     case "$cmd" in *"$DEVENV/"*) others+=" ${p#/proc/}(${cmd:0:80})" ;; esac
   done
-  [ -z "$others" ] || log "note: still running and pointing at this devenv, not stopped by devenv-down:$others (the dev node agent stops with: make devnode-down)"
+  [ -z "$others" ] || log "note: still running and pointing at this devenv, not stopped by devenv-down:$others"
 }
 
 status() {
@@ -348,6 +377,7 @@ status() {
     name="${t%%=*}"; url="${t#*=}"
     if grep -q "\"$name\"" <<<"$answered"; then printf '  %-24s up    %s\n' "$name" "${url#\~}"; else printf '  %-24s DOWN  %s\n' "$name" "${url#\~}"; ok=1; fi
   done
+  "$HERE_NODE" status || ok=1
   if [ "$ok" = 0 ] && [ -f "$DEVENV/kubeconfig" ]; then
     echo "  kubeconfig: $DEVENV/kubeconfig (devenv $(cat "$DEVENV/devenv-id"))"
     echo "  S3: $(grep AWS_ENDPOINT_URL "$DEVENV/s3.env" | cut -d= -f2)  keys in $DEVENV/s3.env"

@@ -148,6 +148,40 @@ def k8s(devenv: Devenv):
     client.close()
 
 
+@dataclass(frozen=True)
+class NodeImages:
+    """The images hack/images.sh built from this checkout and imported into the real node."""
+    operator: str
+    job: str
+    values_file: Path       # Helm values that select them (pullPolicy Never: no registry here)
+
+
+@pytest.fixture(scope="session")
+def node_images(devenv: Devenv) -> NodeImages:
+    """Current images: rebuilt first if the Dockerfile, packaging or code changed since the devenv
+    built them (seconds when nothing did)."""
+    proc = subprocess.run([str(REPO / "hack/images.sh")])
+    if proc.returncode != 0:
+        pytest.fail(f"hack/images.sh failed (exit {proc.returncode}); see its output above")
+    env = dict(line.split("=", 1) for line in (devenv.dir / "images.env").read_text().splitlines() if "=" in line)
+    return NodeImages(env["KUBESLIM_OPERATOR_IMAGE"], env["KUBESLIM_JOB_IMAGE"], devenv.dir / "values-images.yaml")
+
+
+@dataclass(frozen=True)
+class RealNode:
+    name: str
+    ip: str
+    scheduling: dict[str, Any]   # spec.scheduling of a QuantizationJob that must run on this node
+
+
+@pytest.fixture(scope="session")
+def real_node(devenv: Devenv) -> RealNode:
+    node = devenv.info["node"]
+    return RealNode(node["name"], node["ip"], {
+        "nodeSelector": {"kubernetes.io/hostname": node["name"]},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]})
+
+
 @pytest.fixture(scope="session")
 def kubectl(devenv: Devenv) -> Callable[..., subprocess.CompletedProcess]:
     def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

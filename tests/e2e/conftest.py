@@ -1,6 +1,7 @@
-"""The whole path as a user walks it: kubectl apply → the operator installed by Helm (running on the
-dev node with the chart's ServiceAccount rights) → Job → scheduler → dev node → real export,
-calibration and verification against the devenv S3.
+"""The whole path as a user walks it: kubectl apply → the operator installed by Helm (a pod on the
+real node, from the image our Dockerfile builds, with the chart's ServiceAccount token) → Job →
+scheduler → kubelet → real export, calibration and verification in job-image containers against
+the devenv S3.
 
 One Helm release per session, watching only the namespace of this session, so it never competes
 with operators of other tiers or a `make demo` release."""
@@ -24,11 +25,6 @@ BUCKET = "kubeslim-e2e"
 
 
 @pytest.fixture(scope="session")
-def devnode(devenv):
-    subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "devnode-up"], check=True)
-
-
-@pytest.fixture(scope="session")
 def e2e_namespace(devenv, kubectl, s3_env):
     ns = f"kubeslim-e2e-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", ns)
@@ -40,13 +36,11 @@ def e2e_namespace(devenv, kubectl, s3_env):
 
 
 @pytest.fixture(scope="session")
-def operator_release(devenv, devnode, e2e_namespace, kubectl):
+def operator_release(devenv, node_images, e2e_namespace, kubectl):
     release, ns = f"e2e-{e2e_namespace[-6:]}", f"{e2e_namespace}-system"
     helm = [devenv.helm, "--kubeconfig", str(devenv.kubeconfig)]
     subprocess.run([*helm, "install", release, str(REPO / "helm" / "kubeslim"), "-n", ns, "--create-namespace",
-                    "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"),
-                    # distinct ports: a `make demo` operator may be running on this machine too
-                    "--set", "operator.metrics.port=18180", "--set", "operator.liveness.port=18181",
+                    "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "-f", str(node_images.values_file),
                     "--set", f"operator.watchNamespaces={{{e2e_namespace}}}", "--wait", "--timeout", "180s"],
                    check=True, capture_output=True, text=True)
     yield {"release": release, "namespace": ns, "serviceAccount": f"{release}-kubeslim"}

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Builds the project's images with the devenv's dockerd and imports them into the real node's
+# containerd, without a registry and without network inside the build:
+#   base        Debian bookworm (debootstrap, from the mirror apt is configured with) + python3-venv
+#               + libgomp1, imported as $IMAGE_PREFIX/python-base: the Dockerfile's PYTHON_IMAGE
+#   wheelhouse  every wheel the images install, made on the host with the host's own pip set-up,
+#               as a scratch image the Dockerfile bind-mounts (WHEELHOUSE, PIP_OFFLINE=1)
+#   operator, job-cpu, pause   the images pods run
+# Each image is tagged with a hash of its inputs and rebuilt, saved and imported only when that
+# hash has no image yet. Writes $DEVENV/images.env and $DEVENV/values-images.yaml (Helm values).
+#   usage: hack/images.sh            (make images; needs the node's daemons: make devenv)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$here/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR
+source "$here/versions.env"
+CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
+DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
+# shellcheck source-path=SCRIPTDIR
+source "$here/node/paths.sh"
+BASE_PACKAGES="python3,python3-venv,libgomp1,ca-certificates"
+TIMINGS="$DEVENV/image-timings.json"
+
+log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[images] ERROR: %s\n  retry with: make images\n' "$*" >&2; exit 1; }
+docker() { DOCKER_HOST="unix://$DOCKER_SOCK" DOCKER_BUILDKIT=1 "$DOCKER_CLI" "$@"; }
+ctr() { command ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+sha() { sha256sum | cut -c1-12; }
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+declare -A SECONDS_OF=()
+timed() { local what="$1" t0; shift; t0=$(date +%s.%N); "$@"; SECONDS_OF[$what]=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))"); }
+
+[ -S "$DOCKER_SOCK" ] && [ -S "$CONTAINERD_SOCK" ] || die "the node's dockerd/containerd are not running ($NODE_RUN): run make devenv"
+
+# The Debian mirror apt already uses (deb822 .sources or one-line sources.list): no host name here.
+debian_mirror() {
+  python3 - <<'PY'
+import glob, re
+for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for stanza in open(path).read().split("\n\n"):
+        fields = dict((k.strip(), v.strip()) for k, v in re.findall(r"^([\w-]+):(.*)$", stanza, re.M))
+        if "bookworm" in fields.get("Suites", "").split() and "main" in fields.get("Components", "").split():
+            print(fields["URIs"].split()[0]); raise SystemExit
+for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+    try:
+        for line in open(path):
+            m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s+.*\bmain\b", line)
+            if m:
+                print(m.group(1)); raise SystemExit
+    except FileNotFoundError:
+        pass
+raise SystemExit("no apt source for bookworm main in /etc/apt")
+PY
+}
+
+base_image() {
+  local ref; ref="$IMAGE_PREFIX/python-base:bookworm-$(echo "minbase $BASE_PACKAGES" | sha)"
+  if ! have_image "$ref"; then
+    command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
+    local mirror root; mirror="$(debian_mirror)" || die "cannot find the Debian mirror in /etc/apt"
+    root="$(mktemp -d "$CACHE/debootstrap.XXXXXX")"
+    log "debootstrap bookworm ($BASE_PACKAGES) for $ref; about a minute"
+    debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" "$mirror" >"$DEVENV/logs/debootstrap.log" 2>&1 \
+      || { rm -rf "$root"; tail -5 "$DEVENV/logs/debootstrap.log" >&2; die "debootstrap failed (log: $DEVENV/logs/debootstrap.log)"; }
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+    tar -C "$root" -c . | docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'CMD ["bash"]' - "$ref" >/dev/null
+    rm -rf "$root"
+  fi
+  BASE_REF="$ref"
+}
+
+# pyproject's requirements (all extras the images install) and paddleslim, which goes in --no-deps.
+requirements() {
+  python3 - "$REPO/pyproject.toml" <<'PY'
+import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(["setuptools>=77", "wheel", *p["dependencies"], *p["optional-dependencies"]["operator"], *p["optional-dependencies"]["job"]]))
+PY
+}
+paddleslim_pin() { sed -n 's/^ARG PADDLESLIM_VERSION=//p' "$REPO/Dockerfile" | head -1; }
+
+wheelhouse_image() {
+  local hash dir ref
+  hash="$( { requirements; paddleslim_pin; } | sha)"
+  ref="$IMAGE_PREFIX/wheelhouse:$hash"; dir="$CACHE/wheelhouse/$hash"
+  if ! have_image "$ref"; then
+    if [ ! -f "$dir/.complete" ]; then
+      log "wheelhouse $hash: pip wheel on the host (its own index settings), once per requirement set"
+      rm -rf "$dir"; mkdir -p "$dir"
+      python3 -m pip wheel -q -w "$dir" -r <(requirements) || die "pip wheel failed for the image requirements"
+      python3 -m pip wheel -q -w "$dir" --no-deps "paddleslim==$(paddleslim_pin)" || die "pip wheel paddleslim failed"
+      touch "$dir/.complete"
+    fi
+    printf 'FROM scratch\nCOPY . /\n' | docker build -q --network none -t "$ref" -f - "$dir" >/dev/null || die "could not pack the wheelhouse into $ref"
+    find "$CACHE/wheelhouse" -mindepth 1 -maxdepth 1 ! -name "$hash" -exec rm -rf {} +
+  fi
+  WHEELHOUSE_REF="$ref"
+}
+
+# The application images' inputs: what the Dockerfile copies, the Dockerfile, the base and wheels.
+app_hash() {
+  cd "$REPO"
+  { cat Dockerfile .dockerignore pyproject.toml
+    git ls-files -co --exclude-standard -- operator job_image | LC_ALL=C sort | while read -r f; do [ -f "$f" ] && { echo "$f"; cat "$f"; }; done
+    docker image inspect -f '{{.Id}}' "$BASE_REF" "$WHEELHOUSE_REF"; } | sha
+}
+
+build_target() {   # build_target TARGET REF
+  have_image "$2" && return
+  log "docker build --target $1 -> $2"
+  docker build --network none --target "$1" -t "$2" \
+    --build-arg PYTHON_IMAGE="$BASE_REF" --build-arg WHEELHOUSE="$WHEELHOUSE_REF" --build-arg PIP_OFFLINE=1 \
+    "$REPO" >"$DEVENV/logs/build-$1.log" 2>&1 || { tail -30 "$DEVENV/logs/build-$1.log" >&2; die "docker build --target $1 failed (log: $DEVENV/logs/build-$1.log)"; }
+}
+
+pause_image() {
+  local bin
+  if ! have_image "$PAUSE_REF"; then
+    bin="$(mktemp -d)"
+    (cd "$here/node/pause" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags '-s -w' -o "$bin/pause" .) || die "go build of the pause program failed"
+    printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' | docker build -q --network none -t "$PAUSE_REF" -f - "$bin" >/dev/null
+    rm -rf "$bin"
+  fi
+}
+
+# import REF: into the node's containerd, once; older tags of the same repository go.
+import() {
+  local repo="${1%:*}" have
+  have="$(ctr images ls -q)"
+  if ! grep -qxF "$1" <<<"$have"; then
+    log "importing $1 into the node's containerd"
+    docker save "$1" | ctr images import - >/dev/null || die "ctr images import of $1 failed"
+  fi
+  grep "^$repo:" <<<"$have" | grep -vxF "$1" | while read -r old; do ctr images rm "$old" >/dev/null; done || true
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -vxF "$1" | while read -r old; do docker rmi "$old" >/dev/null; done || true
+}
+
+mkdir -p "$DEVENV/logs"
+timed base base_image
+timed wheelhouse wheelhouse_image
+timed pause pause_image
+TAG="$(app_hash)"
+OPERATOR_REF="$IMAGE_PREFIX/operator:$TAG"
+JOB_REF="$IMAGE_PREFIX/job-cpu:$TAG"
+timed build_operator build_target operator "$OPERATOR_REF"
+timed build_job build_target job-cpu "$JOB_REF"
+for ref in "$PAUSE_REF" "$OPERATOR_REF" "$JOB_REF"; do name="${ref#"$IMAGE_PREFIX"/}"; timed "import_${name%%:*}" import "$ref"; done
+
+cat >"$DEVENV/images.env" <<EOF
+KUBESLIM_OPERATOR_IMAGE=$OPERATOR_REF
+KUBESLIM_JOB_IMAGE=$JOB_REF
+KUBESLIM_PAUSE_IMAGE=$PAUSE_REF
+EOF
+cat >"$DEVENV/values-images.yaml" <<EOF
+# Written by hack/images.sh: the images built from this checkout, present on the node only.
+operator:
+  image: {repository: $IMAGE_PREFIX/operator, tag: "$TAG", pullPolicy: Never}
+job:
+  image: {repository: $IMAGE_PREFIX/job-cpu, tag: "$TAG", pullPolicy: Never}
+EOF
+python3 - "$TIMINGS" "${!SECONDS_OF[@]}" -- "${SECONDS_OF[@]}" <<'PY'
+import json, sys, time
+args = sys.argv[2:]; cut = args.index("--")
+json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "seconds": dict(zip(args[:cut], map(float, args[cut + 1:])))}, open(sys.argv[1], "w"), indent=2)
+PY
+log "images ready: $OPERATOR_REF, $JOB_REF"

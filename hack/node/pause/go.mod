@@ -1,0 +1,3 @@
+module kubeslim.local/pause
+
+go 1.24
