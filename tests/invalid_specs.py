@@ -32,6 +32,14 @@ def _delete(path: str) -> Callable[[dict], None]:
     return apply
 
 
+_NODE_TERMS = "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+
+
+def _node_affinity(requirement: dict[str, Any]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [requirement]}]}}}
+
+
 # (case id, mutation of VALID_SPEC, text the error must contain: the field path)
 INVALID_SPECS: list[tuple[str, Callable[[dict], None], str]] = [
     ("no-model-source", _delete("model.builtin"), "spec.model"),
@@ -62,6 +70,54 @@ INVALID_SPECS: list[tuple[str, Callable[[dict], None], str]] = [
     ("memory-not-a-quantity", _set("resources.memory", "lots"), "spec.resources.memory"),
     ("credentials-secret-without-name", _set("storage.credentialsSecret", {"accessKeyIdKey": "id"}), "spec.storage.credentialsSecret.name"),
     ("backend-unknown", _set("verification.backend", "tpu"), "spec.verification.backend"),
+    # What the API server would refuse in the Job the operator builds (issue 10's reproductions):
+    # the CRD refuses it first, naming the QuantizationJob's field.
+    ("toleration-seconds-without-no-execute", _set("scheduling.tolerations", [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 60}]),
+     "spec.scheduling.tolerations[0]"),
+    ("toleration-empty-key-with-equal", _set("scheduling.tolerations", [{"operator": "Equal", "value": "x"}]),
+     "spec.scheduling.tolerations[0]"),
+    ("toleration-exists-with-value", _set("scheduling.tolerations", [{"key": "k", "operator": "Exists", "value": "x"}]),
+     "spec.scheduling.tolerations[0]"),
+    ("toleration-operator-unknown", _set("scheduling.tolerations", [{"key": "k", "operator": "In"}]),
+     "spec.scheduling.tolerations[0].operator"),
+    ("affinity-operator-unknown", _set("scheduling.affinity", _node_affinity({"key": "gpu", "operator": "Equals", "values": ["a100"]})),
+     f"{_NODE_TERMS}[0].matchExpressions[0].operator"),
+    ("affinity-in-without-values", _set("scheduling.affinity", _node_affinity({"key": "gpu", "operator": "In", "values": []})),
+     f"{_NODE_TERMS}[0].matchExpressions[0]"),
+    ("affinity-exists-with-values", _set("scheduling.affinity", _node_affinity({"key": "gpu", "operator": "Exists", "values": ["x"]})),
+     f"{_NODE_TERMS}[0].matchExpressions[0]"),
+    ("affinity-gt-not-an-integer", _set("scheduling.affinity", _node_affinity({"key": "gpus", "operator": "Gt", "values": ["many"]})),
+     f"{_NODE_TERMS}[0].matchExpressions[0]"),
+    ("affinity-no-node-selector-terms", _set("scheduling.affinity", {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}), _NODE_TERMS),
+    ("affinity-match-field-not-name", _set("scheduling.affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "spec.unschedulable", "operator": "In", "values": ["x"]}]}]}}}),
+     f"{_NODE_TERMS}[0].matchFields[0].key"),
+    ("pod-affinity-empty-topology-key", _set("scheduling.affinity", {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": ""}]}}),
+     "spec.scheduling.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey"),
+    ("pod-affinity-weight-zero", _set("scheduling.affinity", {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 0, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}}),
+     "spec.scheduling.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight"),
+    ("pod-affinity-selector-key-invalid", _set("scheduling.affinity", {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"-app": "x"}}, "topologyKey": "kubernetes.io/hostname"}]}}),
+     "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchLabels"),
+    ("node-selector-key-with-space", _set("scheduling.nodeSelector", {"has space": "x"}), "spec.scheduling.nodeSelector"),
+    ("node-selector-value-too-long", _set("scheduling.nodeSelector", {"pool": "x" * 64}), "spec.scheduling.nodeSelector"),
+    ("label-key-two-slashes", _set("podMetadata.labels", {"a/b/c": "x"}), "spec.podMetadata.labels"),
+    ("label-value-leading-dash", _set("podMetadata.labels", {"team": "-lead"}), "spec.podMetadata.labels"),
+    ("annotation-key-empty-prefix", _set("podMetadata.annotations", {"/x": "y"}), "spec.podMetadata.annotations"),
+    ("priority-class-upper-case", _set("scheduling.priorityClassName", "UPPER"), "spec.scheduling.priorityClassName"),
+    ("runtime-class-double-dot", _set("scheduling.runtimeClassName", "a..b"), "spec.scheduling.runtimeClassName"),
+    ("queue-name-with-space", _set("scheduling.queueName", "a b"), "spec.scheduling.queueName"),
+    ("secret-key-with-slash", _set("storage.credentialsSecret", {"name": "s3", "accessKeyIdKey": "a/b"}),
+     "spec.storage.credentialsSecret.accessKeyIdKey"),
+    ("secret-name-double-dot", _set("storage.credentialsSecret", {"name": "s3..creds"}), "spec.storage.credentialsSecret.name"),
+    ("ca-key-dot-dot", _set("storage.caBundle", {"configMapName": "ca", "key": ".."}), "spec.storage.caBundle.key"),
+    ("gpu-resource-name-part-too-long", _set("resources.gpuResourceName", "nvidia.com/" + "g" * 64), "spec.resources.gpuResourceName"),
+    ("gpu-resource-name-without-domain", _set("resources.gpuResourceName", "gpu"), "spec.resources.gpuResourceName"),
+    ("ttl-beyond-int32", _set("runPolicy.ttlSecondsAfterFinished", 2147483648), "spec.runPolicy.ttlSecondsAfterFinished"),
 ]
 
 

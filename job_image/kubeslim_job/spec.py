@@ -7,13 +7,34 @@ tests/unit/test_spec_crd_parity.py keeps the two in step field for field.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 ALGOS = ("KL", "hist", "mse", "avg", "abs_max", "emd", "ptf")
 DEFAULT_QUANTIZABLE_OP_TYPES = ["conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2"]
+
+# Kubernetes' name syntax (apimachinery's validation), spelled exactly as in the CRD's patterns
+# and CEL rules, so a spec that never met the API server fails the same way.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUALIFIED_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+EXTENDED_RESOURCE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+CONFIG_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"      # a Secret/ConfigMap key: not ".", "..", "..x"
+INT32_MAX = 2**31 - 1
+MAX_QUALIFIED_NAME = 253 + 1 + 63
+
+
+def _or_empty(pattern: str) -> str:
+    return f"^({pattern[1:-1]})?$"
+
+
+QualifiedName = Annotated[str, StringConstraints(max_length=MAX_QUALIFIED_NAME, pattern=QUALIFIED_NAME)]
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]
+Labels = dict[QualifiedName, LabelValue]
 
 
 class SpecError(ValueError):
@@ -132,14 +153,14 @@ class OutputSpec(_Camel):
 
 
 class CredentialsSecret(_Camel):
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
-    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    name: str = Field(pattern=DNS_SUBDOMAIN)
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", pattern=CONFIG_KEY)
+    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", pattern=CONFIG_KEY)
 
 
 class CABundle(_Camel):
-    config_map_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    key: str = "ca.crt"
+    config_map_name: str = Field(pattern=DNS_SUBDOMAIN)
+    key: str = Field("ca.crt", pattern=CONFIG_KEY)
 
 
 class StorageSpec(_Camel):
@@ -153,7 +174,7 @@ class StorageSpec(_Camel):
 
 class ResourcesSpec(_Camel):
     gpu: int = Field(1, ge=0)
-    gpu_resource_name: str = Field("nvidia.com/gpu", pattern=r"^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    gpu_resource_name: str = Field("nvidia.com/gpu", pattern=EXTENDED_RESOURCE_NAME)
     cpu: str = Field("4", pattern=r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
     memory: str = Field("16Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
@@ -164,24 +185,146 @@ class ResourcesSpec(_Camel):
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
+# core/v1 Toleration and Affinity, with the rules the API server applies to a pod (the CRD's CEL).
+
+class Toleration(_Camel):
+    key: str | None = Field(None, max_length=MAX_QUALIFIED_NAME, pattern=_or_empty(QUALIFIED_NAME))
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(None, max_length=63, pattern=LABEL_VALUE)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _pod_rules(self) -> "Toleration":
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds may be set only when effect is NoExecute")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("operator must be Exists when key is empty (a toleration of every taint)")
+        return self
+
+
+def _values_fit_operator(operator: str, values: list[str] | None) -> None:
+    n = len(values or [])
+    if operator in ("In", "NotIn") and n == 0:
+        raise ValueError("values must be non-empty when operator is In or NotIn")
+    if operator in ("Exists", "DoesNotExist") and n:
+        raise ValueError("values must be empty when operator is Exists or DoesNotExist")
+    if operator in ("Gt", "Lt") and not (n == 1 and re.fullmatch(r"-?[0-9]+", values[0])):
+        raise ValueError("values must be a single integer when operator is Gt or Lt")
+
+
+class NodeSelectorRequirement(_Camel):
+    key: str = Field(min_length=1, max_length=MAX_QUALIFIED_NAME, pattern=_or_empty(QUALIFIED_NAME))
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[Annotated[str, StringConstraints(max_length=63)]] | None = None
+
+    @model_validator(mode="after")
+    def _values(self) -> "NodeSelectorRequirement":
+        _values_fit_operator(self.operator, self.values)
+        return self
+
+
+class NodeFieldRequirement(_Camel):
+    key: Literal["metadata.name"]
+    operator: Literal["In", "NotIn"]
+    values: list[Annotated[str, StringConstraints(max_length=253)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_value(self) -> "NodeFieldRequirement":
+        if len(self.values or []) != 1:
+            raise ValueError("values must hold exactly one node name")
+        return self
+
+
+class NodeSelectorTerm(_Camel):
+    match_expressions: list[NodeSelectorRequirement] | None = Field(None, max_length=32)
+    match_fields: list[NodeFieldRequirement] | None = Field(None, max_length=32)
+
+
+class NodeSelector(_Camel):
+    node_selector_terms: list[NodeSelectorTerm] = Field(min_length=1, max_length=32)
+
+
+class PreferredSchedulingTerm(_Camel):
+    weight: int = Field(ge=1, le=100)
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(_Camel):
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = Field(None, max_length=32)
+
+
+class LabelSelectorRequirement(_Camel):
+    key: str = Field(min_length=1, max_length=MAX_QUALIFIED_NAME, pattern=_or_empty(QUALIFIED_NAME))
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[LabelValue] | None = None
+
+    @model_validator(mode="after")
+    def _values(self) -> "LabelSelectorRequirement":
+        _values_fit_operator(self.operator, self.values)
+        return self
+
+
+class LabelSelector(_Camel):
+    match_labels: Labels | None = Field(None, max_length=64)
+    match_expressions: list[LabelSelectorRequirement] | None = Field(None, max_length=32)
+
+
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUALIFIED_NAME, pattern=_or_empty(QUALIFIED_NAME))]
+
+
+class PodAffinityTerm(_Camel):
+    label_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    namespaces: list[Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL)]] | None = None
+    topology_key: str = Field(min_length=1, max_length=MAX_QUALIFIED_NAME, pattern=_or_empty(QUALIFIED_NAME))
+    match_label_keys: list[LabelKey] | None = None
+    mismatch_label_keys: list[LabelKey] | None = None
+
+    @model_validator(mode="after")
+    def _keys_need_a_selector(self) -> "PodAffinityTerm":
+        if self.label_selector is None and (self.match_label_keys or self.mismatch_label_keys):
+            raise ValueError("labelSelector is required when matchLabelKeys or mismatchLabelKeys is set")
+        return self
+
+
+class WeightedPodAffinityTerm(_Camel):
+    weight: int = Field(ge=1, le=100)
+    pod_affinity_term: PodAffinityTerm
+
+
+class PodAffinity(_Camel):
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(None, max_length=32)
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = Field(None, max_length=32)
+
+
+class Affinity(_Camel):
+    node_affinity: NodeAffinity | None = None
+    pod_affinity: PodAffinity | None = None
+    pod_anti_affinity: PodAffinity | None = None
+
+
 class SchedulingSpec(_Camel):
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    priority_class_name: str = ""
-    runtime_class_name: str = ""
-    queue_name: str = ""
+    node_selector: Labels = Field(default_factory=dict, max_length=64)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    affinity: Affinity = Field(default_factory=Affinity)
+    priority_class_name: str = Field("", max_length=253, pattern=_or_empty(DNS_SUBDOMAIN))
+    runtime_class_name: str = Field("", max_length=253, pattern=_or_empty(DNS_SUBDOMAIN))
+    queue_name: str = Field("", max_length=63, pattern=LABEL_VALUE)
 
 
 class PodMetadata(_Camel):
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict, max_length=64)
+    annotations: dict[QualifiedName, str] = Field(default_factory=dict, max_length=64)
 
 
 class RunPolicy(_Camel):
     backoff_limit: int = Field(1, ge=0)
     active_deadline_seconds: int | None = Field(7200, ge=1)
-    ttl_seconds_after_finished: int | None = Field(86400, ge=0)
+    ttl_seconds_after_finished: int | None = Field(86400, ge=0, le=INT32_MAX)
 
 
 class QuantizationJobSpec(_Camel):

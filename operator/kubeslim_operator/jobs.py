@@ -177,13 +177,16 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
     }
     sch = spec.scheduling
     node_selector = dict(sch.node_selector) or dict(config.default_node_selector)
-    tolerations = [dict(t) for t in sch.tolerations] or [json.loads(t) for t in config.default_tolerations]
+    # Only what the user wrote: the typed core/v1 models hold None for every field left out.
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in sch.tolerations] \
+        or [json.loads(t) for t in config.default_tolerations]
+    affinity = sch.affinity.model_dump(by_alias=True, exclude_none=True)
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    if sch.affinity:
-        pod_spec["affinity"] = dict(sch.affinity)
+    if affinity:
+        pod_spec["affinity"] = affinity
     if sch.priority_class_name:
         pod_spec["priorityClassName"] = sch.priority_class_name
     if sch.runtime_class_name:

@@ -1,6 +1,6 @@
 """The CRD (crds/) and the typed spec model (kubeslim_job.spec) describe one API: keep them in step."""
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import pytest
 import yaml
@@ -35,7 +35,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _walk(schema: dict[str, Any], model: type[BaseModel], path: str):
-    """Yield (path, crd_schema, model_field) for every property, recursing into objects."""
+    """Yield (path, crd_schema, model_field) for every property, recursing into objects and into
+    the objects of arrays."""
     props = schema.get("properties", {})
     by_alias = {f.alias or n: f for n, f in model.model_fields.items()}
     assert set(props) == set(by_alias), f"{path}: CRD has {sorted(set(props) - set(by_alias))}, model has {sorted(set(by_alias) - set(props))}"
@@ -45,6 +46,15 @@ def _walk(schema: dict[str, Any], model: type[BaseModel], path: str):
         nested = _model_of(field.annotation)
         if nested is not None and "properties" in sub:
             yield from _walk(sub, nested, f"{path}.{name}")
+        elif nested is not None and "properties" in sub.get("items", {}):
+            yield from _walk(sub["items"], nested, f"{path}.{name}[]")
+
+
+def _literal_values(annotation: Any) -> set:
+    """The values of a Literal, also inside list[...] or Optional[...]."""
+    if get_origin(annotation) is Literal:
+        return set(get_args(annotation))
+    return set().union(*(_literal_values(a) for a in get_args(annotation) if a is not type(None)))
 
 
 def test_spec_fields_match_model_field_for_field(version):
@@ -76,9 +86,7 @@ def test_enums_match_model_literals(version):
         enum = sub.get("enum") or sub.get("items", {}).get("enum")
         if not enum:
             continue
-        ann = field.annotation
-        literal = ann if get_origin(ann) is not list else get_args(ann)[0]
-        assert set(get_args(literal)) == set(enum), path
+        assert _literal_values(field.annotation) == set(enum), path
 
 
 def test_patterns_match_model_patterns(version):
