@@ -229,7 +229,8 @@ _CONTAINER = r"spec\.template\.spec\.(?:initContainers|containers)\[\d+\]"
 # about the Job → the QuantizationJob field the user set. The first full match wins.
 _SPEC_FIELD_OF_JOB_FIELD: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (
     (r"spec\.template\.spec\.(tolerations|affinity|nodeSelector|priorityClassName|runtimeClassName)([.\[].*)?", r"spec.scheduling.\1\2"),
-    (r"spec\.template\.metadata\.(labels|annotations)([.\[].*)?", r"spec.podMetadata.\1\2"),
+    # Pod template metadata errors name spec.template.labels (no .metadata) in batch/v1 validation.
+    (r"spec\.template\.(?:metadata\.)?(labels|annotations)([.\[].*)?", r"spec.podMetadata.\1\2"),
     # The Job's own labels are the operator's, except the Kueue queue name.
     (r"metadata\.labels([.\[].*)?", "spec.scheduling.queueName"),
     (r"spec\.(backoffLimit|activeDeadlineSeconds|ttlSecondsAfterFinished)", r"spec.runPolicy.\1"),

@@ -214,6 +214,8 @@ PERMANENT_CREATE_ERRORS = (400, 413, 422)
 REFUSED_CREATE_ERRORS = (403,)
 MAX_REJECTION_DETAIL = 800
 _JOB_FIELD = re.compile(r"(?<![\w/-])((?:metadata|spec)(?:\.\w+|\[[^\]\s]*\])+)")
+# A body the API server cannot decode names the Go field: "... into Go struct field JobSpec.spec.x of type int32".
+_GO_FIELD = re.compile(r"Go struct field \w+\.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +227,7 @@ class JobRejection:
 
 def _in_spec_terms(text: str) -> str:
     """Job field paths in an API server message → the QuantizationJob fields they came from."""
-    return _JOB_FIELD.sub(lambda m: spec_field(m.group(1)) or m.group(1), text)
+    return _JOB_FIELD.sub(lambda m: spec_field(m.group(1)) or m.group(1), _GO_FIELD.sub("field ", text))
 
 
 def _rejection_detail(body: Obj | str) -> str:

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.unit
     ("spec.template.spec.runtimeClassName", "spec.scheduling.runtimeClassName"),
     ("spec.template.metadata.labels", "spec.podMetadata.labels"),
     ("spec.template.metadata.annotations", "spec.podMetadata.annotations"),
+    ("spec.template.labels", "spec.podMetadata.labels"),
+    ("spec.template.metadata.labels[batch.kubernetes.io/controller-uid]", "spec.podMetadata.labels[batch.kubernetes.io/controller-uid]"),
     ("metadata.labels", "spec.scheduling.queueName"),
     ("spec.ttlSecondsAfterFinished", "spec.runPolicy.ttlSecondsAfterFinished"),
     ("spec.backoffLimit", "spec.runPolicy.backoffLimit"),
@@ -70,7 +72,7 @@ REJECTIONS = [
      {"kind": "Status", "code": 400, "reason": "BadRequest",
       "message": 'Job in version "v1" cannot be handled as a Job: json: cannot unmarshal number 2147483648 into '
                  'Go struct field JobSpec.spec.ttlSecondsAfterFinished of type int32'},
-     True, "JobRejected", "spec.runPolicy.ttlSecondsAfterFinished of type int32"),
+     True, "JobRejected", "cannot unmarshal number 2147483648 into field spec.runPolicy.ttlSecondsAfterFinished of type int32"),
     ("too large", 413, {"code": 413, "reason": "RequestEntityTooLarge", "message": "Request entity too large: limit is 3145728"},
      True, "JobRejected", "limit is 3145728"),
     ("plain text body", 422, "something odd", True, "JobRejected", "something odd"),
