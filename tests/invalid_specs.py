@@ -108,6 +108,7 @@ INVALID_SPECS: list[tuple[str, Callable[[dict], None], str]] = [
     ("label-key-two-slashes", _set("podMetadata.labels", {"a/b/c": "x"}), "spec.podMetadata.labels"),
     ("label-value-leading-dash", _set("podMetadata.labels", {"team": "-lead"}), "spec.podMetadata.labels"),
     ("annotation-key-empty-prefix", _set("podMetadata.annotations", {"/x": "y"}), "spec.podMetadata.annotations"),
+    ("annotations-over-a-pods-limit", _set("podMetadata.annotations", {"notes": "x" * 256 * 1024}), "spec.podMetadata.annotations"),
     ("priority-class-upper-case", _set("scheduling.priorityClassName", "UPPER"), "spec.scheduling.priorityClassName"),
     ("runtime-class-double-dot", _set("scheduling.runtimeClassName", "a..b"), "spec.scheduling.runtimeClassName"),
     ("queue-name-with-space", _set("scheduling.queueName", "a b"), "spec.scheduling.queueName"),

@@ -26,6 +26,7 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 CONFIG_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"      # a Secret/ConfigMap key: not ".", "..", "..x"
 INT32_MAX = 2**31 - 1
 MAX_QUALIFIED_NAME = 253 + 1 + 63
+MAX_POD_ANNOTATIONS = 255 * 1024       # a pod's 256 KiB, less room for the operator's own annotation
 
 
 def _or_empty(pattern: str) -> str:
@@ -319,6 +320,13 @@ class SchedulingSpec(_Camel):
 class PodMetadata(_Camel):
     labels: Labels = Field(default_factory=dict, max_length=64)
     annotations: dict[QualifiedName, str] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("annotations")
+    @classmethod
+    def _pod_annotation_limit(cls, value: dict[str, str]) -> dict[str, str]:
+        if sum(len(k) + len(v) for k, v in value.items()) > MAX_POD_ANNOTATIONS:
+            raise ValueError("annotations may hold at most 255 KiB of keys and values (a pod's limit is 256 KiB, the operator adds its own)")
+        return value
 
 
 class RunPolicy(_Camel):
