@@ -24,7 +24,11 @@ FROM ${WHEELHOUSE} AS wheelhouse
 FROM ${PYTHON_IMAGE} AS python
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PATH=/opt/kubeslim/bin:$PATH
-RUN python3 -m venv /opt/kubeslim
+# A passwd entry for the numeric USER: getpass.getuser() (kopf's identity, among others) fails
+# for a UID the image does not know.
+RUN python3 -m venv /opt/kubeslim \
+ && echo 'kubeslim:x:65532:65532:kubeslim:/nonexistent:/usr/sbin/nologin' >>/etc/passwd \
+ && echo 'kubeslim:x:65532:' >>/etc/group
 
 # ---- build the kubeslim wheel once, and the job's requirement list from pyproject -------------
 FROM python AS wheel
@@ -83,7 +87,9 @@ RUN apt-get update \
  && ln -s libnvinfer.so.8 /usr/lib/x86_64-linux-gnu/libnvinfer.so \
  && ln -s libnvinfer_plugin.so.8 /usr/lib/x86_64-linux-gnu/libnvinfer_plugin.so \
  && rm -rf /var/lib/apt/lists/*
-RUN python3.11 -m venv /opt/kubeslim
+RUN python3.11 -m venv /opt/kubeslim \
+ && echo 'kubeslim:x:65532:65532:kubeslim:/nonexistent:/usr/sbin/nologin' >>/etc/passwd \
+ && echo 'kubeslim:x:65532:' >>/etc/group
 ENV PATH=/opt/kubeslim/bin:$PATH
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install paddlepaddle-gpu==${PADDLE_VERSION} \

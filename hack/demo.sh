@@ -43,6 +43,12 @@ while :; do
     last="$now"
   fi
   case "$now" in Succeeded*|Failed*) break ;; esac
+  if [ -z "${now// /}" ] && [ $(( $(date +%s) - start )) -gt 90 ]; then
+    echo "demo: the operator wrote no status in 90s; its pod and last log lines:" >&2
+    kubectl -n kubeslim-system get pods -o wide >&2
+    kubectl -n kubeslim-system logs deploy/kubeslim --tail=20 >&2 || true
+    exit 1
+  fi
   if [ $(( $(date +%s) - start )) -gt "$TIMEOUT" ]; then echo "demo: no result after ${TIMEOUT}s" >&2; break; fi
   sleep 1
 done

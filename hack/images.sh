@@ -80,15 +80,22 @@ PY
 }
 paddleslim_pin() { sed -n 's/^ARG PADDLESLIM_VERSION=//p' "$REPO/Dockerfile" | head -1; }
 
+# The venv's exact versions (make venv) pin the wheelhouse: the images run what the tests ran,
+# and pip never backtracks through hundreds of boto3 releases.
+constraints() {
+  [ -x "$REPO/.venv/bin/python" ] || die "no .venv: run make venv first (its versions pin the images)"
+  "$REPO/.venv/bin/python" -m pip freeze --exclude-editable | grep -v '^paddleslim=='
+}
+
 wheelhouse_image() {
   local hash dir ref
-  hash="$( { requirements; paddleslim_pin; } | sha)"
+  hash="$( { requirements; constraints; paddleslim_pin; } | sha)"
   ref="$IMAGE_PREFIX/wheelhouse:$hash"; dir="$CACHE/wheelhouse/$hash"
   if ! have_image "$ref"; then
     if [ ! -f "$dir/.complete" ]; then
       log "wheelhouse $hash: pip wheel on the host (its own index settings), once per requirement set"
       rm -rf "$dir"; mkdir -p "$dir"
-      python3 -m pip wheel -q -w "$dir" -r <(requirements) || die "pip wheel failed for the image requirements"
+      python3 -m pip wheel -q -w "$dir" -r <(requirements) -c <(constraints) || die "pip wheel failed for the image requirements"
       python3 -m pip wheel -q -w "$dir" --no-deps "paddleslim==$(paddleslim_pin)" || die "pip wheel paddleslim failed"
       touch "$dir/.complete"
     fi
@@ -151,6 +158,8 @@ cat >"$DEVENV/images.env" <<EOF
 KUBESLIM_OPERATOR_IMAGE=$OPERATOR_REF
 KUBESLIM_JOB_IMAGE=$JOB_REF
 KUBESLIM_PAUSE_IMAGE=$PAUSE_REF
+KUBESLIM_BASE_IMAGE=$BASE_REF
+KUBESLIM_WHEELHOUSE_IMAGE=$WHEELHOUSE_REF
 EOF
 cat >"$DEVENV/values-images.yaml" <<EOF
 # Written by hack/images.sh: the images built from this checkout, present on the node only.

@@ -78,7 +78,8 @@ sandboxed() {
 
 make_bridge() {
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$NODE_BRIDGE" type bridge
-  ip addr show dev "$NODE_BRIDGE" | grep -qF " $NODE_IP/" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$NODE_BRIDGE"
+  local addrs; addrs="$(ip -o addr show dev "$NODE_BRIDGE")"
+  grep -qF " $NODE_IP/" <<<"$addrs" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
 }
 
@@ -153,7 +154,8 @@ start_dockerd() {
 # client_cert NAME SUBJECT: a client certificate signed by the cluster CA kwokctl made.
 client_cert() {
   local out="$NODE_DIR/pki/$1"
-  [ -f "$out.crt" ] && return
+  # A certificate of an earlier cluster (another CA) would be Unauthorized: only this CA's counts.
+  [ -f "$out.crt" ] && openssl verify -CAfile "$PKI/ca.crt" "$out.crt" >/dev/null 2>&1 && return
   mkdir -p "$NODE_DIR/pki"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$out.key" -subj "$2" -out "$out.csr" 2>/dev/null
   openssl x509 -req -in "$out.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -CAserial "$NODE_DIR/pki/ca.srl" \
@@ -212,6 +214,11 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 shutdownGracePeriod: 0s
 EOF
+  # The kubelet insists that its cgroup root exists in every hierarchy (cgroup v1).
+  local ctrl
+  for ctrl in /sys/fs/cgroup/*/; do
+    [ -f "$ctrl/cgroup.procs" ] && mkdir -p "$ctrl$CGROUP_ROOT"
+  done
   local labels="nvidia.com/gpu.present=true,nvidia.com/gpu.count=$NODE_GPUS,node.kubernetes.io/instance-type=kubeslim-devenv,kubeslim.io/node=real"
   (sandboxed kubelet "$K8S_BIN/kubelet" --config "$NODE_DIR/kubelet.yaml" --kubeconfig "$NODE_DIR/kubelet.kubeconfig" \
     --root-dir "$KUBELET_ROOT" --cert-dir "$NODE_DIR/pki/kubelet-serving" --hostname-override "$NODE_NAME" \
@@ -281,7 +288,11 @@ up() {
   start_kubelet
   start_kube_proxy
   local i
-  for i in $(seq 1 300); do k get node "$NODE_NAME" >/dev/null 2>&1 && break; sleep 0.2; done
+  for i in $(seq 1 300); do
+    k get node "$NODE_NAME" >/dev/null 2>&1 && break
+    pid_alive "$NODE_DIR/kubelet.pid" || break
+    sleep 0.2
+  done
   k get node "$NODE_NAME" >/dev/null 2>&1 || { tail -20 "$NODE_DIR/logs/kubelet.log" >&2; die "the kubelet never registered node $NODE_NAME (log: $NODE_DIR/logs/kubelet.log)"; }
   local t_registered; t_registered=$(python3 -c "print(round($(date +%s.%N) - $t1, 2))")
   advertise_gpus
@@ -338,7 +349,7 @@ remove_iptables() {
   for save in iptables ip6tables; do
     command -v "$save" >/dev/null || continue
     for table in filter nat mangle raw; do
-      "$save" -t "$table" -S 2>/dev/null | grep -E '^-A .*-j (KUBE-|CNI-)' | sed 's/^-A/-D/' | while read -r rule; do
+      { "$save" -t "$table" -S 2>/dev/null || true; } | sed -n 's/^-A \(.*-j \(KUBE\|CNI\)-.*\)$/-D \1/p' | while read -r rule; do
         # shellcheck disable=SC2086
         "$save" -t "$table" $rule 2>/dev/null || true
       done
@@ -386,13 +397,14 @@ down() {
   remove_cgroups
   # The kubelet links every container log into /var/log/containers, a path it does not let us move.
   find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
-  rm -rf "$NODE_RUN" "$KUBELET_ROOT" "$NODE_DIR/cni" "$NODE_DIR/sysctl-standins" "$NODE_DIR"/*.pid
+  rm -rf "$NODE_RUN" "$KUBELET_ROOT" "$NODE_DIR/cni" "$NODE_DIR/sysctl-standins" "$NODE_DIR/pki" "$NODE_DIR"/*.pid "$NODE_DIR"/*.kubeconfig
   if [ -f "$NODE_DIR/host-before.json" ]; then
-    # Paths the runtimes create on their own, that did not exist before: ours to remove.
+    # Paths the runtimes create on their own whatever they are told (dockerd's /run/docker/plugins,
+    # the kubelet's /usr/libexec/kubernetes, the shims' /run/containerd/s) that did not exist
+    # before: ours to remove, and nothing else is in them once our daemons are gone.
     local path
-    for path in $(python3 -c 'import json,sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); import hoststate; before=set(json.load(open(sys.argv[1]))["paths"]); print(" ".join(p for p in hoststate.RUNTIME_PATHS if p not in before))' "$NODE_DIR/host-before.json" "$here/node"); do
-      [ -d "$path" ] && [ -z "$(ls -A "$path" 2>/dev/null)" ] && rmdir "$path"
-      [ "$path" = /run/containerd ] && [ -d "$path" ] && rm -rf "$path"
+    for path in $(python3 -c 'import json,sys; sys.path.insert(0, sys.argv[2]); import hoststate; before=set(json.load(open(sys.argv[1]))["paths"]); print(" ".join(p for p in hoststate.RUNTIME_PATHS if p not in before))' "$NODE_DIR/host-before.json" "$here/node"); do
+      [ -e "$path" ] && rm -rf "$path"
     done
     if ! python3 "$here/node/hoststate.py" compare "$NODE_DIR/host-before.json" >"$NODE_DIR/host-diff.txt"; then
       sed 's/^/  /' "$NODE_DIR/host-diff.txt" >&2
@@ -408,6 +420,9 @@ status() {
   for f in containerd dockerd kubelet kube-proxy apiserver-forwarder; do
     if pid_alive "$NODE_DIR/$f.pid"; then printf '  %-24s up    pid %s\n' "$f" "$(cat "$NODE_DIR/$f.pid")"; else printf '  %-24s DOWN\n' "$f"; ok=1; fi
   done
+  local ready=""
+  [ -f "$DEVENV/kubeconfig" ] && ready="$(k get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)"
+  if [ "$ready" = True ]; then printf '  %-24s Ready %s\n' "node/$NODE_NAME" "$NODE_IP"; else printf '  %-24s NOT READY\n' "node/$NODE_NAME"; ok=1; fi
   return $ok
 }
 

@@ -5,13 +5,13 @@
 tools: ## build the pinned devenv binaries into KUBESLIM_CACHE, default ~/.cache/kubeslim (cold: about 10 min on 2 cores)
 	@hack/build-tools.sh
 
-devenv: ## start the local cluster, the real node and S3 (idempotent; builds the images); writes .devenv/kubeconfig and .devenv/s3.env
+devenv: venv ## start the local cluster, the real node and S3 (idempotent; builds the images); writes .devenv/kubeconfig and .devenv/s3.env
 	@hack/devenv.sh up
 
 devenv-down: ## stop every devenv process, restore the host state the real node changed (fails naming anything left), delete its state
 	@hack/devenv.sh down
 
-images: ## build the operator/job-cpu images from the Dockerfile (only when their inputs changed) and import them into the node
+images: venv ## build the operator/job-cpu images from the Dockerfile (only when their inputs changed) and import them into the node
 	@hack/node.sh runtime
 	@hack/images.sh
 

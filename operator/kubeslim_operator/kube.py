@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 
+def in_cluster_server(env: dict[str, str]) -> str | None:
+    """The apiserver URL client-go's rest.InClusterConfig uses: the kubernetes Service address the
+    kubelet puts into every pod's environment. (kopf's service-account login names
+    kubernetes.default.svc instead, which works only where cluster DNS does.)"""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 class ApiError(Exception):
     def __init__(self, status: int, body: Obj | str, method: str, path: str):
         reason = body.get("message") if isinstance(body, dict) else str(body)[:200]

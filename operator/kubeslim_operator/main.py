@@ -9,7 +9,9 @@ watches show (restart-safe by construction).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -18,7 +20,7 @@ from . import constants as c
 from . import memory, metrics
 from .config import OperatorConfig
 from .handlers.reconcile import Reconciler
-from .kube import Kube
+from .kube import Kube, in_cluster_server
 from .persistence import NoDiffBaseStorage
 from .objects import job_finished, owner_key_of_job, owner_key_of_pod, trim_job, trim_pod, trim_qj
 from .scheduler import Scheduler
@@ -41,8 +43,11 @@ RT = _Runtime()
 
 
 def _login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(settings=settings, **kwargs) or \
-        kopf.login_with_kubeconfig(settings=settings, **kwargs)
+    info = kopf.login_with_service_account(settings=settings, **kwargs)
+    if info is None:
+        return kopf.login_with_kubeconfig(settings=settings, **kwargs)
+    server = in_cluster_server(dict(os.environ))
+    return dataclasses.replace(info, server=server) if server else info
 
 
 @kopf.on.startup()

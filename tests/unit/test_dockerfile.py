@@ -142,3 +142,30 @@ def test_versions_are_pinned_bases():
     for name in ("PYTHON_IMAGE", "CUDA_IMAGE"):
         image = _args("job")[name]
         assert ":" in image and not image.endswith(":latest"), image
+
+
+def test_every_python_package_is_in_the_wheel():
+    # The images install the wheel, not the checkout: a subpackage missing from `packages` works
+    # in the editable venv and dies in the container (kubeslim_operator.handlers once did).
+    packaged = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    for top, src in PYPROJECT["tool"]["setuptools"]["package-dir"].items():
+        for init in sorted((REPO / src).rglob("__init__.py")):
+            name = ".".join([top, *init.parent.relative_to(REPO / src).parts])
+            assert name in packaged, f"{name} ({init.parent}) is not in [tool.setuptools] packages"
+
+
+def _chain(stage: str) -> list[str]:
+    """The stage and the stages it is built FROM, nearest first."""
+    stages, out = _stages(), []
+    while stage in stages:
+        out.append(stage)
+        stage = re.match(r"(\S+)", stages[stage][0][1]).group(1)
+    return out
+
+
+@pytest.mark.parametrize("target", ["operator", *JOB_TARGETS])
+def test_the_numeric_user_has_a_passwd_entry(target):
+    # Without one getpass.getuser() raises KeyError, and kopf calls it for its identity.
+    uid, _, gid = [a for i, a in _stages()[target] if i == "USER"][-1].partition(":")
+    runs = " ".join(a for s in _chain(target) for i, a in _stages()[s] if i == "RUN")
+    assert re.search(rf"[a-z]+:x:{uid}:{gid or uid}:[^']*' >>/etc/passwd", runs), target

@@ -60,3 +60,14 @@ def test_cluster_defaults_apply_only_when_the_cr_sets_none():
     own = {**base, "scheduling": {"nodeSelector": {"x": "y"}, "tolerations": [{"key": "k", "operator": "Exists"}]}}
     pod = build_job(owner, parse_spec(own), cfg)["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"x": "y"} and pod["tolerations"] == [{"key": "k", "operator": "Exists"}]
+
+
+@pytest.mark.parametrize("env, server", [
+    ({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}, "https://10.96.0.1:443"),
+    ({"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"}, "https://[fd00::1]:6443"),
+    ({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, None),
+    ({}, None),
+])
+def test_in_cluster_server_is_the_kubernetes_service_from_the_pod_env(env, server):
+    from kubeslim_operator.kube import in_cluster_server
+    assert in_cluster_server(env) == server
