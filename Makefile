@@ -14,6 +14,7 @@ help:
 
 # The venv is rebuilt when the packaging changes.
 $(VENV)/.installed: pyproject.toml
+	@hack/host-packages.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[operator,job,dev]'
@@ -21,14 +22,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps paddleslim==2.6.0
 	@touch $@
 
-.PHONY: venv
+.PHONY: venv host-packages
+host-packages: ## install the Debian packages the tests need (lua5.4, libgomp1, ...), only those missing
+	@hack/host-packages.sh
+
 venv: $(VENV)/.installed ## create .venv with the operator, job and dev dependencies
 
 include $(wildcard hack/make/*.mk)
 
 .PHONY: test test-unit
-test: venv ## every test tier: unit, cluster (real control plane + S3), e2e (real pods, real Paddle); starts the devenv if needed
+test: venv host-packages ## every test tier: unit, cluster (real control plane + S3), e2e (real pods, real Paddle); starts the devenv if needed
 	$(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: venv ## pure-function tests only (no devenv)
+test-unit: venv host-packages ## pure-function tests only (no devenv)
 	$(PY) -m pytest tests -m unit -p no:cacheprovider $(PYTEST_ARGS)

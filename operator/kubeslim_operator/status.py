@@ -343,6 +343,11 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
         if wr == "ErrImagePull":
             return Verdict(c.PENDING, "ErrImagePull", _sentence(f"Pulling the job image failed, kubelet retries: {_first_line(waiting.get('message') or '', 160)}"),
                            scheduled=scheduled)
+        if started:
+            # The kubelet starts the next stage a moment after the last one exits (waiting:
+            # PodInitializing); the run goes on, it does not start over.
+            return Verdict(c.RUNNING, "", f"Pod {name} is starting the {s['name']} stage.", c.STAGE_NAMES[s["name"]],
+                           scheduled=scheduled, config=Fact(True, "Found", "The credentials and CA bundle are available."))
         break
     config = Fact(True, "Found", "The credentials and CA bundle are available.") if started else None
     if scheduled is not None:

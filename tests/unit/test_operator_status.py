@@ -105,6 +105,10 @@ CASES = [
      "Running", "Exporting", ""),
     ("calibrating", job(), [pod(export=term(), calibrate=RUN, verify=wait("PodInitializing"))], "Running", "Calibrating", ""),
     ("verifying", job(), [pod(phase="Running", **DONE, verify=RUN)], "Running", "Verifying", ""),
+    # A real kubelet shows the next stage waiting for a moment after the previous one exits.
+    ("between export and calibrate", job(), [pod(export=term(), calibrate=wait("PodInitializing"), verify=wait("PodInitializing"))],
+     "Running", "Calibrating", ""),
+    ("between calibrate and verify", job(), [pod(phase="Running", **DONE, verify=wait("PodInitializing"))], "Running", "Verifying", ""),
     ("missing secret", job(), [pod(export=wait("CreateContainerConfigError", 'secret "s3-creds" not found'))],
      "Pending", "", "SecretNotFound"),
     ("missing key", job(), [pod(export=wait("CreateContainerConfigError",
