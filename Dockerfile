@@ -35,6 +35,7 @@ FROM python AS wheel
 ARG PIP_OFFLINE=
 WORKDIR /src
 COPY pyproject.toml ./
+COPY api/ api/
 COPY job_image/ job_image/
 COPY operator/ operator/
 # The job extra names the CPU paddle wheel; each job image installs its own paddle build of the

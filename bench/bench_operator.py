@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "job_image"))
 import kopf  # noqa: E402
 import yaml  # noqa: E402
 
-from kubeslim_job.contract import Artifacts, Gate, Int8Metrics, ModelMetrics, Results, StageResult, encode  # noqa: E402
+from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, ModelMetrics, Results, StageResult, encode  # noqa: E402
 from kubeslim_operator.kube import Kube  # noqa: E402
 
 DEVENV = REPO / ".devenv"

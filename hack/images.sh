@@ -109,7 +109,7 @@ wheelhouse_image() {
 app_hash() {
   cd "$REPO"
   { cat Dockerfile .dockerignore pyproject.toml
-    git ls-files -co --exclude-standard -- operator job_image | LC_ALL=C sort | while read -r f; do [ -f "$f" ] && { echo "$f"; cat "$f"; }; done
+    git ls-files -co --exclude-standard -- api operator job_image | LC_ALL=C sort | while read -r f; do [ -f "$f" ] && { echo "$f"; cat "$f"; }; done
     docker image inspect -f '{{.Id}}' "$BASE_REF" "$WHEELHOUSE_REF"; } | sha
 }
 
@@ -131,16 +131,20 @@ pause_image() {
   fi
 }
 
-# import REF: into the node's containerd, once; older tags of the same repository go.
+# import REF: into the node's containerd, once. Older tags of the same repository go, but for the
+# newest few: a Helm release installed a moment ago (make demo, another test session) still runs
+# the tag it was given.
+KEEP_TAGS=3
 import() {
-  local repo="${1%:*}" have
-  have="$(ctr images ls -q)"
-  if ! grep -qxF "$1" <<<"$have"; then
+  local repo="${1%:*}" keep old
+  if ! ctr images ls -q | grep -qxF "$1"; then
     log "importing $1 into the node's containerd"
     docker save "$1" | ctr images import - >/dev/null || die "ctr images import of $1 failed"
   fi
-  grep "^$repo:" <<<"$have" | grep -vxF "$1" | while read -r old; do ctr images rm "$old" >/dev/null; done || true
-  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -vxF "$1" | while read -r old; do docker rmi "$old" >/dev/null; done || true
+  # docker lists a repository's tags newest first.
+  keep="$(docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | head -n "$KEEP_TAGS")"
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -vxF "$keep" | while read -r old; do docker rmi "$old" >/dev/null; done || true
+  ctr images ls -q | grep "^$repo:" | grep -vxF "$keep" | while read -r old; do ctr images rm "$old" >/dev/null; done || true
 }
 
 mkdir -p "$DEVENV/logs"

@@ -41,9 +41,10 @@ import time
 import traceback
 from typing import Any
 
-from .contract import EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_MESSAGE_PATH, StageResult, encode
+from kubeslim_api import reasons
+from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR, StageResult, encode
 from .errors import JobError
-from .spec import SpecError, parse_manifest, parse_spec
+from kubeslim_api.spec import SpecError, parse_manifest, parse_spec
 
 SPEC_ENV = "KUBESLIM_SPEC"
 
@@ -127,24 +128,24 @@ def run_stage(stage: str, spec, work_dir: str) -> StageResult:
         res.results, res.gate, res.artifacts = results, gate, artifacts
         return res
     except SpecError as exc:
-        return _fail(stage, "InvalidSpec", str(exc), EXIT_BAD_INPUT, {}, storage, t0)
+        return _fail(stage, reasons.INVALID_SPEC, str(exc), EXIT_BAD_INPUT, {}, storage, t0)
     except JobError as exc:
         res = _fail(stage, exc.reason, exc.message, exc.exit_code, exc.details, storage, t0)
         res.results, res.gate, res.artifacts = exc.results, exc.gate, exc.artifacts
         return res
     except MemoryError:
-        return _fail(stage, "OutOfMemory", "ran out of memory; raise spec.resources.memory or lower "
+        return _fail(stage, reasons.OUT_OF_MEMORY, "ran out of memory; raise spec.resources.memory or lower "
                                            "spec.verification.batchSize", 1, {}, storage, t0)
     except Exception as exc:  # a crash: the traceback goes to the log, one line to the message
         traceback.print_exc()
         from .export import _last_line
 
-        return _fail(stage, "InternalError", f"unexpected {_last_line(exc)}; see the pod log", 1, {}, storage, t0)
+        return _fail(stage, reasons.INTERNAL_ERROR, f"unexpected {_last_line(exc)}; see the pod log", 1, {}, storage, t0)
 
 
 def _ok(stage: str, message: str, details: dict[str, Any], storage, t0: float) -> StageResult:
     details = {**details, "seconds": round(time.perf_counter() - t0, 3), "bytesReadTotal": storage.bytes_read}
-    return StageResult(stage=stage, ok=True, reason="Succeeded", message=message, details=details)
+    return StageResult(stage=stage, ok=True, reason=reasons.SUCCEEDED, message=message, details=details)
 
 
 def _fail(stage: str, reason: str, message: str, code: int, details: dict[str, Any], storage, t0: float) -> StageResult:
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         s = sub.add_parser(stage, help=f"the {stage} stage of the pod")
         s.add_argument("--spec-file", help=f"spec JSON/YAML (default: env {SPEC_ENV})")
-        s.add_argument("--work-dir", default="/work", help="directory shared by the stages (default /work)")
+        s.add_argument("--work-dir", default=WORK_DIR, help=f"directory shared by the stages (default {WORK_DIR})")
         s.add_argument("--termination-log", default=None,
                        help=f"where to write the result message (default {TERMINATION_MESSAGE_PATH} if present; - for none)")
     r = sub.add_parser("run", help="all three stages locally on a QuantizationJob manifest")
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             spec = load_spec(args.filename)
         except SpecError as exc:
-            res = _fail("export", "InvalidSpec", str(exc), EXIT_BAD_INPUT, {}, None, time.perf_counter())
+            res = _fail("export", reasons.INVALID_SPEC, str(exc), EXIT_BAD_INPUT, {}, None, time.perf_counter())
             _emit(res, args.result)
             return exit_code(res)
         for stage in STAGES:
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec_file)
     except SpecError as exc:
-        res = _fail(args.command, "InvalidSpec", str(exc), EXIT_BAD_INPUT, {}, None, time.perf_counter())
+        res = _fail(args.command, reasons.INVALID_SPEC, str(exc), EXIT_BAD_INPUT, {}, None, time.perf_counter())
     else:
         res = run_stage(args.command, spec, args.work_dir)
     _emit(res, tlog)

@@ -6,7 +6,7 @@ Anything else escaping a stage is a crash (exit 1, retried by the Job's backoffL
 """
 from __future__ import annotations
 
-from .contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT
+from kubeslim_api.contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT
 
 
 class JobError(Exception):

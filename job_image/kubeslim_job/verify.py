@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from . import data, report
-from .contract import Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results
+from kubeslim_api import reasons
+from kubeslim_api.contract import Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results
 from .errors import BadInput, GateFailed
 from .export import _last_line
 from .storage import Storage, join_uri
@@ -198,7 +199,7 @@ def run(spec, storage: Storage, work: WorkDir) -> tuple[Results, Gate, Artifacts
     artifacts.report, artifacts.report_json = join_uri(out, "report.html"), join_uri(out, "report.json")
     details["seconds"] = round(time.perf_counter() - t0, 3)
     if not gate.passed:
-        raise GateFailed("AccuracyGateFailed",
+        raise GateFailed(reasons.GATE_FAILED,
                          f"the best int8 candidate ({best['algo']}) loses {drop:.4f} {metric} against fp32 "
                          f"({fp32[metric]:.4f} -> {best[metric]:.4f}), more than maxAccuracyDrop "
                          f"{v.max_accuracy_drop}; try other algos, more calibration samples, skipTensors, or raise "

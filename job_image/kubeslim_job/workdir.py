@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from kubeslim_api import reasons
+
 MODEL_FILE = "model.pdmodel"
 PARAMS_FILE = "model.pdiparams"
 
@@ -55,7 +57,7 @@ class WorkDir:
 
         p = os.path.join(self.root, name)
         if not os.path.exists(p):
-            raise JobError("StageOrder", f"{p} is missing: run the {produced_by} stage first with the same --work-dir",
+            raise JobError(reasons.STAGE_ORDER, f"{p} is missing: run the {produced_by} stage first with the same --work-dir",
                            exit_code=1)
         with open(p) as fh:
             return json.load(fh)

@@ -1,6 +1,12 @@
-"""Names shared by the operator's modules: API coordinates, label and annotation keys, container
-names, phases, stages, condition types and reasons. Nothing here has behaviour."""
+"""Names shared by the operator's modules: API coordinates, label and annotation keys, stage
+display names, phases and condition types. Nothing here has behaviour. What the job image shares
+(stages, exit codes, paths, reason codes) is in kubeslim_api."""
 from __future__ import annotations
+
+from typing import Any
+
+Obj = dict[str, Any]                    # a Kubernetes object as JSON (the API's, or trimmed)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"      # metav1.Time: status timestamps, event times
 
 GROUP = "kubeslim.io"
 VERSION = "v1alpha1"
@@ -26,11 +32,10 @@ CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 # Set by the Job controller on its pods.
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
-# The pod: two init containers and one container, so kubelet itself reports the stage.
-STAGE_CONTAINERS = ("export", "calibrate", "verify")
+# The pod: two init containers and one container named after kubeslim_api.contract.STAGES, so
+# kubelet itself reports the stage; status.stage names each one while it runs.
 STAGE_NAMES = {"export": "Exporting", "calibrate": "Calibrating", "verify": "Verifying"}
 
-WORK_DIR = "/work"
 HOME_DIR = "/home/kubeslim"
 CA_DIR = "/etc/kubeslim/ca"
 CA_FILE = "ca.crt"
@@ -51,29 +56,7 @@ ACCURACY_GATE = "AccuracyGate"
 CONFIG_AVAILABLE = "CredentialsReady"   # the credentials Secret / key and the CA ConfigMap exist
 CONDITION_ORDER = (READY, RECONCILING, STALLED, SCHEDULED, CONFIG_AVAILABLE, ACCURACY_GATE)
 
-# Reasons (status.reason, condition reasons, event reasons).
-R_INVALID_SPEC = "InvalidSpec"
-R_JOB_CREATED = "JobCreated"
-R_JOB_NAME_CONFLICT = "JobNameConflict"
-R_JOB_REJECTED = "JobRejected"          # 400/413/422 on creating the Job: final for the generation
-R_JOB_FORBIDDEN = "JobForbidden"        # 403 on creating the Job: retried
-R_UNSCHEDULABLE = "Unschedulable"
-R_SECRET_NOT_FOUND = "SecretNotFound"
-R_SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
-R_CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"
-R_CONFIGMAP_KEY_NOT_FOUND = "ConfigMapKeyNotFound"
-R_CONTAINER_CONFIG = "CreateContainerConfigError"
-R_IMAGE_PULL = "ImagePullBackOff"
-R_OOM = "OOMKilled"
-R_STAGE_FAILED = "StageFailed"
-R_BAD_RESULT = "BadResultMessage"
-R_GATE_FAILED = "AccuracyGateFailed"
-R_GATE_PASSED = "AccuracyGatePassed"
-R_DEADLINE = "DeadlineExceeded"
-R_BACKOFF = "BackoffLimitExceeded"
-R_RETRYING = "Retrying"
-R_RESULT_LOST = "ResultUnavailable"
-R_JOB_DELETED = "JobDeleted"
+# Reasons: kubeslim_api.reasons (shared with the job).
 
 # batch/v1 podFailurePolicy actions the operator reasons about, and the Job's default backoffLimit.
 POD_FAILURE_FAIL_JOB = "FailJob"

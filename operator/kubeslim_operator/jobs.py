@@ -8,8 +8,8 @@ import json
 import re
 from typing import Any
 
-from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES, TERMINATION_MESSAGE_PATH
-from kubeslim_job.spec import QuantizationJobSpec
+from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR
+from kubeslim_api.spec import QuantizationJobSpec
 
 from . import constants as c
 from .config import OperatorConfig
@@ -99,7 +99,7 @@ def _container(stage: str, image: str, pull: str, env: list[dict[str, Any]], res
         "imagePullPolicy": pull,
         "command": ["kubeslim-job"],
         # Both paths explicit: the contract between Job and CLI is in the pod spec, not in defaults.
-        "args": [stage, "--work-dir", c.WORK_DIR, "--termination-log", TERMINATION_MESSAGE_PATH],
+        "args": [stage, "--work-dir", WORK_DIR, "--termination-log", TERMINATION_MESSAGE_PATH],
         "env": env,
         "resources": resources,
         "volumeMounts": mounts,
@@ -141,7 +141,7 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
     env = _env(spec)
     resources = _resources(spec)
     mounts = [
-        {"name": "work", "mountPath": c.WORK_DIR},
+        {"name": "work", "mountPath": WORK_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "home", "mountPath": c.HOME_DIR},
     ]
@@ -158,7 +158,7 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
 
     uid = config.run_as_user
     export, calibrate, verify = (
-        _container(stage, config.job_image, config.job_image_pull_policy, env, resources, mounts, uid) for stage in c.STAGE_CONTAINERS)
+        _container(stage, config.job_image, config.job_image_pull_policy, env, resources, mounts, uid) for stage in STAGES)
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",          # required by podFailurePolicy; the Job retries

@@ -20,9 +20,9 @@ import aiohttp
 import kopf
 
 from . import constants as c
+from .constants import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 
 def in_cluster_server(env: dict[str, str]) -> str | None:
@@ -137,7 +137,7 @@ class Kube:
 
     async def post_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
         meta = involved.get("metadata") or {}
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.timezone.utc).strftime(c.TIME_FORMAT)
         ns = meta.get("namespace") or "default"
         event = {
             "apiVersion": "v1", "kind": "Event",

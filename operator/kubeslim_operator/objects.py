@@ -2,11 +2,9 @@
 to, and the trimmed copies kept in memory (a whole Pod is ~10 KiB; the operator needs ~1 KiB)."""
 from __future__ import annotations
 
-from typing import Any
-
 from . import constants as c
+from .constants import Obj
 
-Obj = dict[str, Any]
 Key = tuple[str, str]     # (namespace, QuantizationJob name)
 
 

@@ -11,13 +11,13 @@ import dataclasses
 import re
 from typing import Any
 
-from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES, BadResultMessage, StageResult, decode
-from kubeslim_job.spec import QuantizationJobSpec, SpecError
+from kubeslim_api import reasons
+from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, BadResultMessage, StageResult, decode
+from kubeslim_api.spec import QuantizationJobSpec, SpecError
 
 from . import constants as c
+from .constants import Obj
 from .jobs import spec_field
-
-Obj = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,11 @@ def _statuses(pod: Obj) -> list[Obj]:
     """Container statuses in stage order: export, calibrate (init), verify."""
     st = pod.get("status") or {}
     by_name = {s.get("name"): s for s in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])}
-    return [by_name[n] for n in c.STAGE_CONTAINERS if n in by_name]
+    return [by_name[n] for n in STAGES if n in by_name]
 
 
-def _first_line(text: str, limit: int = 200) -> str:
+def _last_line(text: str, limit: int = 200) -> str:
+    """The last non-blank line (where kubelet and Go put the cause), cut to `limit` characters."""
     lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
     line = lines[-1] if lines else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -85,23 +86,23 @@ _SECRET_KEY_MISSING = re.compile(r"couldn't find key (\S+) in Secret (\S+)")
 _CONFIGMAP_MISSING = re.compile(r'configmap "([^"]+)" not found', re.IGNORECASE)
 
 
-def config_problem_from_kubelet(message: str, spec: QuantizationJobSpec | None) -> Fact:
+def config_problem_from_kubelet(message: str) -> Fact:
     """Kubelet's CreateContainerConfigError message → a ConfigAvailable=False fact. The operator
     may not read Secrets, so this is how a missing Secret or key shows up: kubelet refuses to
     start the container and keeps retrying, and the run proceeds once the Secret appears."""
     if m := _SECRET_KEY_MISSING.search(message):
-        return Fact(False, c.R_SECRET_KEY_NOT_FOUND,
+        return Fact(False, reasons.SECRET_KEY_NOT_FOUND,
                     f"Secret {m.group(2)} has no key {m.group(1)}; add the key or set "
                     "spec.storage.credentialsSecret.accessKeyIdKey/secretAccessKeyKey to the keys it has.")
     if m := _SECRET_MISSING.search(message):
-        return Fact(False, c.R_SECRET_NOT_FOUND,
+        return Fact(False, reasons.SECRET_NOT_FOUND,
                     f"Secret {m.group(1)} (spec.storage.credentialsSecret.name) does not exist in this namespace; "
                     "create it and the run starts by itself.")
     if m := _CONFIGMAP_MISSING.search(message):
-        return Fact(False, c.R_CONFIGMAP_NOT_FOUND,
+        return Fact(False, reasons.CONFIGMAP_NOT_FOUND,
                     f"ConfigMap {m.group(1)} (spec.storage.caBundle.configMapName) does not exist in this namespace; "
                     "create it and the run starts by itself.")
-    return Fact(False, c.R_CONTAINER_CONFIG, _sentence(f"Kubelet cannot start the pod: {_first_line(message)}"))
+    return Fact(False, reasons.CONTAINER_CONFIG, _sentence(f"Kubelet cannot start the pod: {_last_line(message)}"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,8 +136,8 @@ def _gate_fact(result: StageResult) -> Fact | None:
     drop = result.results.accuracy_drop if result.results else None
     drop_text = f"{drop:.4f}" if drop is not None else "unknown"
     if g.passed:
-        return Fact(True, c.R_GATE_PASSED, f"The {g.metric} drop {drop_text} is within maxAccuracyDrop {g.max_accuracy_drop}.")
-    return Fact(False, c.R_GATE_FAILED, f"The {g.metric} drop {drop_text} exceeds maxAccuracyDrop {g.max_accuracy_drop}.")
+        return Fact(True, reasons.GATE_PASSED, f"The {g.metric} drop {drop_text} is within maxAccuracyDrop {g.max_accuracy_drop}.")
+    return Fact(False, reasons.GATE_FAILED, f"The {g.metric} drop {drop_text} exceeds maxAccuracyDrop {g.max_accuracy_drop}.")
 
 
 def _success_message(result: StageResult) -> str:
@@ -169,12 +170,12 @@ def _verdict_from_result(out: StageOutcome, result: StageResult, **times: Any) -
     if gate is not None and not gate.status:
         msg = result.message or gate.message
         msg = _sentence(msg) if result.message else gate.message[:-1] + "; raise spec.verification.maxAccuracyDrop or try other spec.quantization.algos."
-        return Verdict(c.FAILED, c.R_GATE_FAILED, msg, stage, gate=gate, results=results, artifacts=artifacts, **times)
+        return Verdict(c.FAILED, reasons.GATE_FAILED, msg, stage, gate=gate, results=results, artifacts=artifacts, **times)
     if out.exit_code == 0 and result.ok:
         if out.container != "verify":
-            return Verdict(c.FAILED, c.R_BAD_RESULT, f"The Job completed but its last result came from {out.container}, not verify.", stage, **times)
+            return Verdict(c.FAILED, reasons.BAD_RESULT, f"The Job completed but its last result came from {out.container}, not verify.", stage, **times)
         return Verdict(c.SUCCEEDED, "", _success_message(result), "", gate=gate, results=results, artifacts=artifacts, **times)
-    reason = result.reason or c.R_STAGE_FAILED
+    reason = result.reason or reasons.STAGE_FAILED
     msg = _sentence(result.message) if result.message else f"The {out.container} stage failed with exit code {out.exit_code}."
     return Verdict(c.FAILED, reason, msg, stage, gate=gate, results=results, artifacts=artifacts, **times)
 
@@ -184,7 +185,7 @@ def _verdict_from_failed_stage(out: StageOutcome, spec: QuantizationJobSpec | No
     tries = f" (attempt {attempts})" if attempts > 1 else ""
     if out.reason == "OOMKilled":
         mem = spec.resources.memory if spec else "the limit"
-        return Verdict(c.FAILED, c.R_OOM,
+        return Verdict(c.FAILED, reasons.OOM,
                        f"The {out.container} stage ran out of memory ({mem}){tries}; raise spec.resources.memory "
                        "or lower spec.quantization.batchSize / spec.verification.batchSize.", stage, **times)
     try:
@@ -192,11 +193,11 @@ def _verdict_from_failed_stage(out: StageOutcome, spec: QuantizationJobSpec | No
     except BadResultMessage as exc:
         if out.exit_code in NON_RETRYABLE_EXIT_CODES:
             # These codes promise a v1 result; a stage that breaks the promise is a bug, not input.
-            return Verdict(c.FAILED, c.R_BAD_RESULT,
+            return Verdict(c.FAILED, reasons.BAD_RESULT,
                            f"The {out.container} stage exited with code {out.exit_code} but its termination message "
                            f"is not a result ({exc}); check that the job image matches the operator version.", stage, **times)
-        tail = _first_line(out.message)
-        return Verdict(c.FAILED, c.R_STAGE_FAILED,
+        tail = _last_line(out.message)
+        return Verdict(c.FAILED, reasons.STAGE_FAILED,
                        f"The {out.container} stage exited with code {out.exit_code}{tries}"
                        + (f" after logging: {tail}" if tail else "") + "; see the pod's logs.", stage, **times)
     return _verdict_from_result(out, result, **times)
@@ -246,10 +247,10 @@ def job_rejection(code: int, body: Obj | str, job_name: str) -> JobRejection | N
     """What a refused Job create means for the QuantizationJob; None for a transient error (5xx,
     429, …) that the reconciler retries with a backoff."""
     if code in PERMANENT_CREATE_ERRORS:
-        return JobRejection(True, c.R_JOB_REJECTED,
+        return JobRejection(True, reasons.JOB_REJECTED,
                             f"The API server rejected Job {job_name}: {_rejection_detail(body)}; fix the spec and apply again.")
     if code in REFUSED_CREATE_ERRORS:
-        return JobRejection(False, c.R_JOB_FORBIDDEN,
+        return JobRejection(False, reasons.JOB_FORBIDDEN,
                             f"The API server refused to create Job {job_name}: {_rejection_detail(body)}; the operator "
                             "tries again.")
     return None
@@ -314,8 +315,8 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
     if scheduled_cond and scheduled_cond.get("status") == "False":
         why = scheduled_cond.get("message") or "no node fits the pod"
         if scheduled_cond.get("reason") == "Unschedulable":
-            fact = Fact(False, c.R_UNSCHEDULABLE, _sentence(why))
-            return Verdict(c.PENDING, c.R_UNSCHEDULABLE,
+            fact = Fact(False, reasons.UNSCHEDULABLE, _sentence(why))
+            return Verdict(c.PENDING, reasons.UNSCHEDULABLE,
                            _sentence(f"No node can run the pod: {why.rstrip('.')}; check spec.resources and spec.scheduling"),
                            scheduled=fact)
     scheduled = _scheduled_fact(pod) \
@@ -332,16 +333,16 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
             continue
         waiting = state.get("waiting") or {}
         wr = waiting.get("reason") or ""
-        if wr == c.R_CONTAINER_CONFIG:
-            fact = config_problem_from_kubelet(waiting.get("message") or "", spec)
+        if wr == reasons.CONTAINER_CONFIG:
+            fact = config_problem_from_kubelet(waiting.get("message") or "")
             return Verdict(c.PENDING, fact.reason, fact.message, scheduled=scheduled, config=fact)
         if wr in c.IMAGE_PULL_REASONS and wr != "ErrImagePull":
-            return Verdict(c.FAILED, c.R_IMAGE_PULL,
-                           _sentence(f"The job image cannot be pulled ({wr}: {_first_line(waiting.get('message') or '', 160)})")[:-1]
+            return Verdict(c.FAILED, reasons.IMAGE_PULL,
+                           _sentence(f"The job image cannot be pulled ({wr}: {_last_line(waiting.get('message') or '', 160)})")[:-1]
                            + "; fix the operator's KUBESLIM_JOB_IMAGE or the registry access.",
                            c.STAGE_NAMES[s["name"]], scheduled=scheduled)
         if wr == "ErrImagePull":
-            return Verdict(c.PENDING, "ErrImagePull", _sentence(f"Pulling the job image failed, kubelet retries: {_first_line(waiting.get('message') or '', 160)}"),
+            return Verdict(c.PENDING, "ErrImagePull", _sentence(f"Pulling the job image failed, kubelet retries: {_last_line(waiting.get('message') or '', 160)}"),
                            scheduled=scheduled)
         if started:
             # The kubelet starts the next stage a moment after the last one exits (waiting:
@@ -380,12 +381,12 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
             job_conflict: str | None = None, job_deleted: bool = False,
             job_rejection: JobRejection | None = None, now: str = "") -> Verdict:
     if spec_error is not None:
-        return Verdict(c.FAILED, c.R_INVALID_SPEC,
+        return Verdict(c.FAILED, reasons.INVALID_SPEC,
                        f"{spec_error.field}: {_sentence(spec_error.message)[:-1]}; fix the field and apply again.",
                        completion_time=now)
     if job is None:
         if job_deleted:
-            return Verdict(c.FAILED, c.R_JOB_DELETED,
+            return Verdict(c.FAILED, reasons.JOB_DELETED,
                            "The Job of this generation was deleted before it finished; change the spec (or delete and "
                            "re-create the QuantizationJob) to run again.", completion_time=now)
         if config_problem is not None:
@@ -394,7 +395,7 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
             return Verdict(c.FAILED if job_rejection.final else c.PENDING, job_rejection.reason, job_rejection.message,
                            completion_time=now if job_rejection.final else None)
         if job_conflict:
-            return Verdict(c.PENDING, c.R_JOB_NAME_CONFLICT,
+            return Verdict(c.PENDING, reasons.JOB_NAME_CONFLICT,
                            f"A Job named {job_conflict} exists that this QuantizationJob does not own; delete that Job "
                            "or rename the QuantizationJob.")
         return Verdict(c.PENDING, "", "Creating the Job.")
@@ -410,13 +411,13 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
         winners = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
         outcome = _terminal_outcome(winners[-1]) if winners else None
         if outcome is None:
-            return Verdict(c.FAILED, c.R_RESULT_LOST,
+            return Verdict(c.FAILED, reasons.RESULT_LOST,
                            "The Job completed but its pod is gone, so its result cannot be read; delete and re-create "
                            "the QuantizationJob to run again.", completion_time=done, **times)
         try:
             result = decode(outcome.message)
         except BadResultMessage as exc:
-            return Verdict(c.FAILED, c.R_BAD_RESULT,
+            return Verdict(c.FAILED, reasons.BAD_RESULT,
                            f"The verify stage finished but its termination message is not a result ({exc}); check that "
                            "the job image matches the operator version.", c.STAGE_NAMES[outcome.container],
                            completion_time=done, **times)
@@ -431,7 +432,7 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
             running = [_pod_progress(p, spec).stage for p in pods if (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")]
             stage = next((s for s in reversed(running) if s), "")
             during = f" while {stage.lower()}" if stage else ""
-            return Verdict(c.FAILED, c.R_DEADLINE,
+            return Verdict(c.FAILED, reasons.DEADLINE,
                            f"The run passed spec.runPolicy.activeDeadlineSeconds ({deadline} s){during}; raise it or "
                            "shrink the work (fewer algos, a smaller spec.data.evaluation.limit).", stage,
                            completion_time=done, **times)
@@ -443,7 +444,7 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
         if outcome is not None and outcome.exit_code != 0:
             v = _verdict_from_failed_stage(outcome, spec, len(failed_pods), completion_time=done, **times)
             return v
-        reason = job_reason or c.R_STAGE_FAILED
+        reason = job_reason or reasons.STAGE_FAILED
         msg = _sentence(failed.get("message") or "The Job failed")
         return Verdict(c.FAILED, reason, msg, completion_time=done, **times)
 
@@ -468,7 +469,7 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
             # would be withdrawn a moment later.
             return Verdict(c.PENDING, "", f"Attempt {len(failed_pods)} failed{why}; waiting for the Job's verdict.",
                            hold=True, **times)
-        return Verdict(c.PENDING, c.R_RETRYING,
+        return Verdict(c.PENDING, reasons.RETRYING,
                        f"Attempt {len(failed_pods)} failed{why}; the Job retries.", **times)
     if pods and all((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
         return Verdict(c.RUNNING, "", "The pod finished; waiting for the Job to complete.", c.STAGE_NAMES["verify"],
@@ -478,10 +479,6 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
 
 # ----------------------------------------------------------------------------------------------
 # Verdict → status mapping.
-
-STATUS_KEYS = ("observedGeneration", "phase", "stage", "reason", "message", "conditions", "jobName",
-               "startTime", "completionTime", "results", "artifacts")
-
 
 def _condition(ctype: str, status: bool, reason: str, message: str, generation: int,
                prev: dict[str, Obj], now: str) -> Obj:
@@ -543,12 +540,6 @@ def build_status(v: Verdict, *, generation: int, job_name: str | None, prev: Obj
     }
 
 
-def comparable(status: Obj | None) -> Obj:
-    """The status restricted to the keys the operator owns, with absent and None alike."""
-    status = status or {}
-    return {k: status.get(k) for k in STATUS_KEYS if status.get(k) not in (None, "", [], {})}
-
-
 def visible(status: Obj | None) -> tuple:
     """What a status says at a glance (and what an event announces). A change here is written;
     a change of message or conditions alone waits for the next such change."""
@@ -569,9 +560,6 @@ class EventSpec:
     message: str
 
 
-_RUNNING_REASONS = {"Exporting": "Exporting", "Calibrating": "Calibrating", "Verifying": "Verifying"}
-
-
 def transition_event(prev: Obj | None, new: Obj) -> EventSpec | None:
     """One event per visible transition (phase, reason or stage changed), none otherwise."""
     prev = prev or {}
@@ -583,7 +571,8 @@ def transition_event(prev: Obj | None, new: Obj) -> EventSpec | None:
     if reason:
         ev_reason = reason
     elif phase == c.RUNNING:
-        ev_reason = _RUNNING_REASONS.get(new.get("stage") or "", c.RUNNING)
+        stage = new.get("stage") or ""
+        ev_reason = stage if stage in c.STAGE_NAMES.values() else c.RUNNING   # Exporting, Calibrating…
     else:
         ev_reason = phase or "Unknown"
     return EventSpec("Warning" if warning else "Normal", ev_reason, new.get("message") or "")

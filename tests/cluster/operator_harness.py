@@ -24,7 +24,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from kubeslim_job.contract import (Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult,
+from kubeslim_api.contract import (Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult,
                                    encode)
 
 REPO = Path(__file__).resolve().parents[2]

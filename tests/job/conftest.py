@@ -108,7 +108,7 @@ def job_env(s3_env: dict[str, str], **overrides: str) -> dict[str, str]:
 @pytest.fixture
 def kubeslim_job(s3_env, tmp_path):
     """kubeslim_job(stage_or_run, manifest, work=None, env=..., via='file'|'env') -> StageRun."""
-    from kubeslim_job.contract import decode
+    from kubeslim_api.contract import decode
 
     def call(command: str, manifest: dict[str, Any], work: Path | None = None, via: str = "file",
              timeout: float = 240, **env_overrides: str) -> StageRun:

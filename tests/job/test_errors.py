@@ -11,7 +11,7 @@ import socket
 import numpy as np
 import pytest
 
-from kubeslim_job.contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT, MAX_MESSAGE_BYTES
+from kubeslim_api.contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT, MAX_MESSAGE_BYTES
 
 from . import digits
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from kubeslim_job.contract import EXIT_BAD_INPUT, EXIT_OK, MAX_MESSAGE_BYTES
+from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_OK, MAX_MESSAGE_BYTES
 
 from . import digits
 

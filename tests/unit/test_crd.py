@@ -1,4 +1,4 @@
-"""The CRD (crds/) and the typed spec model (kubeslim_job.spec) describe one API: keep them in step."""
+"""The CRD (crds/) and the typed spec model (kubeslim_api.spec) describe one API: keep them in step."""
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from kubeslim_job import spec as spec_mod
+from kubeslim_api import spec as spec_mod
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "kubeslim.io_quantizationjobs.yaml"
@@ -113,5 +113,5 @@ def test_names_and_status_subresource(crd, version):
 
 def test_algo_list_is_the_allowed_set_without_min_max(version):
     algos = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["quantization"]["properties"]["algos"]
-    assert set(algos["items"]["enum"]) == set(spec_mod.ALGOS)
+    assert set(algos["items"]["enum"]) == set(get_args(spec_mod.Algo))
     assert "min_max" not in algos["items"]["enum"]

@@ -169,3 +169,14 @@ def test_the_numeric_user_has_a_passwd_entry(target):
     uid, _, gid = [a for i, a in _stages()[target] if i == "USER"][-1].partition(":")
     runs = " ".join(a for s in _chain(target) for i, a in _stages()[s] if i == "RUN")
     assert re.search(rf"[a-z]+:x:{uid}:{gid or uid}:[^']*' >>/etc/passwd", runs), target
+
+
+def test_the_wheel_stage_sees_every_package_dir():
+    # A source folder the wheel stage does not COPY (or .dockerignore hides) builds a wheel
+    # without that package, and the image dies at its first import.
+    copied = {a.split()[0].rstrip("/") for i, a in _stages()["wheel"] if i == "COPY"}
+    unignored = {ln[1:].rstrip("/") for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.startswith("!")}
+    for src in PYPROJECT["tool"]["setuptools"]["package-dir"].values():
+        top = src.split("/")[0]
+        assert top in copied, f"the Dockerfile's wheel stage does not COPY {top}/"
+        assert top in unignored, f".dockerignore has no !{top}/ line"

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from kubeslim_job import cli
-from kubeslim_job.contract import Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult, decode, encode
-from kubeslim_job.spec import SpecError
+from kubeslim_api.contract import Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult, decode, encode
+from kubeslim_api.spec import SpecError
 
 SPEC = {
     "model": {"builtin": {"architecture": "lenet", "numClasses": 10}, "inputShape": [1, 28, 28]},

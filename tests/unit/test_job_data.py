@@ -11,7 +11,7 @@ import pytest
 
 from kubeslim_job import data
 from kubeslim_job.errors import BadInput
-from kubeslim_job.spec import Preprocess
+from kubeslim_api.spec import Preprocess
 
 from job_fakes import MemStorage
 

@@ -8,7 +8,7 @@ import pytest
 from botocore import exceptions as bx
 from botocore.stub import Stubber
 
-from kubeslim_job.contract import EXIT_BAD_INPUT, EXIT_TRANSIENT
+from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_TRANSIENT
 from kubeslim_job.errors import BadInput, Transient
 from kubeslim_job.storage import RangedReader, Storage, join_uri, parse_uri
 

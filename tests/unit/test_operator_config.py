@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubeslim_job.spec import parse_spec
+from kubeslim_api.spec import parse_spec
 from kubeslim_operator.__main__ import build_config, parse_args
 from kubeslim_operator.config import ConfigError, OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kubeslim_job.contract import NON_RETRYABLE_EXIT_CODES
-from kubeslim_job.spec import parse_spec
+from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES
+from kubeslim_api.spec import parse_spec
 from kubeslim_operator import constants as c
 from kubeslim_operator.config import OperatorConfig
 from tests.manifests import set_path

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from kubeslim_api import reasons
 from kubeslim_operator import constants as c
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.handlers.reconcile import Reconciler
@@ -152,10 +153,10 @@ def test_a_rejected_job_fails_the_generation_once_until_the_spec_changes():
     assert kube.creates == 2                        # once for generation 1, once for generation 2
     assert requeues[:3] == [None, None, None]       # nothing scheduled again for generation 1
     first = kube.statuses[0]
-    assert (first["phase"], first["reason"], first["observedGeneration"]) == ("Failed", c.R_JOB_REJECTED, 1)
+    assert (first["phase"], first["reason"], first["observedGeneration"]) == ("Failed", reasons.JOB_REJECTED, 1)
     assert "spec.scheduling.tolerations[0].tolerationSeconds" in first["message"]
     assert {x["type"]: x["status"] for x in first["conditions"]}["Stalled"] == "True"
-    assert kube.events[0][:2] == ("Warning", c.R_JOB_REJECTED)
+    assert kube.events[0][:2] == ("Warning", reasons.JOB_REJECTED)
     assert len(kube.statuses) == 2 and kube.statuses[1]["observedGeneration"] == 2
 
 
@@ -163,8 +164,8 @@ def test_a_forbidden_job_is_reported_and_tried_again():
     kube = FakeKube(ApiError(403, {"message": "exceeded quota: jobs"}, "POST", "/apis/batch/v1/namespaces/ml/jobs"))
     requeues = passes(kube, [1, 1])
     assert kube.creates == 2 and requeues == [OperatorConfig().recheck_seconds] * 2
-    assert [(s["phase"], s["reason"]) for s in kube.statuses] == [("Pending", c.R_JOB_FORBIDDEN)]   # written once
-    assert kube.events[0][:2] == ("Warning", c.R_JOB_FORBIDDEN)
+    assert [(s["phase"], s["reason"]) for s in kube.statuses] == [("Pending", reasons.JOB_FORBIDDEN)]   # written once
+    assert kube.events[0][:2] == ("Warning", reasons.JOB_FORBIDDEN)
 
 
 @pytest.mark.parametrize("code", [429, 500, 503])

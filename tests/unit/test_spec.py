@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kubeslim_job.spec import SpecError, parse_manifest, parse_spec
+from kubeslim_api.spec import SpecError, parse_manifest, parse_spec
 from tests.invalid_specs import INVALID_SPECS, VALID_SPEC, invalid_spec
 
 

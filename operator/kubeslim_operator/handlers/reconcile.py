@@ -21,11 +21,12 @@ import datetime
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-from kubeslim_job.spec import QuantizationJobSpec, SpecError, parse_spec
+from kubeslim_api import reasons
+from kubeslim_api.spec import QuantizationJobSpec, SpecError, parse_spec
 
 from .. import constants as c
+from ..constants import Obj
 from .. import metrics
 from ..config import OperatorConfig
 from ..jobs import Owner, build_job, job_name
@@ -34,7 +35,6 @@ from ..objects import (Key, deleting, job_finished, job_generation, owner_uid_of
 from ..status import Fact, JobRejection, build_status, is_final_for, job_rejection, observe, transition_event, visible
 
 log = logging.getLogger("kubeslim_operator.reconcile")
-Obj = dict[str, Any]
 
 # A Job this process created (or read after a 409) stands in for the watch's copy for this long:
 # the watch event usually follows within milliseconds, but a pass must not mistake lag for deletion.
@@ -42,14 +42,14 @@ RECENT_JOB_SECONDS = 60.0
 
 
 def utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.timezone.utc).strftime(c.TIME_FORMAT)
 
 
 def _parse_time(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+        return datetime.datetime.strptime(value, c.TIME_FORMAT).replace(tzinfo=datetime.timezone.utc).timestamp()
     except ValueError:
         return None
 
@@ -125,11 +125,11 @@ class Reconciler:
             return None
         cm = await self.kube.get_configmap(namespace, ca.config_map_name)
         if cm is None:
-            return Fact(False, c.R_CONFIGMAP_NOT_FOUND,
+            return Fact(False, reasons.CONFIGMAP_NOT_FOUND,
                         f"ConfigMap {ca.config_map_name} (spec.storage.caBundle.configMapName) does not exist in "
                         f"namespace {namespace}; create it and the run starts by itself.")
         if ca.key not in (cm.get("data") or {}) and ca.key not in (cm.get("binaryData") or {}):
-            return Fact(False, c.R_CONFIGMAP_KEY_NOT_FOUND,
+            return Fact(False, reasons.CONFIGMAP_KEY_NOT_FOUND,
                         f"ConfigMap {ca.config_map_name} has no key {ca.key} (spec.storage.caBundle.key); add it or "
                         "point the key at the one holding the PEM bundle.")
         return None

@@ -3,7 +3,7 @@
 The CRD in crds/ is the source of truth for what the API server accepts; this model parses an
 already-admitted spec (or a local manifest for `kubeslim-job run`) once, fills the same defaults,
 and re-checks the cross-field rules so a manifest that never met the API server fails the same way.
-tests/unit/test_spec_crd_parity.py keeps the two in step field for field.
+tests/unit/test_crd.py keeps the two in step field for field.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
-ALGOS = ("KL", "hist", "mse", "avg", "abs_max", "emd", "ptf")
+Algo = Literal["KL", "hist", "mse", "avg", "abs_max", "emd", "ptf"]     # paddleslim quant_post_static algos
 DEFAULT_QUANTIZABLE_OP_TYPES = ["conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2"]
 
 # Kubernetes' name syntax (apimachinery's validation), spelled exactly as in the CRD's patterns
@@ -127,7 +127,7 @@ class DataSpec(_Camel):
 
 
 class QuantizationSpec(_Camel):
-    algos: list[Literal["KL", "hist", "mse", "avg", "abs_max", "emd", "ptf"]] = Field(default_factory=lambda: ["hist"], min_length=1)
+    algos: list[Algo] = Field(default_factory=lambda: ["hist"], min_length=1)
     batch_size: int = Field(32, ge=1)
     batch_nums: int = Field(10, ge=1)
     hist_percent: float = Field(0.9999, gt=0, le=1)

@@ -12,7 +12,7 @@ up to spec.runPolicy.backoffLimit.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 CONTRACT_VERSION = 1
 MAX_MESSAGE_BYTES = 4096
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+WORK_DIR = "/work"            # the emptyDir the stages share; the job's --work-dir default
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 3       # the spec, the data or the model is wrong: do not retry
@@ -27,8 +28,9 @@ EXIT_ACCURACY_GATE = 4   # the pipeline worked but int8 lost more than maxAccura
 EXIT_TRANSIENT = 75      # EX_TEMPFAIL: storage timeout, throttling: retry
 NON_RETRYABLE_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_ACCURACY_GATE)
 
+# The pod's containers, in order (two init containers and one container), and the CLI's subcommands.
 Stage = Literal["export", "calibrate", "verify"]
-STAGES: tuple[Stage, ...] = ("export", "calibrate", "verify")
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class _Camel(BaseModel):

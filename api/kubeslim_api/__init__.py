@@ -1,0 +1,8 @@
+"""kubeslim's API: what the operator and the job image agree on, and nothing with I/O.
+
+  spec       the typed QuantizationJob spec (kubeslim.io/v1alpha1)
+  contract   the job → operator result message, exit codes, stage names, the pod's paths
+  reasons    the reason codes of status, conditions, events and stage results
+
+Both `kubeslim_operator` and `kubeslim_job` import this package; neither imports the other.
+"""
