@@ -2,7 +2,7 @@
 
 The calibration samples (the first spec.calibrationSamples of the dataset) are fetched once into
 work/data/calibration and fed through the paddle.io.DataLoader form that paddle 2.6.2 requires
-(feed_list + return_list=False; generators fail, see paddle-facts). Each candidate lands in
+(feed_list + return_list=False; a plain generator fails inside quant_post_static). Each candidate lands in
 work/int8/<algo>/model.pdmodel|.pdiparams; work/calibration.json lists them with their
 calibration time and size, or the error that stopped them. `min_max` is refused by the spec
 (it inserts no quant ops in paddleslim 2.6.0); any algo whose output has no quantize ops is
@@ -21,8 +21,7 @@ import numpy as np
 import paddle
 
 from . import data
-from .errors import BadInput
-from .export import _last_line
+from .errors import BadInput, last_line
 from .storage import Storage
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
@@ -88,7 +87,7 @@ def _one(algo: str, q, calib: data.TensorFile, facts: dict[str, Any], work: Work
         if quant_ops == 0:
             raise RuntimeError("the output has no quantize ops (nothing was quantized); check quantizableOpTypes")
     except Exception as exc:  # one failed algo does not sink the sweep
-        return {"algo": algo, "error": _last_line(exc), "calibrationSeconds": round(time.perf_counter() - t0, 3)}
+        return {"algo": algo, "error": last_line(exc), "calibrationSeconds": round(time.perf_counter() - t0, 3)}
     finally:
         paddle.disable_static()
     size = sum(os.path.getsize(os.path.join(out, n)) for n in (MODEL_FILE, PARAMS_FILE))

@@ -43,7 +43,7 @@ from typing import Any
 
 from kubeslim_api import reasons
 from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR, StageResult, encode
-from .errors import JobError
+from .errors import JobError, last_line
 from kubeslim_api.spec import SpecError, parse_manifest, parse_spec
 
 SPEC_ENV = "KUBESLIM_SPEC"
@@ -135,12 +135,10 @@ def run_stage(stage: str, spec, work_dir: str) -> StageResult:
         return res
     except MemoryError:
         return _fail(stage, reasons.OUT_OF_MEMORY, "ran out of memory; raise spec.resources.memory or lower "
-                                           "spec.verification.batchSize", 1, {}, storage, t0)
+                                                   "spec.verification.batchSize", 1, {}, storage, t0)
     except Exception as exc:  # a crash: the traceback goes to the log, one line to the message
         traceback.print_exc()
-        from .export import _last_line
-
-        return _fail(stage, reasons.INTERNAL_ERROR, f"unexpected {_last_line(exc)}; see the pod log", 1, {}, storage, t0)
+        return _fail(stage, reasons.INTERNAL_ERROR, f"unexpected {last_line(exc)}; see the pod log", 1, {}, storage, t0)
 
 
 def _ok(stage: str, message: str, details: dict[str, Any], storage, t0: float) -> StageResult:

@@ -10,9 +10,9 @@ Formats (spec.data.{calibration,evaluation}.format):
   listing is paged (ListObjectsV2) only as far as the first N images.
 - npz: `uri` is one .npz object with `images` (N,C,H,W or N,H,W,C or N,H,W) and `labels` (N,);
   `labels` may be absent where labels are not read.
-  Only the bytes of the first N samples are read: for an uncompressed npz (np.savez) by exact Range
-  GETs of the member's data, for a compressed one (np.savez_compressed) by a streaming inflate whose
-  over-read is at most one read-ahead block (<= 1 MiB).
+  Only the bytes of the first N samples are read (storage.NpzMember): for an uncompressed npz
+  (np.savez) by exact Range GETs of the member's data, for a compressed one (np.savez_compressed) by
+  a streaming inflate whose over-read is at most one read-ahead block (<= 1 MiB).
   * integer arrays are pixels (0-255) and get the same preprocessing as image files;
   * float arrays are taken as already model-ready tensors: their C,H,W must equal
     spec.model.inputShape and no preprocessing is applied.
@@ -30,18 +30,15 @@ large the evaluation set is.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
-import struct
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import BadInput
-from .storage import Storage, join_uri
+from .storage import NpzMember, Storage, join_uri, open_npz
 
 _IMAGE_CHANNELS = (1, 3, 4)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -160,9 +157,9 @@ class TensorFile:
     def exists(directory: str) -> bool:
         return os.path.exists(os.path.join(directory, "meta.json"))
 
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         per = int(np.prod(self.shape))
-        n = self.n if limit is None else min(limit, self.n)
+        n = self.n
         buf = np.empty((batch_size, *self.shape), np.float32)
         with open(os.path.join(self.dir, "images.f32"), "rb", buffering=0) as fh:
             for start in range(0, n, batch_size):
@@ -280,86 +277,18 @@ def _image_prefix(storage: Storage, ds, field: str, count: int | None, prep: Pre
 
 
 # -- npz ---------------------------------------------------------------------------------------
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-
-
-class _NpzMember:
-    """Reads the first rows of one .npy member of a remote .npz."""
-
-    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str, need: str = ""):
-        self.storage, self.uri, self.field, self.zf = storage, uri, field, zf
-        try:
-            self.info = zf.getinfo(name)
-        except KeyError:
-            raise BadInput("BadNpz", f"{field} {uri}: has no '{name.removesuffix('.npy')}' array (found: "
-                                     f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())}){need}") from None
-        self.name = name
-        if self.info.compress_type == zipfile.ZIP_STORED:
-            head, _ = storage.get_range(uri, field, self.info.header_offset,
-                                        self.info.header_offset + _LOCAL_HEADER.size + 1024)
-            fh = _LOCAL_HEADER.unpack(head[:_LOCAL_HEADER.size])
-            self.data_start = self.info.header_offset + _LOCAL_HEADER.size + fh[10] + fh[11]
-            rel = self.data_start - self.info.header_offset
-            stream = io.BytesIO(head[rel:])
-            self._parse_header(stream)
-            if self.header_len > len(head) - rel:
-                raise BadInput("BadNpz", f"{field} {uri}: '{name}' has an oversized .npy header")
-            self.stream = None
-        else:
-            self.stream = zf.open(name)
-            self._parse_header(self.stream)
-
-    def _parse_header(self, stream) -> None:
-        from numpy.lib import format as npf
-
-        try:
-            version = npf.read_magic(stream)
-            shape, fortran, dtype = npf._read_array_header(stream, version)  # noqa: SLF001 (stable since numpy 1.x)
-        except Exception as exc:
-            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is not a valid .npy array ({exc})") from None
-        if fortran and len(shape) > 1:
-            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is Fortran-ordered; save it C-ordered "
-                                     "(np.ascontiguousarray) so samples can be read without the whole array")
-        if dtype.hasobject:
-            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' holds Python objects; use a numeric dtype")
-        self.shape, self.dtype = tuple(shape), dtype
-        self.header_len = stream.tell()
-        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else 0
-
-    def rows(self, n: int, chunk_rows: int = 256) -> Iterator[np.ndarray]:
-        """The first n rows, `chunk_rows` at a time."""
-        step = max(1, min(chunk_rows, (4 << 20) // max(1, self.row_bytes)))
-        done = 0
-        while done < n:
-            k = min(step, n - done)
-            want = k * self.row_bytes
-            if self.stream is None:
-                start = self.data_start + self.header_len + done * self.row_bytes
-                data, _ = self.storage.get_range(self.uri, self.field, start, start + want - 1)
-            else:
-                data = self.stream.read(want)
-            if len(data) != want:
-                raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is truncated")
-            yield np.frombuffer(data, self.dtype).reshape(k, *self.shape[1:])
-            done += k
-
-
 def _npz(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
          labels: bool, stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
-    raw = storage.open(ds.uri, f"{field}")
-    try:
-        zf = zipfile.ZipFile(raw)
-    except zipfile.BadZipFile:
-        raise BadInput("BadNpz", f"{field} {ds.uri}: not an .npz file (zip); save it with np.savez") from None
-    images = _NpzMember(storage, ds.uri, field, zf, "images.npy")
+    zf = open_npz(storage, ds.uri, field)
+    images = NpzMember(storage, ds.uri, field, zf, "images.npy")
     if len(images.shape) not in (3, 4):
         raise BadInput("BadNpz", f"{field} {ds.uri}: 'images' must be N,C,H,W or N,H,W,C or N,H,W, got "
                                  f"{list(images.shape)}")
     n = images.shape[0] if count is None else min(count, images.shape[0])
     all_labels = np.full(n, NO_LABEL, np.int64)
     if labels:
-        lab = _NpzMember(storage, ds.uri, field, zf, "labels.npy", f"; {field.removesuffix('.uri')} needs one integer "
-                                                                   "label per image")
+        lab = NpzMember(storage, ds.uri, field, zf, "labels.npy", f"; {field.removesuffix('.uri')} needs one integer "
+                                                                  "label per image")
         if len(lab.shape) != 1 or lab.dtype.kind not in "iu" or lab.shape[0] != images.shape[0]:
             raise BadInput("BadNpz", f"{field} {ds.uri}: 'labels' must be a 1-D integer array with one entry per "
                                      f"image ({images.shape[0]}), got {lab.dtype} {list(lab.shape)}")

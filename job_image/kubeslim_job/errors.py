@@ -39,3 +39,11 @@ class Transient(JobError):
 
 class GateFailed(JobError):
     exit_code = EXIT_ACCURACY_GATE
+
+
+def last_line(exc: BaseException) -> str:
+    """`Type: the last meaningful line` of an exception: Paddle and numpy put the cause last, under
+    banners of dashes. For messages; the traceback goes to the log."""
+    text = str(exc).strip().splitlines()
+    line = next((ln.strip() for ln in reversed(text) if ln.strip() and not set(ln.strip()) <= set("-=[]")), "")
+    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__

@@ -10,7 +10,7 @@ work/export.json: input shape, feed name, number of classes, op and parameter co
 """
 from __future__ import annotations
 
-import zlib  # noqa: F401  -- must precede paddle (see paddle-facts: libpaddle's zlib clash)
+import zlib  # noqa: F401  -- must precede paddle: libpaddle bundles a zlib that clashes with the system's
 
 import importlib
 import importlib.util
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import data
-from .errors import BadInput
+from .errors import BadInput, last_line
 from .storage import Storage, join_uri, parse_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
@@ -70,7 +70,7 @@ def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
             paddle.jit.save(layer, prefix, input_spec=[spec_in])
         except Exception as exc:
             raise BadInput("ExportFailed", f"{field}: paddle.jit.save failed for input [N, {c}, {h}, {w}] "
-                                           f"({_last_line(exc)}); check spec.model.inputShape and the model's forward") from None
+                                           f"({last_line(exc)}); check spec.model.inputShape and the model's forward") from None
     facts = inspect_static(prefix, spec.model.input_shape, source)
     if spec.model.builtin and facts["numClasses"] != spec.model.builtin.num_classes:
         raise BadInput("ShapeMismatch", f"spec.model.builtin.numClasses is {spec.model.builtin.num_classes} but the model "
@@ -95,7 +95,7 @@ def _build_layer(spec, storage: Storage, work: WorkDir):
             layer = fn(**kwargs)
         except Exception as exc:
             raise BadInput("ModelBuildFailed", f"spec.model.builtin.architecture {m.builtin.architecture}: "
-                                               f"{_last_line(exc)}") from None
+                                               f"{last_line(exc)}") from None
         weights = m.builtin.weights
     else:
         field = "spec.model.custom"
@@ -109,13 +109,13 @@ def _build_layer(spec, storage: Storage, work: WorkDir):
                 module = importlib.util.module_from_spec(modspec)
                 modspec.loader.exec_module(module)
             except Exception as exc:
-                raise BadInput("CustomCodeFailed", f"{where}: importing it failed ({_last_line(exc)})") from None
+                raise BadInput("CustomCodeFailed", f"{where}: importing it failed ({last_line(exc)})") from None
         else:
             where = f"spec.model.custom.module {c.module}"
             try:
                 module = importlib.import_module(c.module)
             except Exception as exc:
-                raise BadInput("CustomCodeFailed", f"{where}: cannot import it ({_last_line(exc)}); it must be "
+                raise BadInput("CustomCodeFailed", f"{where}: cannot import it ({last_line(exc)}); it must be "
                                                    "installed in the job image") from None
         factory = getattr(module, c.factory, None)
         if not callable(factory):
@@ -124,7 +124,7 @@ def _build_layer(spec, storage: Storage, work: WorkDir):
             layer = factory(**c.kwargs)
         except Exception as exc:
             raise BadInput("CustomCodeFailed", f"{where}: {c.factory}(**spec.model.custom.kwargs) raised "
-                                               f"{_last_line(exc)}") from None
+                                               f"{last_line(exc)}") from None
         if not isinstance(layer, paddle.nn.Layer):
             raise BadInput("CustomCodeFailed", f"{where}: {c.factory} returned {type(layer).__name__}, not a paddle.nn.Layer")
         weights = c.weights
@@ -156,7 +156,7 @@ def _load_weights(layer, storage: Storage, uri: str, field: str, work: WorkDir) 
     try:
         state = paddle.load(path)
     except Exception as exc:
-        raise BadInput("BadWeights", f"{field} {uri}: not a paddle.save state dict ({_last_line(exc)})") from None
+        raise BadInput("BadWeights", f"{field} {uri}: not a paddle.save state dict ({last_line(exc)})") from None
     if not isinstance(state, dict):
         raise BadInput("BadWeights", f"{field} {uri}: holds a {type(state).__name__}, expected a state dict "
                                      "(paddle.save(model.state_dict(), path))")
@@ -192,7 +192,7 @@ def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> d
                 program, feeds, fetches = paddle.static.load_inference_model(prefix, exe)
             except Exception as exc:
                 raise BadInput("BadModel", f"{field}: {MODEL_FILE}/{PARAMS_FILE} do not load as a Paddle inference "
-                                           f"model ({_last_line(exc)}); export it with paddle.jit.save or "
+                                           f"model ({last_line(exc)}); export it with paddle.jit.save or "
                                            "paddle.static.save_inference_model") from None
             if len(feeds) != 1:
                 raise BadInput("BadModel", f"{field}: the model has {len(feeds)} inputs ({', '.join(feeds)}); only "
@@ -213,7 +213,7 @@ def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> d
                 out = exe.run(program, feed={feeds[0]: np.zeros([1, *shape], np.float32)}, fetch_list=fetches)[0]
             except Exception as exc:
                 raise BadInput("ShapeMismatch", f"{field}: the model fails on input [1, {', '.join(map(str, shape))}] "
-                                                f"({_last_line(exc)}); check spec.model.inputShape") from None
+                                                f"({last_line(exc)}); check spec.model.inputShape") from None
             if np.ndim(out) != 2:
                 raise BadInput("BadModel", f"{field}: output {fetches[0].name} has shape {list(np.shape(out))}; "
                                            "expected [N, classes] logits or probabilities")
@@ -240,8 +240,3 @@ def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> d
         "sizeBytes": os.path.getsize(prefix + ".pdmodel") + os.path.getsize(prefix + ".pdiparams"),
     }
 
-
-def _last_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = next((ln.strip() for ln in reversed(text) if ln.strip() and not set(ln.strip()) <= set("-=[]")), "")
-    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__

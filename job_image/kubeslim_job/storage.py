@@ -14,18 +14,24 @@ Reads fetch only the bytes they need: `RangedReader` issues Range GETs whose siz
 grows while the caller reads sequentially (so reading the first N samples of a big object costs
 about N samples, not the object), and `fetch_many` downloads many small objects in parallel with a
 bounded number in flight, yielding them in order, so memory stays flat as a dataset grows.
-Every byte received is counted in `Storage.bytes_read` (reported by the stages and the benchmark).
+`NpzMember` reads the first rows of one array of a remote .npz the same way (exact Range GETs of
+an uncompressed member, a streaming inflate of a compressed one). Every byte received is counted in
+`Storage.bytes_read` (reported by the stages and the benchmark).
 Secrets are never logged or put in messages.
 """
 from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+import numpy as np
 
 from .errors import BadInput, Transient
 
@@ -356,3 +362,82 @@ class RangedReader(io.RawIOBase):
         b[:n] = self._buf[off:off + n]
         self.pos += n
         return n
+
+
+# -- remote .npz ---------------------------------------------------------------------------------
+def open_npz(storage: Storage, uri: str, field: str) -> zipfile.ZipFile:
+    """The zip directory of a remote .npz, read through a RangedReader (its tail, not the whole object)."""
+    try:
+        return zipfile.ZipFile(storage.open(uri, field))
+    except zipfile.BadZipFile:
+        raise BadInput("BadNpz", f"{field} {uri}: not an .npz file (zip); save it with np.savez") from None
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+
+
+class NpzMember:
+    """Reads the first rows of one .npy member of a remote .npz (a zip of .npy files): a stored
+    member by exact Range GETs of its rows, a deflated one by streaming through the RangedReader."""
+
+    def __init__(self, storage: Storage, uri: str, field: str, zf: zipfile.ZipFile, name: str, need: str = ""):
+        self.storage, self.uri, self.field, self.zf = storage, uri, field, zf
+        try:
+            self.info = zf.getinfo(name)
+        except KeyError:
+            raise BadInput("BadNpz", f"{field} {uri}: has no '{name.removesuffix('.npy')}' array (found: "
+                                     f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())}){need}") from None
+        self.name = name
+        if self.info.compress_type == zipfile.ZIP_STORED:
+            head, _ = storage.get_range(uri, field, self.info.header_offset,
+                                        self.info.header_offset + _LOCAL_HEADER.size + 1024)
+            fh = _LOCAL_HEADER.unpack(head[:_LOCAL_HEADER.size])
+            self.data_start = self.info.header_offset + _LOCAL_HEADER.size + fh[10] + fh[11]
+            rel = self.data_start - self.info.header_offset
+            stream = io.BytesIO(head[rel:])
+            self._parse_header(stream)
+            if self.header_len > len(head) - rel:
+                raise BadInput("BadNpz", f"{field} {uri}: '{name}' has an oversized .npy header")
+            self.stream = None
+        else:
+            self.stream = zf.open(name)
+            self._parse_header(self.stream)
+
+    def _parse_header(self, stream) -> None:
+        from numpy.lib import format as npf
+
+        try:
+            version = npf.read_magic(stream)
+            # np.savez writes 1.0, or 2.0 for a header over 64 KiB; 3.0 (utf-8 field names) holds
+            # only structured dtypes, which are refused below anyway.
+            read_header = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            shape, fortran, dtype = read_header(stream)
+        except Exception as exc:
+            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is not a valid .npy array ({exc})") from None
+        if fortran and len(shape) > 1:
+            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is Fortran-ordered; save it C-ordered "
+                                     "(np.ascontiguousarray) so samples can be read without the whole array")
+        if dtype.hasobject:
+            raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' holds Python objects; use a numeric dtype")
+        self.shape, self.dtype = tuple(shape), dtype
+        self.header_len = stream.tell()
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else 0
+
+    def rows(self, n: int, chunk_rows: int = 256) -> Iterator[np.ndarray]:
+        """The first n rows, `chunk_rows` at a time."""
+        step = max(1, min(chunk_rows, (4 << 20) // max(1, self.row_bytes)))
+        done = 0
+        while done < n:
+            k = min(step, n - done)
+            want = k * self.row_bytes
+            if self.stream is None:
+                start = self.data_start + self.header_len + done * self.row_bytes
+                data, _ = self.storage.get_range(self.uri, self.field, start, start + want - 1)
+            else:
+                data = self.stream.read(want)
+            if len(data) != want:
+                raise BadInput("BadNpz", f"{self.field} {self.uri}: '{self.name}' is truncated")
+            yield np.frombuffer(data, self.dtype).reshape(k, *self.shape[1:])
+            done += k

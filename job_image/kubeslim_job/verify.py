@@ -8,7 +8,7 @@ Backends ("backend" in the results names what really ran the int8 model):
 - cpu-onednn-int8: Paddle Inference on CPU with oneDNN and enable_mkldnn_int8 (fp32 with oneDNN).
 - gpu-tensorrt-int8: GPU with TensorRT in Int8 precision (fp32 with TensorRT Float32).
 Int8 latency is only reported from one of these; a quantized model run without int8 kernels is
-slower than fp32 (paddle-facts) and would be a lie. verification.backend: auto = GPU+TensorRT when
+slower than fp32 (it runs fake-quantize ops in float) and would be a lie. verification.backend: auto = GPU+TensorRT when
 the image has CUDA and a GPU is visible, else CPU; cpu forces CPU; gpu and tensorrt both mean
 GPU + TensorRT (the only GPU path with int8 kernels) and fail if no GPU is visible.
 
@@ -30,8 +30,7 @@ import numpy as np
 from . import data, report
 from kubeslim_api import reasons
 from kubeslim_api.contract import Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results
-from .errors import BadInput, GateFailed
-from .export import _last_line
+from .errors import BadInput, GateFailed, last_line
 from .storage import Storage, join_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
@@ -69,7 +68,7 @@ def predictor(model_dir: str, backend: str, int8: bool, batch_size: int, feed: s
 
     config = Config(os.path.join(model_dir, MODEL_FILE), os.path.join(model_dir, PARAMS_FILE))
     config.disable_glog_info()
-    config.switch_ir_optim(True)          # off is 13x slower (paddle-facts)
+    config.switch_ir_optim(True)          # off, inference measured 13x slower on these models
     config.enable_memory_optim()
     if backend == "cpu-onednn-int8":
         config.disable_gpu()
@@ -166,7 +165,7 @@ def run(spec, storage: Storage, work: WorkDir) -> tuple[Results, Gate, Artifacts
                 m = measure(os.path.join(work.root, c["dir"]), backend, True, evalset, v.batch_size, feed, shape)
                 row.update(m, accuracyDrop=round(fp32[metric] - m[metric], 6))
             except Exception as exc:
-                row["error"] = f"inference failed: {_last_line(exc)}"
+                row["error"] = f"inference failed: {last_line(exc)}"
         rows.append(row)
     best = choose(rows, metric)
     if best is None:

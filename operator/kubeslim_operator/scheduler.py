@@ -78,10 +78,6 @@ class Scheduler:
         if delays:
             self.enqueue(key, min(delays))
 
-    @property
-    def idle(self) -> bool:
-        return not self._timers and not self._running
-
     async def close(self) -> None:
         self._closed = True
         for timer in self._timers.values():

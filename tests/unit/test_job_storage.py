@@ -3,14 +3,16 @@ Stubber stand in for the wire."""
 from __future__ import annotations
 
 import io
+import zipfile
 
+import numpy as np
 import pytest
 from botocore import exceptions as bx
 from botocore.stub import Stubber
 
 from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_TRANSIENT
 from kubeslim_job.errors import BadInput, Transient
-from kubeslim_job.storage import RangedReader, Storage, join_uri, parse_uri
+from kubeslim_job.storage import NpzMember, RangedReader, Storage, join_uri, open_npz, parse_uri
 
 from job_fakes import MemStorage
 
@@ -131,3 +133,34 @@ def test_ca_bundle_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
     st = Storage(endpoint="https://s3.example:9000")
     assert st.client._endpoint.http_session._verify == str(ca)
+
+
+def _npz_of(arr, version, compress=zipfile.ZIP_STORED) -> bytes:
+    """An .npz whose one member uses .npy format `version` (np.savez picks 1.0 itself)."""
+    from numpy.lib import format as npf
+
+    member = io.BytesIO()
+    npf.write_array(member, arr, version=version)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=compress) as zf:
+        zf.writestr("images.npy", member.getvalue())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("compress", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npz_member_reads_the_first_rows_of_either_header_version(version, compress):
+    arr = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
+    st = MemStorage({"s3://b/d.npz": _npz_of(arr, version, compress)})
+    member = NpzMember(st, "s3://b/d.npz", "spec.data.calibration.uri", open_npz(st, "s3://b/d.npz", "f"), "images.npy")
+    assert (member.shape, member.dtype, member.row_bytes) == ((6, 4, 4), np.dtype(np.uint8), 16)
+    assert np.array_equal(np.concatenate(list(member.rows(4, chunk_rows=3))), arr[:4])
+
+
+def test_npz_member_refuses_what_it_cannot_read():
+    st = MemStorage({"s3://b/v3.npz": _npz_of(np.zeros((2, 2), np.uint8), (3, 0)), "s3://b/not.npz": b"x" * 64})
+    with pytest.raises(BadInput, match="not a valid .npy array.*version 3.0") as exc:
+        NpzMember(st, "s3://b/v3.npz", "f", open_npz(st, "s3://b/v3.npz", "f"), "images.npy")
+    assert exc.value.reason == "BadNpz"
+    with pytest.raises(BadInput, match="not an .npz file"):
+        open_npz(st, "s3://b/not.npz", "f")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
 from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES
-from kubeslim_api.spec import parse_spec
+from kubeslim_api.spec import DNS_SUBDOMAIN, LABEL_VALUE, parse_spec
 from kubeslim_operator import constants as c
 from kubeslim_operator.config import OperatorConfig
 from tests.manifests import set_path
@@ -55,7 +56,7 @@ def test_job_name_short_names_are_readable(name, generation, expected):
     assert job_name(name, generation) == expected
 
 
-@pytest.mark.parametrize("name", ["x" * 61, "a" * 253, "model." * 40 + "end", "a-" * 100])
+@pytest.mark.parametrize("name", ["x" * 61, "a" * 253, "model." * 40 + "end", "a-" * 100, "b" + "a-" * 100])
 @pytest.mark.parametrize("generation", [1, 99999])
 def test_job_name_long_names_fit_and_stay_distinct(name, generation):
     got = job_name(name, generation)
@@ -64,7 +65,8 @@ def test_job_name_long_names_fit_and_stay_distinct(name, generation):
     assert got == job_name(name, generation)                       # deterministic
     assert got != job_name(name + "b", generation)                 # a common prefix does not collide
     assert not got.startswith(("-", ".")) and got[0].isalnum()
-    assert "--" not in got.replace("a-a-", "")[: 0] or True
+    assert re.fullmatch(DNS_SUBDOMAIN, got) and re.fullmatch(LABEL_VALUE, got)   # a Job name, and its pods' job-name label
+    assert not any(junk in got for junk in ("--", "-.", ".-"))                      # the cut leaves no dangling separator
 
 
 def test_metadata_owner_and_labels():
