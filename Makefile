@@ -13,11 +13,13 @@ help:
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 # The venv is rebuilt when the packaging changes.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml hack/dev/pyproject.toml
 	@hack/host-packages.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[operator,job,dev]'
+	@# kubeslim_dev (hack/dev): the helpers tests, demo and benchmarks share; in no image.
+	$(PY) -m pip install -q -e hack/dev
 	@# paddleslim 2.6.0 pins opencv-python==4.6 and more; its real imports are in the job extra.
 	$(PY) -m pip install -q --no-deps paddleslim==2.6.0
 	@touch $@

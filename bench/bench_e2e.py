@@ -19,16 +19,13 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-REPO = Path(__file__).resolve().parents[1]
-STAGES = ("export", "calibrate", "verify")
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "hack" / "demo"))
-import seed  # noqa: E402
-from tests.conftest import s3_client  # noqa: E402
+from kubeslim_api.contract import STAGES
+from kubeslim_dev import demo, devenv
 
+REPO = Path(__file__).resolve().parents[1]
 NS, RELEASE_NS, BUCKET = "kubeslim-bench-e2e", "kubeslim-bench-e2e-system", "kubeslim-bench"
-ENV = dict(l.split("=", 1) for l in (REPO / ".devenv" / "s3.env").read_text().splitlines() if "=" in l)
-DEVENV = json.loads((REPO / ".devenv" / "devenv.json").read_text())
+ENV = devenv.s3_env()
+DEVENV = devenv.info()
 
 
 def sh(*args: str, **kw) -> str:
@@ -48,11 +45,11 @@ def setup() -> None:
        str(REPO / "helm" / "kubeslim"), "-n", RELEASE_NS, "--create-namespace", "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"),
        "-f", str(REPO / ".devenv" / "values-images.yaml"),
        "--set", f"operator.watchNamespaces={{{NS}}}", "--wait", "--timeout", "180s")
-    seed.seed(s3_client(ENV), BUCKET, "digits")
+    demo.seed(devenv.s3_client(ENV), BUCKET, "digits")
 
 
 def manifest(name: str, algos: list[str]) -> dict:
-    doc = seed.example_manifest(name, BUCKET, ENV["AWS_ENDPOINT_URL"])
+    doc = demo.example_manifest(name, BUCKET, ENV["AWS_ENDPOINT_URL"])
     doc["metadata"]["namespace"] = NS
     doc["spec"]["quantization"]["algos"] = algos
     return doc

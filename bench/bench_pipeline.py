@@ -1,7 +1,7 @@
 """Benchmark of the job pipeline (`make bench-pipeline`) -> bench/results/pipeline.json.
 
 Against the devenv S3 (.devenv/s3.env; `make devenv` first), on scikit-learn digits and the small
-CNN of tests/job/digits.py (trained here, not timed), each stage run as its own process the way the
+CNN of kubeslim_dev.digits (trained here, not timed), each stage run as its own process the way the
 pod runs it (so every stage pays its imports):
 
 - wall time per stage and in total for one algo (hist) and for four (hist, avg, mse, abs_max);
@@ -32,20 +32,19 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "job_image"))
 
-from tests.job import digits  # noqa: E402
+from kubeslim_dev import devenv, digits  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "pipeline.json"
 FOUR = ["hist", "avg", "mse", "abs_max"]
 
 
 def s3_env() -> dict[str, str]:
-    path = REPO / ".devenv" / "s3.env"
-    if not path.exists():
-        sys.exit(f"{path} is missing: start the devenv first (make devenv)")
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    try:
+        return devenv.s3_env()
+    except FileNotFoundError as exc:
+        sys.exit(f"{exc.filename} is missing: start the devenv first (make devenv)")
 
 
 # Linux records the pre-exec hiwater RSS of a forked child in its ru_maxrss, so a stage forked from

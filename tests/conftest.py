@@ -23,7 +23,6 @@ Tier-specific fixtures belong in tests/<tier>/conftest.py.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -32,15 +31,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 import pytest
 
+from kubeslim_dev.devenv import DEVENV_DIR, check_devenv_kubeconfig, s3_client
+from kubeslim_dev.devenv import info as devenv_info
+from kubeslim_dev.devenv import s3_env as devenv_s3_env
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-DEVENV_DIR = Path(os.environ.get("KUBESLIM_DEVENV_DIR", REPO / ".devenv")).resolve()
 TIERS = ("unit", "cluster", "e2e")
-DEVENV_EXTENSION = "kubeslim.io/devenv"
 TEST_NAMESPACE_LABEL = "kubeslim.io/test"
 
 
@@ -59,41 +59,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}); put them in tests/<tier>/ "
                                 f"or set pytestmark: {', '.join(unmarked[:5])}{' ...' if len(unmarked) > 5 else ''}")
-
-
-class NotADevenv(RuntimeError):
-    """A kubeconfig that hack/devenv.sh did not write: tests refuse to use it."""
-
-
-def check_devenv_kubeconfig(path: Path, devenv_dir: Path = DEVENV_DIR) -> str:
-    """Return the devenv id if ``path`` is the kubeconfig the running devenv wrote, else raise.
-
-    Devenv writes its id to .devenv/devenv-id and into the kubeconfig twice: the cluster's
-    name (kubeslim-devenv-<id>) and a cluster extension; the server must be on loopback.
-    """
-    import yaml
-
-    path = Path(path).resolve()
-    if path != (devenv_dir / "kubeconfig").resolve():
-        raise NotADevenv(f"{path} is not {devenv_dir}/kubeconfig: tests only run against the devenv (make devenv)")
-    id_file = devenv_dir / "devenv-id"
-    if not id_file.is_file():
-        raise NotADevenv(f"{id_file} is missing: this kubeconfig was not written by a running devenv")
-    devenv_id = id_file.read_text().strip()
-    cfg = yaml.safe_load(path.read_text()) or {}
-    ctx = next((c["context"] for c in cfg.get("contexts", []) if c.get("name") == cfg.get("current-context")), None)
-    if ctx is None:
-        raise NotADevenv(f"{path} has no current context")
-    cluster = next((c for c in cfg.get("clusters", []) if c.get("name") == ctx.get("cluster")), None)
-    if cluster is None or cluster["name"] != f"kubeslim-devenv-{devenv_id}":
-        raise NotADevenv(f"{path}: current cluster is not kubeslim-devenv-{devenv_id}")
-    ext = {e.get("name"): e.get("extension") or {} for e in cluster["cluster"].get("extensions", [])}
-    if ext.get(DEVENV_EXTENSION, {}).get("id") != devenv_id:
-        raise NotADevenv(f"{path}: cluster lacks the {DEVENV_EXTENSION} extension with id {devenv_id}")
-    host = urlparse(cluster["cluster"].get("server", "")).hostname
-    if host not in ("127.0.0.1", "localhost"):
-        raise NotADevenv(f"{path}: server {host} is not on loopback")
-    return devenv_id
 
 
 @dataclass(frozen=True)
@@ -124,10 +89,8 @@ def devenv() -> Devenv:
             pytest.fail(f"`make devenv` failed (exit {proc.returncode}); see its output above")
     kubeconfig = DEVENV_DIR / "kubeconfig"
     devenv_id = check_devenv_kubeconfig(kubeconfig)
-    info = json.loads((DEVENV_DIR / "devenv.json").read_text())
-    s3_env = dict(
-        line.split("=", 1) for line in (DEVENV_DIR / "s3.env").read_text().splitlines() if "=" in line
-    )
+    info = devenv_info(DEVENV_DIR)
+    s3_env = devenv_s3_env(DEVENV_DIR)
     # Anything in-process that loads "the" kubeconfig (kopf, kubernetes.config) gets the devenv's.
     os.environ["KUBECONFIG"] = str(kubeconfig)
     return Devenv(DEVENV_DIR, devenv_id, kubeconfig, info["bin"]["kubectl"], info["bin"]["helm"], s3_env, info)
@@ -244,21 +207,6 @@ def namespace(request: pytest.FixtureRequest, k8s) -> str:
 @pytest.fixture(scope="session")
 def s3_env(devenv: Devenv) -> dict[str, str]:
     return dict(devenv.s3_env)
-
-
-def s3_client(env: dict[str, str], **overrides: str):
-    import boto3
-    from botocore.config import Config
-
-    env = {**env, **overrides}
-    return boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-    )
 
 
 @pytest.fixture(scope="session")

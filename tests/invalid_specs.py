@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
-from tests.manifests import set_path
+from kubeslim_dev.manifests import set_path
 
 VALID_SPEC: dict[str, Any] = {
     "model": {"builtin": {"architecture": "lenet", "numClasses": 10}, "inputShape": [1, 28, 28]},

@@ -10,63 +10,11 @@ import zlib  # noqa: F401  -- before paddle: libpaddle's bundled zlib clashes ot
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 import boto3
-import yaml
 from botocore.config import Config
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from tests.job import digits  # noqa: E402  -- the same data and network the job tests use
-
-
-def exists(s3, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError:
-        return False
-
-
-def example_manifest(name: str, bucket: str, endpoint: str) -> dict:
-    """examples/digits.yaml as a user would apply it, pointed at `bucket` and `endpoint`, writing
-    its output under s3://bucket/out/<name>/."""
-    doc = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text().replace("s3://kubeslim-demo/", f"s3://{bucket}/"))
-    doc["metadata"]["name"] = name
-    doc["spec"]["storage"]["endpoint"] = endpoint
-    doc["spec"]["output"]["uri"] = f"s3://{bucket}/out/{name}/"
-    return doc
-
-
-def seed(s3, b: str, p: str) -> None:
-    """Upload the digits CNN (code + weights) and its data under s3://b/p/, keeping what exists."""
-    if b not in {x["Name"] for x in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=b)
-    data = digits.load()
-    code_key, weights_key = f"{p}/model/small_cnn.py", f"{p}/model/small_cnn.pdparams"
-    if exists(s3, b, weights_key) and exists(s3, b, code_key):
-        print(f"  model: s3://{b}/{weights_key} already there")
-    else:
-
-        import paddle
-
-        model = digits.train(digits.small_cnn(), data)
-        acc = float((digits.predict(model, data["test_x"]) == data["test_y"]).mean())
-        with tempfile.TemporaryDirectory() as tmp:
-            paddle.save(model.state_dict(), f"{tmp}/w.pdparams")
-            s3.upload_file(f"{tmp}/w.pdparams", b, weights_key)
-        s3.put_object(Bucket=b, Key=code_key, Body=digits.SMALL_CNN_SOURCE.encode())
-        print(f"  model: trained the small CNN, fp32 top-1 {acc:.4f} on {len(data['test_y'])} held-out digits (in-process check)")
-
-    calib_key = f"{p}/calibration.npz"
-    if not exists(s3, b, calib_key):
-        s3.put_object(Bucket=b, Key=calib_key, Body=digits.npz_bytes(data["train_x"], data["train_y"]))
-    print(f"  calibration: s3://{b}/{calib_key} ({len(data['train_y'])} images, npz)")
-    if not exists(s3, b, f"{p}/val/val_list.txt"):
-        digits.upload_image_list(s3, b, f"{p}/val", data["test_x"], data["test_y"], list_file="val_list.txt")
-    print(f"  evaluation: s3://{b}/{p}/val/ ({len(data['test_y'])} PNG images + val_list.txt)")
+from kubeslim_dev.demo import seed
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import NotADevenv, check_devenv_kubeconfig, s3_client
+from kubeslim_dev.devenv import NotADevenv, check_devenv_kubeconfig, s3_client
 
 FAKE_NODE_TOLERATION = client.V1Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
 GPU_TOLERATION = client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")

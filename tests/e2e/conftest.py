@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.manifests import set_path
+from kubeslim_dev.manifests import set_path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack" / "demo"))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from . import digits
+from kubeslim_dev import digits
 
 REPO = Path(__file__).resolve().parents[2]
 KUBESLIM_JOB = [sys.executable, "-m", "kubeslim_job.cli"]

@@ -13,7 +13,7 @@ import pytest
 
 from kubeslim_api.contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT, MAX_MESSAGE_BYTES
 
-from . import digits
+from kubeslim_dev import digits
 
 pytestmark = pytest.mark.cluster
 

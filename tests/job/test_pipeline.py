@@ -12,7 +12,7 @@ import pytest
 
 from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_OK, MAX_MESSAGE_BYTES
 
-from . import digits
+from kubeslim_dev import digits
 
 pytestmark = pytest.mark.cluster
 

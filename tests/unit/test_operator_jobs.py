@@ -11,7 +11,7 @@ from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES
 from kubeslim_api.spec import DNS_SUBDOMAIN, LABEL_VALUE, parse_spec
 from kubeslim_operator import constants as c
 from kubeslim_operator.config import OperatorConfig
-from tests.manifests import set_path
+from kubeslim_dev.manifests import set_path
 from kubeslim_operator.jobs import Owner, build_job, job_name
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.manifests import set_path
+from .manifests import set_path
 
 SIZE = 28
 MEAN, STD = [0.5], [0.5]

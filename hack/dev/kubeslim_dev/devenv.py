@@ -1,0 +1,74 @@
+"""The local devenv (hack/devenv.sh, `make devenv`) as tests and benchmarks reach it: the files it
+writes under .devenv/, the guard that refuses any other kubeconfig, and an S3 client for its server."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parents[3]
+DEVENV_DIR = Path(os.environ.get("KUBESLIM_DEVENV_DIR", REPO / ".devenv")).resolve()
+DEVENV_EXTENSION = "kubeslim.io/devenv"
+
+
+class NotADevenv(RuntimeError):
+    """A kubeconfig that hack/devenv.sh did not write: tests refuse to use it."""
+
+
+def check_devenv_kubeconfig(path: Path, devenv_dir: Path = DEVENV_DIR) -> str:
+    """Return the devenv id if ``path`` is the kubeconfig the running devenv wrote, else raise.
+
+    Devenv writes its id to .devenv/devenv-id and into the kubeconfig twice: the cluster's
+    name (kubeslim-devenv-<id>) and a cluster extension; the server must be on loopback.
+    """
+    import yaml
+
+    path = Path(path).resolve()
+    if path != (devenv_dir / "kubeconfig").resolve():
+        raise NotADevenv(f"{path} is not {devenv_dir}/kubeconfig: tests only run against the devenv (make devenv)")
+    id_file = devenv_dir / "devenv-id"
+    if not id_file.is_file():
+        raise NotADevenv(f"{id_file} is missing: this kubeconfig was not written by a running devenv")
+    devenv_id = id_file.read_text().strip()
+    cfg = yaml.safe_load(path.read_text()) or {}
+    ctx = next((c["context"] for c in cfg.get("contexts", []) if c.get("name") == cfg.get("current-context")), None)
+    if ctx is None:
+        raise NotADevenv(f"{path} has no current context")
+    cluster = next((c for c in cfg.get("clusters", []) if c.get("name") == ctx.get("cluster")), None)
+    if cluster is None or cluster["name"] != f"kubeslim-devenv-{devenv_id}":
+        raise NotADevenv(f"{path}: current cluster is not kubeslim-devenv-{devenv_id}")
+    ext = {e.get("name"): e.get("extension") or {} for e in cluster["cluster"].get("extensions", [])}
+    if ext.get(DEVENV_EXTENSION, {}).get("id") != devenv_id:
+        raise NotADevenv(f"{path}: cluster lacks the {DEVENV_EXTENSION} extension with id {devenv_id}")
+    host = urlparse(cluster["cluster"].get("server", "")).hostname
+    if host not in ("127.0.0.1", "localhost"):
+        raise NotADevenv(f"{path}: server {host} is not on loopback")
+    return devenv_id
+
+
+def info(devenv_dir: Path = DEVENV_DIR) -> dict[str, Any]:
+    """.devenv/devenv.json: the binaries, ports and node of the running devenv."""
+    return json.loads((devenv_dir / "devenv.json").read_text())
+
+
+def s3_env(devenv_dir: Path = DEVENV_DIR) -> dict[str, str]:
+    """.devenv/s3.env: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION."""
+    return dict(line.split("=", 1) for line in (devenv_dir / "s3.env").read_text().splitlines() if "=" in line)
+
+
+def s3_client(env: dict[str, str], **overrides: str):
+    """A boto3 S3 client for the settings in `env` (path-style, as the devenv's server needs)."""
+    import boto3
+    from botocore.config import Config
+
+    env = {**env, **overrides}
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
