@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from kubeslim_dev import demo
 from kubeslim_dev.manifests import set_path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "hack" / "demo"))
-import seed  # noqa: E402
 
 BUCKET = "kubeslim-e2e"
 
@@ -51,7 +49,7 @@ def operator_release(devenv, node_images, e2e_namespace, kubectl):
 @pytest.fixture(scope="session")
 def seeded(s3):
     """The demo's model and data, in a bucket of the e2e tier."""
-    seed.seed(s3, BUCKET, "digits")
+    demo.seed(s3, BUCKET, "digits")
     return s3
 
 
@@ -59,7 +57,7 @@ def seeded(s3):
 def digits_manifest(s3_env, seeded):
     """examples/digits.yaml as a user would apply it, pointed at the e2e bucket and the devenv S3."""
     def make(name: str, **spec_overrides) -> dict:
-        doc = seed.example_manifest(name, BUCKET, s3_env["AWS_ENDPOINT_URL"])
+        doc = demo.example_manifest(name, BUCKET, s3_env["AWS_ENDPOINT_URL"])
         for path, value in spec_overrides.items():
             set_path(doc["spec"], path, value)
         return doc
