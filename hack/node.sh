@@ -314,6 +314,7 @@ stop_pidfile() {   # stop_pidfile FILE [SECONDS]: TERM, then KILL after SECONDS
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 $(( ${2:-10} * 10 ))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$f"
 }
@@ -404,7 +405,7 @@ down() {
     # before: ours to remove, and nothing else is in them once our daemons are gone.
     local path
     for path in $(python3 -c 'import json,sys; sys.path.insert(0, sys.argv[2]); import hoststate; before=set(json.load(open(sys.argv[1]))["paths"]); print(" ".join(p for p in hoststate.RUNTIME_PATHS if p not in before))' "$NODE_DIR/host-before.json" "$here/node"); do
-      [ -e "$path" ] && rm -rf "$path"
+      for _ in 1 2 3; do [ -e "$path" ] || break; rm -rf "$path" 2>/dev/null || sleep 0.5; done
     done
     if ! python3 "$here/node/hoststate.py" compare "$NODE_DIR/host-before.json" >"$NODE_DIR/host-diff.txt"; then
       sed 's/^/  /' "$NODE_DIR/host-diff.txt" >&2
