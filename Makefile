@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml hack/dev/pyproject.toml
 	@touch $@
 
 .PHONY: venv host-packages
-host-packages: ## install the Debian packages the tests need (lua5.4, libgomp1, ...), only those missing
+host-packages: ## install the Debian packages the tests need (libgomp1, python3-venv, ...), only those missing
 	@hack/host-packages.sh
 
 venv: $(VENV)/.installed ## create .venv with the operator, job and dev dependencies

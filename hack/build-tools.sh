@@ -2,7 +2,7 @@
 # Builds the devenv's binaries from pinned Go modules, once per version, into
 # $KUBESLIM_CACHE/<tool>-<version>/bin. Safe to rerun: a cached tool is skipped.
 # Each build records its wall time in <tool>-<version>/build.json (read by `make bench-devenv`).
-#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes]   (default: all)
+#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes gitops]   (default: all)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR
@@ -156,7 +156,32 @@ PY
 }
 bin_of() { case "$1" in *=*) echo "${1#*=}" ;; *) basename "$1" ;; esac; }
 
-want="${*:-etcd kwok helm s3 kubernetes}"
+# build_gitops_judges: our own module hack/gitops-judges (go.mod and go.sum committed), whose pins
+# must be the ones in versions.env. Its recipe is a hash of the module, so editing its code or
+# its go.mod rebuilds it (and only it). Argo CD v3.6 needs Go >= 1.27: this module alone is built
+# with GITOPS_JUDGES_GO_TOOLCHAIN, which the go command fetches from the module proxy.
+build_gitops_judges() {
+  local src="$here/gitops-judges" out="$CACHE/gitops-judges-$ARGOCD_VERSION"
+  local RECIPE; RECIPE="$(cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | sort | xargs cat | sha256sum | cut -c1-12)"
+  cached "$out" argocd-health kstatus && { log "gitops-judges $ARGOCD_VERSION cached"; return; }
+  local start; start=$(date +%s)
+  log "building gitops-judges (Argo CD $ARGOCD_VERSION health, cli-utils $CLI_UTILS_VERSION kstatus)"
+  cd "$src"
+  local -x GOTOOLCHAIN="$GITOPS_JUDGES_GO_TOOLCHAIN"
+  local mod want have
+  for mod in github.com/argoproj/argo-cd/v3=$ARGOCD_VERSION sigs.k8s.io/cli-utils=$CLI_UTILS_VERSION; do
+    want="${mod#*=}"; have="$(go list -m -f '{{.Version}}' "${mod%%=*}")" || die "cannot read $src/go.mod (Go module proxy reachable for $GOTOOLCHAIN?)"
+    [ "$have" = "$want" ] || die "$src/go.mod pins ${mod%%=*} $have but versions.env says $want: update go.mod (and its replace block from Argo CD's go.mod), then go mod tidy"
+  done
+  with_heartbeat "gitops-judges modules" go mod download || die "go mod download for gitops-judges failed"
+  rm -rf "$out/bin.tmp"; mkdir -p "$out/bin.tmp"
+  log "go build ./cmd/argocd-health ./cmd/kstatus"
+  with_heartbeat "gitops-judges" go build -trimpath -ldflags "-s -w" -o "$out/bin.tmp/" ./cmd/argocd-health ./cmd/kstatus || die "go build gitops-judges failed"
+  rm -rf "${out:?}/bin"; mv "$out/bin.tmp" "$out/bin"
+  record "$out" gitops-judges "$ARGOCD_VERSION" "$start"
+}
+
+want="${*:-etcd kwok helm s3 kubernetes gitops}"
 for tool in $want; do
   case "$tool" in
     etcd) build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3=etcd ;;
@@ -166,7 +191,8 @@ for tool in $want; do
     s3) LDFLAGS_EXTRA="-X main.Version=$VERSITYGW_VERSION" \
           build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw ;;
     kubernetes) build_kubernetes ;;
-    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes)" ;;
+    gitops) build_gitops_judges ;;
+    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes gitops)" ;;
   esac
 done
 log "tools ready in $CACHE: $want"

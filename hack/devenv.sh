@@ -72,7 +72,8 @@ config_hash() {
 tools_present() {
   local b
   for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" "$KUBECTL" \
-           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOKCTL" "$HELM_BIN/helm" "$S3_BIN/versitygw"; do
+           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOKCTL" "$HELM_BIN/helm" "$S3_BIN/versitygw" \
+           "$CACHE/gitops-judges-$ARGOCD_VERSION/bin/argocd-health" "$CACHE/gitops-judges-$ARGOCD_VERSION/bin/kstatus"; do
     [ -x "$b" ] || return 1
   done
 }

@@ -10,8 +10,6 @@ command -v flock >/dev/null || missing+=(util-linux)
 command -v ss >/dev/null || missing+=(iproute2)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
-# The Argo CD health check tests run the Lua script with a real interpreter (tests/gitops.py).
-command -v lua5.4 >/dev/null || command -v lua5.3 >/dev/null || command -v lua >/dev/null || missing+=(lua5.4)
 # paddlepaddle's wheel links these from the system.
 have_lib() { /sbin/ldconfig -p 2>/dev/null | grep -q "$1"; }
 have_lib libgomp.so.1 || missing+=(libgomp1)

@@ -1,64 +1,81 @@
-"""How GitOps tools read a QuantizationJob's health: Argo CD through our Lua check (run by a real
-Lua interpreter) and kstatus (Flux, kpt, cli-utils) by its documented rules
-(shared/notes/k8s-facts.md). Used by the unit tests and by the e2e tests on live objects."""
+"""How GitOps tools read a QuantizationJob's health, asked of the tools' own code: Argo CD (its
+settings manager, Lua harness and gitops-engine health, with the chart's health.lua in an argocd-cm)
+and kstatus (cli-utils status.Compute, what Flux and kpt wait on). Both run as the binaries of
+hack/gitops-judges, built and cached by hack/build-tools.sh; one process per binary serves the
+whole test session. Used by the unit tests and by the e2e tests on live objects."""
 from __future__ import annotations
 
+import atexit
 import json
-import shutil
+import os
+import re
 import subprocess
+import tempfile
+import threading
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_LUA = ROOT / "helm" / "kubeslim" / "files" / "argocd" / "health.lua"
+HEALTH_KEY = "resource.customizations.health.kubeslim.io_QuantizationJob"
 
 
-def lua_interpreter() -> str:
-    for name in ("lua5.4", "lua5.3", "lua"):
-        if path := shutil.which(name):
-            return path
-    raise RuntimeError("no Lua interpreter: apt-get install lua5.4 (.ci/run installs it)")
+@cache
+def _bin_dir() -> Path:
+    """The judges' cache directory; build-tools.sh is a no-op when they are built from the current sources."""
+    version = re.search(r"^ARGOCD_VERSION=(\S+)", (ROOT / "hack/versions.env").read_text(), re.M)[1]
+    subprocess.run([str(ROOT / "hack/build-tools.sh"), "gitops"], check=True, stdout=subprocess.DEVNULL)
+    cache = Path(os.environ.get("KUBESLIM_CACHE", Path.home() / ".cache/kubeslim"))
+    return cache / f"gitops-judges-{version}" / "bin"
 
 
-def _lua_literal(value: Any) -> str:
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid Lua escapes for this data
-    if isinstance(value, list):
-        return "{" + ", ".join(_lua_literal(v) for v in value) + "}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"[{json.dumps(str(k))}] = {_lua_literal(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
+class _Judge:
+    """A long-lived judge process: one JSON object written, one JSON verdict line read back."""
+
+    def __init__(self, name: str, args: Callable[[], list[str]] = list):
+        self._name, self._args = name, args  # args are made when the process starts
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, str]:
+        with self._lock:
+            if self._proc is None:
+                self._proc = subprocess.Popen([str(_bin_dir() / self._name), *self._args()],
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                atexit.register(self._proc.communicate)  # EOF on stdin ends it
+            assert self._proc.stdin and self._proc.stdout
+            self._proc.stdin.write(json.dumps(obj) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self._name} exited with {self._proc.wait()} (its stderr is above)")
+        verdict = json.loads(line)
+        if "error" in verdict:
+            raise ValueError(f"{self._name}: {verdict['error']}")
+        return verdict
+
+
+def _argocd_cm() -> str:
+    """An argocd-cm carrying the health check exactly as the chart ships it."""
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm"},
+          "data": {HEALTH_KEY: HEALTH_LUA.read_text()}}
+    with tempfile.NamedTemporaryFile("w", prefix="argocd-cm-", suffix=".json", delete=False) as f:
+        json.dump(cm, f)
+    atexit.register(os.unlink, f.name)
+    return f.name
+
+
+_argocd = _Judge("argocd-health", lambda: ["--argocd-cm-path", _argocd_cm()])
+_kstatus = _Judge("kstatus")
 
 
 def argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
-    """(status, message) as Argo CD would compute them with our health.lua."""
-    script = (
-        f"obj = {_lua_literal(obj)}\n"
-        f"local hs = (function() {HEALTH_LUA.read_text()} end)()\n"
-        "io.write(hs.status, '\\n', hs.message or '')\n"
-    )
-    out = subprocess.run([lua_interpreter(), "-"], input=script, capture_output=True, text=True, check=True).stdout
-    status, _, message = out.partition("\n")
-    return status, message
+    """(status, message) as Argo CD computes them with our health.lua."""
+    verdict = _argocd(obj)
+    return verdict["status"], verdict.get("message", "")
 
 
 def kstatus(obj: dict[str, Any]) -> str:
-    """The verdict of kstatus's generic reader (cli-utils pkg/kstatus/status) for a custom resource."""
-    meta, status = obj.get("metadata", {}), obj.get("status") or {}
-    if meta.get("deletionTimestamp"):
-        return "Terminating"
-    if "generation" in meta and status.get("observedGeneration") != meta["generation"]:
-        return "InProgress"
-    conditions = {c["type"]: c for c in status.get("conditions", [])}
-    if conditions.get("Reconciling", {}).get("status") == "True":
-        return "InProgress"
-    if conditions.get("Stalled", {}).get("status") == "True":
-        return "Failed"
-    # kstatus's generic reader does not consult Ready: an unfinished run must say Reconciling=True.
-    return "Current"
+    """kstatus's verdict (InProgress, Current, Failed, Terminating, ...) for a live object."""
+    return _kstatus(obj)["status"]

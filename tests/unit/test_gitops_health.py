@@ -1,4 +1,5 @@
-"""The Argo CD Lua check and kstatus agree on every phase of a QuantizationJob."""
+"""What Argo CD (with the chart's health.lua) and kstatus, running their own code, say about every
+phase of a QuantizationJob."""
 import pytest
 
 from tests.gitops import argocd_health, kstatus
@@ -32,7 +33,10 @@ UNSCHEDULABLE = {"observedGeneration": 2, "phase": "Pending", "reason": "Unsched
                  "conditions": [_cond("Reconciling", "True", "Pending"), _cond("Ready", "False"), _cond("Scheduled", "False", "Unschedulable")]}
 
 CASES = [
-    ("new, no status", _obj(status=None), "Progressing", "InProgress"),
+    # kstatus cannot tell an object no controller has seen from a current one: without
+    # status.observedGeneration it skips the generation check (cli-utils #632), and the status
+    # subresource drops any status sent with the create, so only Argo CD waits here.
+    ("new, no status", _obj(status=None), "Progressing", "Current"),
     ("spec changed, old status", _obj(generation=3, status=SUCCEEDED), "Progressing", "InProgress"),
     ("running", _obj(status=RUNNING), "Progressing", "InProgress"),
     ("unschedulable", _obj(status=UNSCHEDULABLE), "Progressing", "InProgress"),
@@ -57,5 +61,7 @@ def test_running_message_is_the_stage():
     assert argocd_health(_obj(status=RUNNING)) == ("Progressing", "Calibrating")
 
 
-def test_deleting_is_terminating_for_kstatus():
-    assert kstatus(_obj(status=SUCCEEDED, deleting=True)) == "Terminating"
+def test_deleting_is_terminating_for_kstatus_and_progressing_for_argocd():
+    deleting = _obj(status=SUCCEEDED, deleting=True)
+    assert kstatus(deleting) == "Terminating"
+    assert argocd_health(deleting) == ("Progressing", "Pending deletion")
