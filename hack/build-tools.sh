@@ -165,7 +165,7 @@ build_gitops_judges() {
   local RECIPE; RECIPE="$(cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | sort | xargs cat | sha256sum | cut -c1-12)"
   cached "$out" argocd-health kstatus && { log "gitops-judges $ARGOCD_VERSION cached"; return; }
   local start; start=$(date +%s)
-  log "building gitops-judges (Argo CD $ARGOCD_VERSION health, cli-utils $CLI_UTILS_VERSION kstatus)"
+  log "building gitops-judges (Argo CD $ARGOCD_VERSION health, cli-utils $CLI_UTILS_VERSION kstatus); cold (toolchain, modules, compile) this took about 10 min on 2 cores"
   cd "$src"
   local -x GOTOOLCHAIN="$GITOPS_JUDGES_GO_TOOLCHAIN"
   local mod want have
