@@ -174,6 +174,10 @@ componentsPatches:
   - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
 # kwokctl's binary runtime makes kwok manage every node; the real node is the kubelet's, so kwok
 # must only touch the fake ones (hack/devenv/nodes.yaml).
+# Its FlexVolume prober would create /usr/libexec/kubernetes on the host: a directory of ours.
+- name: kube-controller-manager
+  extraArgs:
+  - {key: flex-volume-plugin-dir, value: "$DEVENV/kcm-flexvolume"}
 - name: kwok-controller
   extraArgs:
   - key: manage-all-nodes
@@ -357,7 +361,7 @@ down() {
   done
   pids="$(devenv_pids)"
   [ -z "$pids" ] || die "could not stop devenv processes: $pids" "make devenv-down"
-  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml}
+  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml,kcm-flexvolume}
   [ "$node_rc" = 0 ] || die "the real node did not leave the host as it found it (see above)" "make devenv-down"
   log "devenv stopped; no devenv process left"
   # Clients of the devenv that other tools started: named, not killed.
