@@ -3,7 +3,7 @@
 The calibration samples (the first spec.calibrationSamples of the dataset) are fetched once into
 work/data/calibration and fed through the paddle.io.DataLoader form that paddle 2.6.2 requires
 (feed_list + return_list=False; a plain generator fails inside quant_post_static). Each candidate lands in
-work/int8/<algo>/model.pdmodel|.pdiparams; work/calibration.json lists them with their
+work/int8/<algo>/model.pdmodel|.pdiparams; work/calibration.json (handoff.CalibrationFacts) lists them with their
 calibration time and size, or the error that stopped them. `min_max` is refused by the spec
 (it inserts no quant ops in paddleslim 2.6.0); any algo whose output has no quantize ops is
 reported as a failed candidate for the same reason.
@@ -15,13 +15,14 @@ import zlib  # noqa: F401  -- must precede paddle
 import math
 import os
 import time
-from typing import Any
 
 import numpy as np
 import paddle
+from kubeslim_api.spec import QuantizationJobSpec, QuantizationSpec
 
 from . import data
 from .errors import BadInput, last_line
+from .handoff import CalibratedCandidate, CalibrationFacts, ExportFacts
 from .storage import Storage
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
@@ -31,30 +32,28 @@ QUANT_OP_TYPES = ("quantize_linear", "fake_quantize_abs_max", "fake_quantize_ran
                   "fake_quantize_dequantize_abs_max")
 
 
-def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
+def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> CalibrationFacts:
     t0 = time.perf_counter()
-    facts = work.read_json("export.json", "export")
-    prep = data.Prep.from_spec(spec.data.preprocess, facts["inputShape"])
+    facts = work.load(ExportFacts)
+    prep = data.Prep.from_spec(spec.data.preprocess, facts.input_shape)
     calib, stats = data.load(storage, spec.data.calibration, "spec.data.calibration", spec.calibration_samples, prep,
-                             work.calib, facts["numClasses"], spec.needs_labels("calibration"))
+                             work.calib, facts.num_classes, spec.needs_labels("calibration"))
     fetch_s = time.perf_counter() - t0
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
-    candidates = []
-    for algo in q.algos:
-        candidates.append(_one(algo, q, calib, facts, work, batch_nums))
-    ok = [c for c in candidates if "error" not in c]
-    doc = {"samples": calib.n, "batchSize": q.batch_size, "batchNums": batch_nums, "bytesRead": stats.bytes_read,
-           "bytesUsed": stats.bytes_used, "fetchSeconds": round(fetch_s, 3), "candidates": candidates,
-           "seconds": round(time.perf_counter() - t0, 3)}
-    work.write_json("calibration.json", doc)
-    if not ok:
+    candidates = [_one(algo, q, calib, facts, work, batch_nums) for algo in q.algos]
+    doc = CalibrationFacts(samples=calib.n, batch_size=q.batch_size, batch_nums=batch_nums, bytes_read=stats.bytes_read,
+                           bytes_used=stats.bytes_used, fetch_seconds=round(fetch_s, 3), candidates=candidates,
+                           seconds=round(time.perf_counter() - t0, 3))
+    work.save(doc)
+    if all(c.error is not None for c in candidates):
         raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: "
-                                            f"{'; '.join(c['algo'] + ': ' + c['error'] for c in candidates)}"[:900])
+                                            f"{'; '.join(f'{c.algo}: {c.error}' for c in candidates)}"[:900])
     return doc
 
 
-def _one(algo: str, q, calib: data.TensorFile, facts: dict[str, Any], work: WorkDir, batch_nums: int) -> dict[str, Any]:
+def _one(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: ExportFacts, work: WorkDir,
+         batch_nums: int) -> CalibratedCandidate:
     from paddleslim.quant import quant_post_static
 
     out = work.int8(algo)
@@ -66,7 +65,7 @@ def _one(algo: str, q, calib: data.TensorFile, facts: dict[str, Any], work: Work
     try:
         main, startup = paddle.static.Program(), paddle.static.Program()
         with paddle.static.program_guard(main, startup):
-            x = paddle.static.data(facts["feedName"], [None, *facts["inputShape"]], "float32")
+            x = paddle.static.data(facts.feed_name, [None, *facts.input_shape], "float32")
             loader = paddle.io.DataLoader(_Samples(calib), feed_list=[x], places=paddle.CPUPlace(),
                                           batch_size=q.batch_size, shuffle=False, drop_last=False, return_list=False)
         exe = paddle.static.Executor(paddle.CPUPlace())
@@ -87,12 +86,12 @@ def _one(algo: str, q, calib: data.TensorFile, facts: dict[str, Any], work: Work
         if quant_ops == 0:
             raise RuntimeError("the output has no quantize ops (nothing was quantized); check quantizableOpTypes")
     except Exception as exc:  # one failed algo does not sink the sweep
-        return {"algo": algo, "error": last_line(exc), "calibrationSeconds": round(time.perf_counter() - t0, 3)}
+        return CalibratedCandidate(algo=algo, error=last_line(exc), calibration_seconds=round(time.perf_counter() - t0, 3))
     finally:
         paddle.disable_static()
     size = sum(os.path.getsize(os.path.join(out, n)) for n in (MODEL_FILE, PARAMS_FILE))
-    return {"algo": algo, "calibrationSeconds": round(time.perf_counter() - t0, 3), "sizeBytes": size,
-            "quantOps": quant_ops, "dir": os.path.relpath(out, work.root)}
+    return CalibratedCandidate(algo=algo, calibration_seconds=round(time.perf_counter() - t0, 3), size_bytes=size,
+                               quant_ops=quant_ops, dir=os.path.relpath(out, work.root))
 
 
 def _count_quant_ops(model_dir: str) -> int:

@@ -33,23 +33,30 @@ from __future__ import annotations
 import zlib  # noqa: F401  -- must precede any paddle import (libpaddle bundles a clashing zlib)
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import tempfile
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeslim_api import reasons
-from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR, StageResult, encode
+from kubeslim_api.contract import (EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR, Stage, StageResult,
+                                   encode)
+from kubeslim_api.spec import QuantizationJobSpec, SpecError, parse_manifest, parse_spec
+
 from .errors import JobError, last_line
-from kubeslim_api.spec import SpecError, parse_manifest, parse_spec
+
+if TYPE_CHECKING:
+    from .handoff import StageRunner
+    from .storage import Storage
 
 SPEC_ENV = "KUBESLIM_SPEC"
 
 
-def load_spec(spec_file: str | None):
+def load_spec(spec_file: str | None) -> QuantizationJobSpec:
     """The spec from --spec-file or env KUBESLIM_SPEC; a SpecError names the bad field."""
     import yaml
 
@@ -88,7 +95,12 @@ def _ensure_writable_home(work_dir: str) -> None:
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ["HOME"], ".matplotlib"))
 
 
-def run_stage(stage: str, spec, work_dir: str) -> StageResult:
+# Each stage's module; its `run(spec, storage, work)` (handoff.StageRunner) returns an outcome that knows
+# its StageResult. Imported when the stage runs: calibrate and verify import paddle at load.
+STAGE_MODULES: dict[Stage, str] = {"export": ".export", "calibrate": ".calibrate", "verify": ".verify"}
+
+
+def run_stage(stage: Stage, spec: QuantizationJobSpec, work_dir: str) -> StageResult:
     """Run one stage and return its StageResult; a JobError becomes a not-ok result (never raises)."""
     from .storage import Storage
     from .workdir import WorkDir
@@ -98,35 +110,8 @@ def run_stage(stage: str, spec, work_dir: str) -> StageResult:
     storage = None
     try:
         storage = Storage.from_spec(spec)
-        if stage == "export":
-            from . import export
-
-            facts = export.run(spec, storage, work)
-            details = {k: facts[k] for k in ("source", "inputShape", "numClasses", "ops", "params", "sizeBytes")}
-            msg = (f"exported {facts['source']} model: input {facts['inputShape']}, {facts['numClasses']} classes, "
-                   f"{facts['ops']} ops, {facts['params']} parameters")
-            return _ok(stage, msg, details, storage, t0)
-        if stage == "calibrate":
-            from . import calibrate
-
-            doc = calibrate.run(spec, storage, work)
-            cands = [{k: c.get(k) for k in ("algo", "calibrationSeconds", "sizeBytes", "error") if k in c}
-                     for c in doc["candidates"]]
-            good = [c["algo"] for c in cands if "error" not in c]
-            msg = f"calibrated {len(good)}/{len(cands)} candidates ({', '.join(good)}) on {doc['samples']} samples"
-            details = {"samples": doc["samples"], "bytesRead": doc["bytesRead"], "bytesUsed": doc["bytesUsed"],
-                       "candidates": cands}
-            return _ok(stage, msg, details, storage, t0)
-        from . import verify
-
-        results, gate, artifacts, details = verify.run(spec, storage, work)
-        i8 = results.int8
-        msg = (f"int8 {i8.algo}: {gate.metric} {getattr(i8, gate.metric):.4f} vs fp32 "
-               f"{getattr(results.fp32, gate.metric):.4f} (drop {results.accuracy_drop:.4f}), "
-               f"{results.speedup}x faster on {results.backend}; model at {artifacts.model}")
-        res = _ok(stage, msg, details, storage, t0)
-        res.results, res.gate, res.artifacts = results, gate, artifacts
-        return res
+        run: StageRunner = importlib.import_module(STAGE_MODULES[stage], __package__).run
+        return _ok(run(spec, storage, work).to_result(), storage, t0)
     except SpecError as exc:
         return _fail(stage, reasons.INVALID_SPEC, str(exc), EXIT_BAD_INPUT, {}, storage, t0)
     except JobError as exc:
@@ -141,12 +126,13 @@ def run_stage(stage: str, spec, work_dir: str) -> StageResult:
         return _fail(stage, reasons.INTERNAL_ERROR, f"unexpected {last_line(exc)}; see the pod log", 1, {}, storage, t0)
 
 
-def _ok(stage: str, message: str, details: dict[str, Any], storage, t0: float) -> StageResult:
-    details = {**details, "seconds": round(time.perf_counter() - t0, 3), "bytesReadTotal": storage.bytes_read}
-    return StageResult(stage=stage, ok=True, reason=reasons.SUCCEEDED, message=message, details=details)
+def _ok(res: StageResult, storage: Storage, t0: float) -> StageResult:
+    res.details = {**res.details, "seconds": round(time.perf_counter() - t0, 3), "bytesReadTotal": storage.bytes_read}
+    return res
 
 
-def _fail(stage: str, reason: str, message: str, code: int, details: dict[str, Any], storage, t0: float) -> StageResult:
+def _fail(stage: Stage, reason: str, message: str, code: int, details: dict[str, Any], storage: Storage | None,
+          t0: float) -> StageResult:
     details = {**(details or {}), "seconds": round(time.perf_counter() - t0, 3), "exitCode": code}
     if storage is not None:
         details["bytesReadTotal"] = storage.bytes_read

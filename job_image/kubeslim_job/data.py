@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from kubeslim_api.spec import DatasetSpec, Preprocess
 
 from .errors import BadInput
 from .storage import NpzMember, Storage, join_uri, open_npz
@@ -58,7 +59,7 @@ class Prep:
     mismatches: tuple[tuple[bool, str], ...] = ()   # (set by the user?, message) per contradiction
 
     @classmethod
-    def from_spec(cls, preprocess, input_shape: list[int] | tuple[int, ...]) -> "Prep":
+    def from_spec(cls, preprocess: Preprocess, input_shape: list[int] | tuple[int, ...]) -> "Prep":
         c, h, w = (int(v) for v in input_shape)
         given = preprocess.model_fields_set
 
@@ -232,7 +233,7 @@ def _list_line(text: str, where: str, field: str, labels: bool) -> tuple[str, in
     return parts[0], label
 
 
-def _image_list(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
+def _image_list(storage: Storage, ds: DatasetSpec, field: str, count: int | None, prep: Prep, num_classes: int | None,
                 labels: bool, stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
     list_uri = join_uri(ds.uri, ds.list_file)
 
@@ -270,14 +271,14 @@ def prefix_images(storage: Storage, uri: str, field: str, count: int | None = No
                                        "upload the images or fix the URI")
 
 
-def _image_prefix(storage: Storage, ds, field: str, count: int | None, prep: Prep,
+def _image_prefix(storage: Storage, ds: DatasetSpec, field: str, count: int | None, prep: Prep,
                   stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
     entries = ((uri, (uri, NO_LABEL)) for uri in prefix_images(storage, ds.uri, f"{field}.uri", count))
     return _decoded(storage, entries, f"{field}.uri", prep, stats, "replace or delete the object")
 
 
 # -- npz ---------------------------------------------------------------------------------------
-def _npz(storage: Storage, ds, field: str, count: int | None, prep: Prep, num_classes: int | None,
+def _npz(storage: Storage, ds: DatasetSpec, field: str, count: int | None, prep: Prep, num_classes: int | None,
          labels: bool, stats: LoadStats) -> Iterator[tuple[np.ndarray, int]]:
     zf = open_npz(storage, ds.uri, field)
     images = NpzMember(storage, ds.uri, field, zf, "images.npy")
@@ -334,7 +335,7 @@ def _layout(shape: tuple[int, ...], prep: Prep, field: str, uri: str, dtype: np.
 
 
 # -- entry point -------------------------------------------------------------------------------
-def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, directory: str,
+def load(storage: Storage, ds: DatasetSpec, field: str, count: int | None, prep: Prep, directory: str,
          num_classes: int | None = None, labels: bool = True) -> tuple[TensorFile, LoadStats]:
     """Fetch, preprocess and store the first `count` samples (all if None) of dataset spec `ds`
     (spec field path `field`, e.g. spec.data.evaluation) into `directory`; `labels`: whether they
@@ -365,7 +366,7 @@ def load(storage: Storage, ds, field: str, count: int | None, prep: Prep, direct
     return tf, stats
 
 
-def _cache_key(ds, count: int | None, prep: Prep, labels: bool) -> str:
+def _cache_key(ds: DatasetSpec, count: int | None, prep: Prep, labels: bool) -> str:
     """What the stored samples depend on: a retried pod or a rerun reuses them only if all match."""
     import hashlib
 

@@ -6,7 +6,7 @@
 builtin and custom are saved with paddle.jit.save and a dynamic batch InputSpec [None, C, H, W].
 
 Every model is then loaded once as a static program to record what the later stages need in
-work/export.json: input shape, feed name, number of classes, op and parameter counts.
+work/export.json (handoff.ExportFacts): input shape, feed name, number of classes, op and parameter counts.
 """
 from __future__ import annotations
 
@@ -21,16 +21,18 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+from kubeslim_api.spec import QuantizationJobSpec
 
 from . import data
 from .errors import BadInput, last_line
+from .handoff import ExportFacts
 from .storage import Storage, join_uri, parse_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
 FEED_NAME = "x"
 
 
-def preflight(spec, storage: Storage) -> None:
+def preflight(spec: QuantizationJobSpec, storage: Storage) -> None:
     """Cheap checks before any heavy work: every input object exists and the output bucket is there."""
     m = spec.model
     if m.inference:
@@ -50,7 +52,7 @@ def preflight(spec, storage: Storage) -> None:
     storage.check_writable_bucket(spec.output.uri, "spec.output.uri")
 
 
-def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
+def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> ExportFacts:
     t0 = time.perf_counter()
     preflight(spec, storage)
     import paddle
@@ -72,15 +74,15 @@ def run(spec, storage: Storage, work: WorkDir) -> dict[str, Any]:
             raise BadInput("ExportFailed", f"{field}: paddle.jit.save failed for input [N, {c}, {h}, {w}] "
                                            f"({last_line(exc)}); check spec.model.inputShape and the model's forward") from None
     facts = inspect_static(prefix, spec.model.input_shape, source)
-    if spec.model.builtin and facts["numClasses"] != spec.model.builtin.num_classes:
+    if spec.model.builtin and facts.num_classes != spec.model.builtin.num_classes:
         raise BadInput("ShapeMismatch", f"spec.model.builtin.numClasses is {spec.model.builtin.num_classes} but the model "
-                                        f"outputs {facts['numClasses']} classes")
-    facts.update(source=source, seconds=round(time.perf_counter() - t0, 3), bytesRead=storage.bytes_read)
-    work.write_json("export.json", facts)
+                                        f"outputs {facts.num_classes} classes")
+    facts.seconds, facts.bytes_read = round(time.perf_counter() - t0, 3), storage.bytes_read
+    work.save(facts)
     return facts
 
 
-def _build_layer(spec, storage: Storage, work: WorkDir):
+def _build_layer(spec: QuantizationJobSpec, storage: Storage, work: WorkDir):
     import paddle
 
     m = spec.model
@@ -178,7 +180,7 @@ def _load_weights(layer, storage: Storage, uri: str, field: str, work: WorkDir) 
     layer.set_state_dict(state)
 
 
-def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> dict[str, Any]:
+def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> ExportFacts:
     """Load a static inference model once: feed/fetch, shape, classes, op and parameter counts."""
     import paddle
 
@@ -230,13 +232,14 @@ def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> d
                     pass
     finally:
         paddle.disable_static()
-    return {
-        "inputShape": shape,
-        "feedName": feeds[0],
-        "numClasses": int(np.shape(out)[1]),
-        "ops": int(sum(ops.values())),
-        "opTypes": dict(ops.most_common(12)),
-        "params": n_params,
-        "sizeBytes": os.path.getsize(prefix + ".pdmodel") + os.path.getsize(prefix + ".pdiparams"),
-    }
+    return ExportFacts(
+        source=source,
+        input_shape=shape,
+        feed_name=feeds[0],
+        num_classes=int(np.shape(out)[1]),
+        ops=int(sum(ops.values())),
+        op_types=dict(ops.most_common(12)),
+        params=n_params,
+        size_bytes=os.path.getsize(prefix + ".pdmodel") + os.path.getsize(prefix + ".pdiparams"),
+    )
 

@@ -9,21 +9,26 @@ import json
 import os
 from typing import Any
 
+from kubeslim_api.contract import Gate, Results
+from kubeslim_api.spec import QuantizationJobSpec
+
+from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate
+
 PLOTS = ("accuracy.png", "latency.png", "size.png")
 
 
-def write(directory: str, spec, facts: dict[str, Any], calib: dict[str, Any], results, gate, rows: list[dict[str, Any]],
-          details: dict[str, Any]) -> dict[str, str]:
+def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: CalibrationFacts, results: Results,
+          gate: Gate, rows: list[MeasuredCandidate], details: dict[str, Any]) -> dict[str, str]:
     """Write the report files; returns {file name: content type}."""
     os.makedirs(directory, exist_ok=True)
     doc = {
         "results": results.dump(),
         "gate": gate.dump(),
-        "model": {k: facts.get(k) for k in ("source", "inputShape", "numClasses", "ops", "params", "sizeBytes", "opTypes")},
-        "calibration": {k: calib.get(k) for k in ("samples", "batchSize", "batchNums", "seconds")},
+        "model": facts.dump(include={"source", "input_shape", "num_classes", "ops", "params", "size_bytes", "op_types"}),
+        "calibration": calib.dump(include={"samples", "batch_size", "batch_nums", "seconds"}),
         "quantization": spec.quantization.model_dump(by_alias=True),
         "verification": {**spec.verification.model_dump(by_alias=True), **details},
-        "candidates": [{k: v for k, v in r.items() if k != "dir"} for r in rows],
+        "candidates": [r.dump() for r in rows],     # every measured field; `dir` is excluded by the model
     }
     with open(os.path.join(directory, "report.json"), "w") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True)
@@ -37,15 +42,16 @@ def write(directory: str, spec, facts: dict[str, Any], calib: dict[str, Any], re
             **{n: "image/png" for n in pngs}}
 
 
-def _plots(results, gate, rows: list[dict[str, Any]]) -> dict[str, bytes]:
+def _plots(results: Results, gate: Gate, rows: list[MeasuredCandidate]) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric = gate.metric
-    ok = [r for r in rows if "error" not in r]
-    fp32 = results.fp32.dump()
+    ok = [r for r in rows if r.error is None]
+    fp32 = results.fp32
+    assert results.int8 is not None
     out: dict[str, bytes] = {}
 
     def save(fig, name: str) -> None:
@@ -56,12 +62,14 @@ def _plots(results, gate, rows: list[dict[str, Any]]) -> dict[str, bytes]:
         out[name] = buf.getvalue()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    algos = [r["algo"] for r in ok]
-    ax.bar(algos, [r[metric] for r in ok], color=["#2a9d8f" if r["algo"] == results.int8.algo else "#8ab17d" for r in ok])
-    ax.axhline(fp32[metric], color="#264653", label=f"fp32 {fp32[metric]:.4f}")
-    ax.axhline(fp32[metric] - gate.max_accuracy_drop, color="#e76f51", linestyle="--",
+    algos = [r.algo for r in ok]
+    int8_vals = [getattr(r, metric) for r in ok]
+    fp32_val = getattr(fp32, metric)
+    ax.bar(algos, int8_vals, color=["#2a9d8f" if r.algo == results.int8.algo else "#8ab17d" for r in ok])
+    ax.axhline(fp32_val, color="#264653", label=f"fp32 {fp32_val:.4f}")
+    ax.axhline(fp32_val - gate.max_accuracy_drop, color="#e76f51", linestyle="--",
                label=f"gate (fp32 - {gate.max_accuracy_drop})")
-    vals = [r[metric] for r in ok] + [fp32[metric] - gate.max_accuracy_drop, fp32[metric]]
+    vals = int8_vals + [fp32_val - gate.max_accuracy_drop, fp32_val]
     lo, hi = min(vals), max(vals)
     ax.set_ylim(max(0.0, lo - (hi - lo) * 0.5 - 0.01), min(1.0, hi + (hi - lo) * 0.3 + 0.01))
     ax.set_ylabel(metric)
@@ -69,21 +77,21 @@ def _plots(results, gate, rows: list[dict[str, Any]]) -> dict[str, bytes]:
     ax.legend(loc="lower right", fontsize=8)
     save(fig, "accuracy.png")
 
-    best = next(r for r in ok if r["algo"] == results.int8.algo)
-    for name, key, label in (("latency.png", "latencyMs", "ms per batch (p50)"), ("size.png", "sizeBytes", "MiB")):
+    best = next(r for r in ok if r.algo == results.int8.algo)
+    for name, key, label in (("latency.png", "latency_ms", "ms per batch (p50)"), ("size.png", "size_bytes", "MiB")):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        scale = 1 / (1 << 20) if key == "sizeBytes" else 1.0
-        vals = [fp32[key] * scale] + [r[key] * scale for r in ok]
-        ax.bar(["fp32"] + [f"int8 {r['algo']}" for r in ok], vals,
+        scale = 1 / (1 << 20) if key == "size_bytes" else 1.0
+        vals = [getattr(fp32, key) * scale] + [getattr(r, key) * scale for r in ok]
+        ax.bar(["fp32"] + [f"int8 {r.algo}" for r in ok], vals,
                color=["#264653"] + ["#2a9d8f" if r is best else "#8ab17d" for r in ok])
         ax.set_ylabel(label)
-        ax.set_title(("latency" if key == "latencyMs" else "model size") + f" ({results.backend})")
+        ax.set_title(("latency" if key == "latency_ms" else "model size") + f" ({results.backend})")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         save(fig, name)
     return out
 
 
-def _html(doc: dict[str, Any], results, gate, pngs: dict[str, bytes]) -> str:
+def _html(doc: dict[str, Any], results: Results, gate: Gate, pngs: dict[str, bytes]) -> str:
     e = html.escape
     r = results.dump()
     verdict = "passed" if gate.passed else "FAILED"

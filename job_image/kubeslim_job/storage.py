@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
+from kubeslim_api.spec import QuantizationJobSpec
 
 from .errors import BadInput, Transient
 
@@ -104,7 +105,7 @@ class Storage:
         self.requests = 0
 
     @classmethod
-    def from_spec(cls, spec) -> "Storage":
+    def from_spec(cls, spec: QuantizationJobSpec) -> "Storage":
         st = spec.storage
         return cls(endpoint=st.endpoint, region=st.region, verify_tls=st.verify_tls, addressing_style=st.addressing_style)
 

@@ -23,14 +23,15 @@ import zlib  # noqa: F401  -- must precede paddle
 
 import os
 import time
-from typing import Any
 
 import numpy as np
+from kubeslim_api import reasons
+from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, Results
+from kubeslim_api.spec import QuantizationJobSpec
 
 from . import data, report
-from kubeslim_api import reasons
-from kubeslim_api.contract import Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results
 from .errors import BadInput, GateFailed, last_line
+from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement, Verification
 from .storage import Storage, join_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
@@ -89,7 +90,7 @@ def predictor(model_dir: str, backend: str, int8: bool, batch_size: int, feed: s
 
 
 def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, batch_size: int, feed: str,
-            shape: list[int]) -> dict[str, Any]:
+            shape: list[int]) -> Measurement:
     pred = predictor(model_dir, backend, int8, batch_size, feed, shape)
     inp = pred.get_input_handle(pred.get_input_names()[0])
     out = pred.get_output_handle(pred.get_output_names()[0])
@@ -115,9 +116,9 @@ def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, 
     lat = _latency(lambda: infer(first))
     size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in (MODEL_FILE, PARAMS_FILE))
     p50 = float(np.percentile(lat, 50))
-    return {"top1": round(top1 / n, 6), "top5": round(top5 / n, 6), "latencyMs": round(p50, 4),
-            "latencyP95Ms": round(float(np.percentile(lat, 95)), 4),
-            "throughput": round(batch_size / (p50 / 1000.0), 2), "sizeBytes": size, "correct": top1}
+    return Measurement(top1=round(top1 / n, 6), top5=round(top5 / n, 6), latency_ms=round(p50, 4),
+                       latency_p95_ms=round(float(np.percentile(lat, 95)), 4),
+                       throughput=round(batch_size / (p50 / 1000.0), 2), size_bytes=size, correct=top1)
 
 
 def _latency(fn) -> list[float]:
@@ -135,61 +136,59 @@ def _latency(fn) -> list[float]:
     return times
 
 
-def choose(candidates: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+def choose(candidates: list[MeasuredCandidate], metric: str) -> MeasuredCandidate | None:
     """Highest metric; ties (within 1e-9) go to the lower latency."""
-    ok = [c for c in candidates if "error" not in c]
+    ok = [c for c in candidates if c.error is None]
     if not ok:
         return None
-    return min(ok, key=lambda c: (-round(c[metric], 9), c.get("latencyMs") or float("inf")))
+    return min(ok, key=lambda c: (-round(getattr(c, metric), 9), c.latency_ms or float("inf")))
 
 
-def run(spec, storage: Storage, work: WorkDir) -> tuple[Results, Gate, Artifacts, dict[str, Any]]:
+def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verification:
     t0 = time.perf_counter()
-    facts = work.read_json("export.json", "export")
-    calib = work.read_json("calibration.json", "calibrate")
+    facts = work.load(ExportFacts)
+    calib = work.load(CalibrationFacts)
     v = spec.verification
     backend = pick_backend(v.backend)
-    prep = data.Prep.from_spec(spec.data.preprocess, facts["inputShape"])
+    prep = data.Prep.from_spec(spec.data.preprocess, facts.input_shape)
     evalset, stats = data.load(storage, spec.data.evaluation, "spec.data.evaluation", spec.data.evaluation.limit,
-                               prep, work.eval, facts["numClasses"], spec.needs_labels("evaluation"))
-    feed, shape = facts["feedName"], facts["inputShape"]
+                               prep, work.eval, facts.num_classes, spec.needs_labels("evaluation"))
+    feed, shape = facts.feed_name, facts.input_shape
     fp32 = measure(work.fp32, backend, False, evalset, v.batch_size, feed, shape)
     metric = v.metric
-    rows: list[dict[str, Any]] = []
-    for c in calib["candidates"]:
-        row = {"algo": c["algo"], "calibrationSeconds": c.get("calibrationSeconds"), "dir": c.get("dir")}
-        if "error" in c:
-            row["error"] = c["error"]
-        else:
+    rows: list[MeasuredCandidate] = []
+    for c in calib.candidates:
+        row = MeasuredCandidate(algo=c.algo, calibration_seconds=c.calibration_seconds, dir=c.dir, error=c.error)
+        if c.error is None:
             try:
-                m = measure(os.path.join(work.root, c["dir"]), backend, True, evalset, v.batch_size, feed, shape)
-                row.update(m, accuracyDrop=round(fp32[metric] - m[metric], 6))
+                m = measure(os.path.join(work.root, c.dir), backend, True, evalset, v.batch_size, feed, shape)
             except Exception as exc:
-                row["error"] = f"inference failed: {last_line(exc)}"
+                row.error = f"inference failed: {last_line(exc)}"
+            else:
+                row = row.model_copy(update={**dict(m), "accuracy_drop": round(getattr(fp32, metric) - getattr(m, metric), 6)})
         rows.append(row)
     best = choose(rows, metric)
     if best is None:
         raise BadInput("CalibrationFailed", "no int8 candidate could be measured: "
-                                            + "; ".join(f"{r['algo']}: {r['error']}" for r in rows)[:900])
-    drop = fp32[metric] - best[metric]
+                                            + "; ".join(f"{r.algo}: {r.error}" for r in rows)[:900])
+    drop = getattr(fp32, metric) - getattr(best, metric)
     gate = Gate(metric=metric, max_accuracy_drop=v.max_accuracy_drop, passed=drop <= v.max_accuracy_drop + EPS)
     results = Results(
         backend=backend,
-        fp32=ModelMetrics(**_metrics(fp32)),
-        int8=Int8Metrics(algo=best["algo"], **_metrics(best)),
+        fp32=fp32,                     # a Measurement and MeasuredCandidates: they serialise as the contract's types
+        int8=Int8Metrics.model_validate(best, from_attributes=True),
         accuracy_drop=round(drop, 6),
-        speedup=round(fp32["latencyMs"] / best["latencyMs"], 3) if best["latencyMs"] else None,
-        candidates=[Candidate(**{k: r.get(k) for k in ("algo", "top1", "top5", "accuracyDrop", "latencyMs", "sizeBytes",
-                                                          "calibrationSeconds", "error")}) for r in rows],
+        speedup=round(fp32.latency_ms / best.latency_ms, 3) if best.latency_ms else None,
+        candidates=rows,
     )
     details = {"evalSamples": evalset.n, "bytesRead": stats.bytes_read, "bytesUsed": stats.bytes_used,
-               "fp32Correct": fp32["correct"], "bestCorrect": best["correct"], "threads": cpu_threads()}
+               "fp32Correct": fp32.correct, "bestCorrect": best.correct, "threads": cpu_threads()}
     # Publish: report always; the model only when the gate passed.
     out = spec.output.uri
     files = report.write(work.report, spec, facts, calib, results, gate, rows, details)
     artifacts = Artifacts()
     if gate.passed:
-        best_dir = os.path.join(work.root, best["dir"])
+        best_dir = os.path.join(work.root, best.dir)
         for name in (MODEL_FILE, PARAMS_FILE):
             storage.upload(os.path.join(best_dir, name), join_uri(out, name), "spec.output.uri", "application/octet-stream")
         artifacts.model, artifacts.params = join_uri(out, MODEL_FILE), join_uri(out, PARAMS_FILE)
@@ -199,13 +198,8 @@ def run(spec, storage: Storage, work: WorkDir) -> tuple[Results, Gate, Artifacts
     details["seconds"] = round(time.perf_counter() - t0, 3)
     if not gate.passed:
         raise GateFailed(reasons.GATE_FAILED,
-                         f"the best int8 candidate ({best['algo']}) loses {drop:.4f} {metric} against fp32 "
-                         f"({fp32[metric]:.4f} -> {best[metric]:.4f}), more than maxAccuracyDrop "
+                         f"the best int8 candidate ({best.algo}) loses {drop:.4f} {metric} against fp32 "
+                         f"({getattr(fp32, metric):.4f} -> {getattr(best, metric):.4f}), more than maxAccuracyDrop "
                          f"{v.max_accuracy_drop}; try other algos, more calibration samples, skipTensors, or raise "
                          "spec.verification.maxAccuracyDrop").with_results(results, gate, artifacts, details)
-    return results, gate, artifacts, details
-
-
-def _metrics(m: dict[str, Any]) -> dict[str, Any]:
-    return {"top1": round(m["top1"], 6), "top5": round(m["top5"], 6), "latency_ms": m["latencyMs"],
-            "latency_p95_ms": m["latencyP95Ms"], "throughput": m["throughput"], "size_bytes": m["sizeBytes"]}
+    return Verification(results=results, gate=gate, artifacts=artifacts, details=details)

@@ -4,12 +4,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from kubeslim_api import reasons
 
+from .handoff import Handoff
+
 MODEL_FILE = "model.pdmodel"
 PARAMS_FILE = "model.pdiparams"
+
+H = TypeVar("H", bound=Handoff)
 
 
 @dataclass(frozen=True)
@@ -45,19 +49,19 @@ class WorkDir:
     def report(self) -> str:
         return self.path("report")
 
-    # Facts handed from one stage to the next.
-    def write_json(self, name: str, doc: dict[str, Any]) -> None:
-        tmp = self.path(name + ".tmp")
+    # What one stage hands to the next (handoff.py).
+    def save(self, facts: Handoff) -> None:
+        tmp = self.path(facts.FILE + ".tmp")
         with open(tmp, "w") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-        os.replace(tmp, self.path(name))
+            json.dump(facts.dump(), fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.path(facts.FILE))
 
-    def read_json(self, name: str, produced_by: str) -> dict[str, Any]:
+    def load(self, kind: type[H]) -> H:
         from .errors import JobError
 
-        p = os.path.join(self.root, name)
+        p = os.path.join(self.root, kind.FILE)
         if not os.path.exists(p):
-            raise JobError(reasons.STAGE_ORDER, f"{p} is missing: run the {produced_by} stage first with the same --work-dir",
-                           exit_code=1)
+            raise JobError(reasons.STAGE_ORDER, f"{p} is missing: run the {kind.PRODUCED_BY} stage first with the same "
+                                                "--work-dir", exit_code=1)
         with open(p) as fh:
-            return json.load(fh)
+            return kind.model_validate(json.load(fh))

@@ -58,12 +58,14 @@ def test_bad_spec_exits_3_with_a_message(tmp_path, monkeypatch, capsys):
 
 
 def test_choose_best_then_fastest():
+    from kubeslim_job.handoff import MeasuredCandidate
     from kubeslim_job.verify import choose
 
-    rows = [{"algo": "hist", "top1": 0.97, "latencyMs": 3.0}, {"algo": "avg", "top1": 0.98, "latencyMs": 5.0},
-            {"algo": "mse", "top1": 0.98, "latencyMs": 4.0}, {"algo": "KL", "error": "boom"}]
-    assert choose(rows, "top1")["algo"] == "mse"
-    assert choose([{"algo": "KL", "error": "x"}], "top1") is None
+    rows = [MeasuredCandidate.model_validate(r) for r in (
+        {"algo": "hist", "top1": 0.97, "latencyMs": 3.0}, {"algo": "avg", "top1": 0.98, "latencyMs": 5.0},
+        {"algo": "mse", "top1": 0.98, "latencyMs": 4.0}, {"algo": "KL", "error": "boom"})]
+    assert choose(rows, "top1").algo == "mse"
+    assert choose([MeasuredCandidate(algo="KL", error="x")], "top1") is None
 
 
 def test_a_full_sweep_result_fits_the_termination_message():

@@ -1,0 +1,135 @@
+"""What the stages hand on: to the next stage (files in the work dir) and to the CLI (a typed outcome).
+
+export writes `ExportFacts` to work/export.json, calibrate writes `CalibrationFacts` to
+work/calibration.json; the later stages read them back with `WorkDir.load`. Each stage's `run`
+returns its outcome (`ExportFacts`, `CalibrationFacts`, `Verification`), and the CLI turns it into
+the contract's `StageResult` with `to_result()`. The files keep the camelCase keys they have always
+had, so a work dir left by one run of the image reads the same in the next.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from kubeslim_api import reasons
+from kubeslim_api.contract import Artifacts, Candidate, Gate, ModelMetrics, Results, Stage, StageResult
+from kubeslim_api.spec import QuantizationJobSpec
+
+if TYPE_CHECKING:
+    from .storage import Storage
+    from .workdir import WorkDir
+
+
+class StageOutcome(Protocol):
+    def to_result(self) -> StageResult: ...
+
+
+class StageRunner(Protocol):
+    """The `run` of each stage module."""
+
+    def __call__(self, spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> StageOutcome: ...
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self, **kwargs: Any) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, **kwargs)
+
+
+class Handoff(_Camel):
+    """A file one stage writes into the work dir for the next."""
+    FILE: ClassVar[str]
+    PRODUCED_BY: ClassVar[Stage]
+
+
+class ExportFacts(Handoff):
+    """work/export.json: the fp32 model as loaded once as a static program."""
+    FILE: ClassVar[str] = "export.json"
+    PRODUCED_BY: ClassVar[Stage] = "export"
+
+    source: str
+    input_shape: list[int]
+    feed_name: str
+    num_classes: int
+    ops: int
+    op_types: dict[str, int]           # the 12 most common
+    params: int
+    size_bytes: int                    # model.pdmodel + model.pdiparams
+    seconds: float = 0.0               # these two: set by export.run once the model is inspected
+    bytes_read: int = 0
+
+    def to_result(self) -> StageResult:
+        return StageResult(
+            stage="export", ok=True, reason=reasons.SUCCEEDED,
+            message=(f"exported {self.source} model: input {self.input_shape}, {self.num_classes} classes, "
+                     f"{self.ops} ops, {self.params} parameters"),
+            details=self.dump(include={"source", "input_shape", "num_classes", "ops", "params", "size_bytes"}))
+
+
+class CalibratedCandidate(_Camel):
+    """One algo's quant_post_static run: where its model is, or the error that stopped it."""
+    algo: str
+    calibration_seconds: float
+    size_bytes: int | None = None
+    quant_ops: int | None = None
+    dir: str | None = None             # relative to the work dir
+    error: str | None = None
+
+
+class CalibrationFacts(Handoff):
+    """work/calibration.json: the calibration samples and every candidate."""
+    FILE: ClassVar[str] = "calibration.json"
+    PRODUCED_BY: ClassVar[Stage] = "calibrate"
+
+    samples: int
+    batch_size: int
+    batch_nums: int
+    bytes_read: int
+    bytes_used: int
+    fetch_seconds: float
+    candidates: list[CalibratedCandidate]
+    seconds: float
+
+    def to_result(self) -> StageResult:
+        good = [c.algo for c in self.candidates if c.error is None]
+        return StageResult(
+            stage="calibrate", ok=True, reason=reasons.SUCCEEDED,
+            message=f"calibrated {len(good)}/{len(self.candidates)} candidates ({', '.join(good)}) on {self.samples} samples",
+            details={**self.dump(include={"samples", "bytes_read", "bytes_used"}),
+                     "candidates": [c.dump(include={"algo", "calibration_seconds", "size_bytes", "error"})
+                                    for c in self.candidates]})
+
+
+class Measurement(ModelMetrics):
+    """One model measured by verify: the contract's metrics and the count of top-1 hits (a detail)."""
+    correct: int
+
+
+class MeasuredCandidate(Candidate):
+    """An int8 candidate as verify measured it. As a contract `Candidate` (in `Results.candidates`)
+    it serialises to the contract's fields only; the report shows all of them but `dir`."""
+    latency_p95_ms: float | None = None
+    throughput: float | None = None
+    correct: int | None = None
+    dir: str | None = Field(None, exclude=True)
+
+
+class Verification(_Camel):
+    """verify's outcome: what the operator copies into the CR and the stage's details."""
+    results: Results
+    gate: Gate
+    artifacts: Artifacts
+    details: dict[str, Any]
+
+    def to_result(self) -> StageResult:
+        r, g = self.results, self.gate
+        i8 = r.int8
+        assert i8 is not None     # verify raises before it has no candidate
+        message = (f"int8 {i8.algo}: {g.metric} {getattr(i8, g.metric):.4f} vs fp32 "
+                   f"{getattr(r.fp32, g.metric):.4f} (drop {r.accuracy_drop:.4f}), "
+                   f"{r.speedup}x faster on {r.backend}; model at {self.artifacts.model}")
+        return StageResult(stage="verify", ok=True, reason=reasons.SUCCEEDED, message=message, details=self.details,
+                           results=r, gate=g, artifacts=self.artifacts)
