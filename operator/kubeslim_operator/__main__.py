@@ -65,13 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import kopf
 
-    from . import main as registration     # registers the handlers with kopf's default registry
+    from . import main as handlers  # noqa: F401  (importing it registers them with kopf)
 
-    registration.RT.config = config
     logging.getLogger("kubeslim_operator").info(
         "starting: image=%s namespaces=%s", config.job_image, ",".join(config.namespaces) or "<all>")
     kopf.run(standalone=True, clusterwide=not config.namespaces, namespaces=list(config.namespaces),
-             liveness_endpoint=config.liveness_endpoint or None)
+             liveness_endpoint=config.liveness_endpoint or None, memo=kopf.Memo(config=config))
     return 0
 
 

@@ -1,5 +1,10 @@
 """kopf registration only: settings, login, indexes and event handlers. The work is elsewhere:
-handlers/reconcile.py orchestrates; jobs.py and status.py are pure.
+handlers/reconcile.py orchestrates; decide.py, jobs.py and status.py are pure.
+
+The operator's state lives in kopf's operator memo (`kopf.run(memo=kopf.Memo(config=...))` in
+__main__): startup adds the memory trimmer, login the API client, the reconciler and the scheduler.
+kopf hands each resource handler a shallow copy of that memo, made when it first meets an object;
+watching starts only after startup and login, so every copy holds the same objects.
 
 Only watch-event handlers and indexes are used (no @kopf.on.create/update): they need no
 progress annotations, finalizers or diff-base writes on the QuantizationJob, so the operator's
@@ -30,18 +35,6 @@ log = logging.getLogger("kubeslim_operator")
 CHILD_LABELS = {c.LABEL_MANAGED_BY: c.MANAGER}
 
 
-class _Runtime:
-    config: OperatorConfig | None = None     # set by __main__ (or from the environment at startup)
-    settings: kopf.OperatorSettings | None = None
-    reconciler: Reconciler | None = None
-    scheduler: Scheduler | None = None
-    kube: Kube | None = None
-    trimmer: asyncio.Task | None = None
-
-
-RT = _Runtime()
-
-
 def _login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
     info = kopf.login_with_service_account(settings=settings, **kwargs)
     if info is None:
@@ -51,8 +44,10 @@ def _login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInf
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    config = RT.config = RT.config or OperatorConfig.from_env()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    if "config" not in memo:            # run by `kopf run` rather than __main__
+        memo.config = OperatorConfig.from_env()
+    config: OperatorConfig = memo.config
     settings.posting.enabled = False          # events are the reconciler's, one per transition
     settings.scanning.disabled = True         # no CRD/namespace watches (and no RBAC for them)
     settings.watching.label_selectors["batch", "v1", "jobs"] = c.CHILD_SELECTOR
@@ -60,32 +55,31 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = NoDiffBaseStorage()   # no change-detecting handlers
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
-    RT.settings = settings
-    metrics.start(config.metrics_port, lambda: RT.reconciler.phases() if RT.reconciler else [])
-    RT.trimmer = asyncio.get_running_loop().create_task(memory.trim_forever())
+    metrics.start(config.metrics_port, lambda: memo.reconciler.phases() if "reconciler" in memo else [])
+    memo.trimmer = asyncio.get_running_loop().create_task(memory.trim_forever())
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     info = _login(settings=settings, **kwargs)
-    if info is not None and RT.kube is None:
-        config = RT.config = RT.config or OperatorConfig.from_env()
-        RT.kube = Kube(info, concurrency=config.api_concurrency,
-                       relogin=lambda: _login(settings=settings, logger=log),
-                       on_request=metrics.count_request)
-        RT.reconciler = Reconciler(config, RT.kube)
-        RT.scheduler = Scheduler(RT.reconciler.reconcile, concurrency=config.api_concurrency * 2)
+    if info is not None and "kube" not in memo:      # a re-login (HTTP 401) keeps the client
+        config: OperatorConfig = memo.config
+        memo.kube = Kube(info, concurrency=config.api_concurrency,
+                         relogin=lambda: _login(settings=settings, logger=log),
+                         on_request=metrics.count_request)
+        memo.reconciler = Reconciler(config, memo.kube)
+        memo.scheduler = Scheduler(memo.reconciler.reconcile, concurrency=config.api_concurrency * 2)
     return info
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if RT.trimmer is not None:
-        RT.trimmer.cancel()
-    if RT.scheduler is not None:
-        await RT.scheduler.close()
-    if RT.kube is not None:
-        await RT.kube.close()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "trimmer" in memo:
+        memo.trimmer.cancel()
+    if "scheduler" in memo:
+        await memo.scheduler.close()
+    if "kube" in memo:
+        await memo.kube.close()
 
 
 # -- indexes: kopf fills them from the initial listings before any handler below runs ----------
@@ -100,40 +94,44 @@ async def qj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict
 # would double kopf's per-event work for the two busiest resources. Passes do not start before
 # kopf has filled every index (Scheduler.ready, set by the first QuantizationJob handler call).
 
-def _child(key: tuple[str, str] | None, trim: Any, body: kopf.Body, now: bool = False) -> dict | None:
+def _child(memo: kopf.Memo, key: tuple[str, str] | None, trim: Any, body: kopf.Body,
+           now: bool = False) -> dict | None:
     if key is None:
         return None
-    if RT.scheduler is not None:
-        RT.scheduler.enqueue(key, 0.0 if now else RT.config.status_coalesce_seconds)
+    if "scheduler" in memo:
+        memo.scheduler.enqueue(key, 0.0 if now else memo.config.status_coalesce_seconds)
     return {key: trim(dict(body))}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
-async def job_index(body: kopf.Body, **_: Any) -> dict | None:
+async def job_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict | None:
     # A concluded Job is read at once: with a short ttlSecondsAfterFinished its pods (and the
     # results in their termination messages) are about to be deleted.
     trimmed = trim_job(dict(body))
-    return _child(owner_key_of_job(body), lambda _: trimmed, body, now=job_finished(trimmed))
+    return _child(memo, owner_key_of_job(body), lambda _: trimmed, body, now=job_finished(trimmed))
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
-async def pod_index(body: kopf.Body, **_: Any) -> dict | None:
-    return _child(owner_key_of_pod(body), trim_pod, body)
+async def pod_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict | None:
+    return _child(memo, owner_key_of_pod(body), trim_pod, body)
 
 
-def _bind(kwargs: dict[str, Any]) -> tuple[Reconciler, Scheduler]:
-    assert RT.reconciler is not None and RT.scheduler is not None, "login has not run"
-    if RT.reconciler.qjs is None:
-        RT.reconciler.bind(kwargs["qj_index"], kwargs["job_index"], kwargs["pod_index"])
-        RT.scheduler.ready = True       # kopf calls no handler before every index is filled
-    return RT.reconciler, RT.scheduler
+def _bind(memo: kopf.Memo, kwargs: dict[str, Any]) -> tuple[Reconciler, Scheduler]:
+    assert "reconciler" in memo and "scheduler" in memo, "login has not run"
+    reconciler: Reconciler = memo.reconciler
+    scheduler: Scheduler = memo.scheduler
+    if reconciler.qjs is None:
+        reconciler.bind(kwargs["qj_index"], kwargs["job_index"], kwargs["pod_index"])
+        scheduler.ready = True       # kopf calls no handler before every index is filled
+    return reconciler, scheduler
 
 
 # -- triggers -------------------------------------------------------------------------------------
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
-    reconciler, scheduler = _bind(kwargs)
+async def qj_event(type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+                   **kwargs: Any) -> None:
+    reconciler, scheduler = _bind(memo, kwargs)
     meta = body.get("metadata") or {}
     if type == "DELETED":
         reconciler.forget(meta.get("uid", ""))
@@ -144,4 +142,4 @@ async def qj_event(type: str, body: kopf.Body, namespace: str, name: str, **kwar
     fresh = reconciler.known_status(dict(body)).get("observedGeneration") != generation
     # A new QuantizationJob (or a new generation) gets its Job at once; anything else waits for
     # the coalescing window so that bursts become one pass.
-    scheduler.enqueue((namespace, name), 0.0 if fresh else RT.config.status_coalesce_seconds)
+    scheduler.enqueue((namespace, name), 0.0 if fresh else memo.config.status_coalesce_seconds)
