@@ -11,11 +11,6 @@
 #   usage: hack/images.sh            (make images; needs the node's daemons: make devenv)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(cd "$here/.." && pwd)"
-# shellcheck source-path=SCRIPTDIR
-source "$here/versions.env"
-CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
-DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
 # shellcheck source-path=SCRIPTDIR
 source "$here/node/paths.sh"
 BASE_PACKAGES="python3,python3-venv,libgomp1,ca-certificates"

@@ -16,11 +16,6 @@
 # that differs is named and `down` exits 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(cd "$here/.." && pwd)"
-# shellcheck source-path=SCRIPTDIR
-source "$here/versions.env"
-CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
-DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
 # shellcheck source-path=SCRIPTDIR
 source "$here/node/paths.sh"
 K8S_BIN="$CACHE/kubernetes-$K8S_VERSION/bin"

@@ -1,9 +1,14 @@
-# Where the devenv's real node keeps its state; sourced by hack/node.sh and hack/images.sh after
-# versions.env, with CACHE, DEVENV and REPO set.
+# Where the devenv's real node keeps its state; sourced by hack/node.sh, hack/images.sh and
+# hack/devenv.sh. Sets REPO, CACHE and DEVENV too, and reads the pinned versions.
 #   persistent (survives make devenv-down, like the tool cache): $CACHE/node/{containerd,docker}
 #     hold the imported and built images, so a warm start neither rebuilds nor re-imports them;
 #   per devenv: $DEVENV/node (configs, certs, kubelet root, pod logs, CNI), $NODE_RUN (sockets,
 #     runtime state, network namespaces).
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR/..
+source "$REPO/hack/versions.env"
+CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
+DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
 NODE_NAME="${KUBESLIM_NODE_NAME:-kubeslim-node-0}"
 # The node's own address lives on a bridge this project creates: pods reach the apiserver and S3
 # through it, and nothing on it routes anywhere but this machine.
