@@ -57,6 +57,7 @@ ensure_packages() {
 # never reaches the host. Run it in a subshell: it replaces the calling process.
 sandboxed() {
   local dir="$NODE_DIR/sysctl-standins/$1"; shift
+  # shellcheck disable=SC2016  # the script expands its own arguments, in the new namespace
   exec setsid unshare --mount --propagation unchanged -- bash -c '
     set -e
     dir="$1"; keys="$2"; shift 2
@@ -373,7 +374,7 @@ down() {
   # Pods first, while the kubelet can still tear their sandboxes down through CNI.
   if [ -f "$DEVENV/kubeconfig" ] && pid_alive "$NODE_DIR/kubelet.pid" && k get node "$NODE_NAME" >/dev/null 2>&1; then
     k delete pods -A --field-selector "spec.nodeName=$NODE_NAME" --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
-    local i; for i in $(seq 1 50); do
+    local _; for _ in $(seq 1 50); do
       [ -z "$(ctr -n k8s.io tasks ls -q 2>/dev/null)" ] && break; sleep 0.2
     done
     k delete node "$NODE_NAME" --wait=false >/dev/null 2>&1 || true
