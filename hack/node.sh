@@ -283,8 +283,8 @@ up() {
   start_apiserver_forwarder
   start_kubelet
   start_kube_proxy
-  local i
-  for i in $(seq 1 300); do
+  local _
+  for _ in $(seq 1 300); do
     k get node "$NODE_NAME" >/dev/null 2>&1 && break
     pid_alive "$NODE_DIR/kubelet.pid" || break
     sleep 0.2
