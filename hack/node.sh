@@ -129,7 +129,7 @@ state = "$NODE_RUN/containerd"
 EOF
   setsid nohup containerd --config "$NODE_DIR/containerd.toml" >"$NODE_DIR/logs/containerd.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$NODE_DIR/containerd.pid"
-  local i; for i in $(seq 1 100); do ctr version >/dev/null 2>&1 && return; sleep 0.1; done
+  local _; for _ in $(seq 1 100); do ctr version >/dev/null 2>&1 && return; sleep 0.1; done
   die "containerd did not answer on $CONTAINERD_SOCK (log: $NODE_DIR/logs/containerd.log)"
 }
 
@@ -143,7 +143,7 @@ start_dockerd() {
     --bridge=none --cgroup-parent "/$DOCKER_CGROUP" --storage-driver overlay2 --config-file "$NODE_DIR/dockerd.json" \
     >"$NODE_DIR/logs/dockerd.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$NODE_DIR/dockerd.pid"
-  local i; for i in $(seq 1 150); do DOCKER_HOST="unix://$DOCKER_SOCK" "$DOCKER_CLI" version >/dev/null 2>&1 && return; sleep 0.2; done
+  local _; for _ in $(seq 1 150); do DOCKER_HOST="unix://$DOCKER_SOCK" "$DOCKER_CLI" version >/dev/null 2>&1 && return; sleep 0.2; done
   die "dockerd did not answer on $DOCKER_SOCK (log: $NODE_DIR/logs/dockerd.log)"
 }
 
