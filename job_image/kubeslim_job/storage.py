@@ -102,7 +102,6 @@ class Storage:
         self.client = boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config, verify=verify)
         self._lock = threading.Lock()
         self.bytes_read = 0
-        self.requests = 0
 
     @classmethod
     def from_spec(cls, spec: QuantizationJobSpec) -> "Storage":
@@ -162,7 +161,6 @@ class Storage:
     def _count(self, n: int) -> None:
         with self._lock:
             self.bytes_read += n
-            self.requests += 1
 
     # -- reads --------------------------------------------------------------------------------
     def get_range(self, uri: str, field: str, start: int, end: int | None = None) -> tuple[bytes, int]:
@@ -225,7 +223,6 @@ class Storage:
         while True:
             keys, token = self._call(field, uri, lambda t=token: self.list_page(bucket, prefix, page_size, t),
                                      missing="NoSuchBucket")
-            self._count(0)
             for key in keys:
                 yield f"s3://{bucket}/{key}"
             if token is None:

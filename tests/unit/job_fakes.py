@@ -12,7 +12,7 @@ class MemStorage(Storage):
         import threading
 
         self.objects, self.endpoint, self.workers, self._lock = objects, "mem", 4, threading.Lock()
-        self.bytes_read = self.requests = self.list_calls = 0
+        self.bytes_read = self.list_calls = 0
 
     def get_range(self, uri, field, start, end=None):
         if uri not in self.objects:
