@@ -33,25 +33,6 @@ k() { "$K8S_BIN/kubectl" --kubeconfig "$DEVENV/kubeconfig" "$@"; }
 ctr() { command ctr --address "$CONTAINERD_SOCK" "$@"; }
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-ensure_packages() {
-  local missing=() cmd pkg
-  for cmd in containerd:containerd runc:runc dockerd:docker.io debootstrap:debootstrap iptables:iptables socat:socat \
-             conntrack:conntrack unshare:util-linux ip:iproute2 openssl:openssl; do
-    command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd#*:}")
-  done
-  for pkg in bridge host-local loopback; do [ -x "/usr/lib/cni/$pkg" ] || { missing+=(containernetworking-plugins); break; }; done
-  [ "${#missing[@]}" = 0 ] && return
-  [ "$(id -u)" = 0 ] || die "the real node needs root and these Debian packages: ${missing[*]}" "sudo apt-get install ${missing[*]}"
-  log "installing Debian packages: ${missing[*]} (about 40 s)"
-  # No daemon may start on its own: policy-rc.d refuses it for the length of the install.
-  local policy=/usr/sbin/policy-rc.d created=""
-  [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; }
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  local rc=$?
-  [ -n "$created" ] && rm -f "$policy"
-  [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed"
-}
-
 # sandboxed NAME CMD...: exec CMD (in a session of its own) in a mount namespace of its own where
 # the STANDIN_SYSCTLS are files of NAME's (copies of the host's values), so what CMD writes there
 # never reaches the host. Run it in a subshell: it replaces the calling process.
@@ -262,7 +243,7 @@ advertise_gpus() {
 # The container runtimes alone (enough to build and import images).
 runtime() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (kubelet, containerd, mounts, cgroups)" "sudo make devenv"
-  ensure_packages
+  "$here/host-packages.sh" node || die "installing the real node's Debian packages failed (root needed: sudo make devenv)"
   mkdir -p "$NODE_DIR/logs"
   [ -f "$NODE_DIR/host-before.json" ] || python3 "$here/node/hoststate.py" snapshot "$NODE_DIR/host-before.json"
   make_bridge
