@@ -143,6 +143,9 @@ import() {
 }
 
 mkdir -p "$DEVENV/logs"
+# Tests run images.sh concurrently (one node_images fixture per pytest process): one build at a time.
+exec 9>"$DEVENV/images.lock"
+flock 9
 timed base base_image
 timed wheelhouse wheelhouse_image
 timed pause pause_image
