@@ -13,6 +13,9 @@
 #   .devenv/devenv.json ports, endpoints, binaries; .devenv/timings.json start-to-ready seconds
 #
 #   usage: hack/devenv.sh up|down|status        (make devenv / devenv-down / devenv-status)
+#          hack/devenv.sh stop|start|restart <component>   outages on purpose (etcd, kube-apiserver,
+#          kube-controller-manager, kube-scheduler, kwok-controller, s3); otherwise any of them that
+#          exits is started again by hack/devenv/supervise.py
 # Ports, all on 127.0.0.1, are set below (KUBESLIM_*_PORT overrides each): apiserver 16443, S3 16900, ...
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -124,6 +127,55 @@ devenv_pids() {
     tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$DEVENV/" && echo "${p#/proc/}"
   done
   return 0
+}
+
+SUPERVISE_DIR="$DEVENV/supervise"
+SUPERVISED="etcd kube-apiserver kube-controller-manager kube-scheduler kwok-controller s3"
+pidfile_of() { if [ "$1" = s3 ]; then echo "$S3_DIR/pid"; else echo "$CLUSTER_DIR/pids/$1.pid"; fi; }
+supervisor_running() {
+  local pid; pid="$(cat "$SUPERVISE_DIR/pid" 2>/dev/null)" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$here/devenv/supervise.py"
+}
+# hack/devenv/supervise.py restarts any of them that exits, as a node's kubelet would.
+ensure_supervisor() {
+  supervisor_running && return
+  local name args=()
+  for name in $SUPERVISED; do args+=("$name=$(pidfile_of "$name")"); done
+  mkdir -p "$SUPERVISE_DIR/hold" "$DEVENV/logs"
+  setsid nohup python3 "$here/devenv/supervise.py" --hold-dir "$SUPERVISE_DIR/hold" --log "$DEVENV/logs/supervise.log" \
+    "${args[@]}" >>"$DEVENV/logs/supervise.log" 2>&1 </dev/null 8>&- &
+  echo $! >"$SUPERVISE_DIR/pid"
+}
+stop_supervisor() {
+  supervisor_running || return 0
+  local pid; pid="$(cat "$SUPERVISE_DIR/pid")"
+  kill "$pid" 2>/dev/null || true
+  local i; for i in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+}
+running() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+probe_target_of() { probe_targets | grep "^$1="; }
+
+# stop NAME: held down (the supervisor leaves it), for outage tests; start NAME: back and ready.
+stop_component() {
+  local name="$1" pid i
+  grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "hack/devenv.sh stop|start|restart <component>"
+  supervisor_running || die "the devenv is not running (no supervisor)"
+  touch "$SUPERVISE_DIR/hold/$name"
+  pid="$(cat "$(pidfile_of "$name")" 2>/dev/null || true)"
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
+    ! running "$pid" || kill -9 "$pid" 2>/dev/null || true
+  fi
+  log "$name stopped (held until: hack/devenv.sh start $name)"
+}
+start_component() {
+  local name="$1" t0; t0="$(now)"
+  grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "hack/devenv.sh stop|start|restart <component>"
+  supervisor_running || die "the devenv is not running (no supervisor)"
+  rm -f "$SUPERVISE_DIR/hold/$name"
+  probe --timeout 120 "$(probe_target_of "$name")" >/dev/null || die "$name did not come back within 120 s (logs: $CLUSTER_DIR/logs/, $DEVENV/logs/supervise.log)" "make devenv-down && make devenv"
+  log "$name ready again after $(since "$t0")s"
 }
 
 healthy() {
@@ -280,6 +332,7 @@ up() {
   mkdir -p "$DEVENV"
   if healthy; then
     log "devenv already running and healthy ($(cat "$DEVENV/devenv-id"))"
+    ensure_supervisor
     write_client_files
     apply_stages_and_nodes
     "$here/images.sh"
@@ -316,6 +369,7 @@ up() {
     die "some components never became ready (logs: $CLUSTER_DIR/logs/, $DEVENV/logs/s3.log)" "make devenv-down && make devenv"
   fi
   write_client_files
+  ensure_supervisor
 
   apply_stages_and_nodes || die "could not apply the kwok Stages and nodes (hack/devenv/)" "make devenv-down && make devenv"
   k wait --for=condition=Ready node -l type=kwok --timeout=120s >/dev/null || die "the kwok nodes did not become Ready (log: $CLUSTER_DIR/logs/kwok-controller.log)" "make devenv-down && make devenv"
@@ -343,6 +397,7 @@ down() {
   # The node first: its pods are deleted through the apiserver while there still is one.
   local node_rc=0
   "$HERE_NODE" down || node_rc=$?
+  stop_supervisor
   if [ -x "$KWOKCTL" ] && [ -d "$CLUSTER_DIR" ]; then
     mkdir -p "$DEVENV/logs"
     "$KWOKCTL" delete cluster --name "$CLUSTER" >"$DEVENV/logs/kwokctl-delete.log" 2>&1 || log "kwokctl delete cluster failed (see $DEVENV/logs/kwokctl-delete.log); stopping processes directly"
@@ -361,7 +416,7 @@ down() {
   done
   pids="$(devenv_pids)"
   [ -z "$pids" ] || die "could not stop devenv processes: $pids" "make devenv-down"
-  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml,kcm-flexvolume}
+  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$SUPERVISE_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml,kcm-flexvolume}
   [ "$node_rc" = 0 ] || die "the real node did not leave the host as it found it (see above)" "make devenv-down"
   log "devenv stopped; no devenv process left"
   # Clients of the devenv that other tools started: named, not killed.
@@ -402,5 +457,8 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  stop) stop_component "${2:-}" ;;
+  start) start_component "${2:-}" ;;
+  restart) stop_component "${2:-}"; start_component "${2:-}" ;;
+  *) echo "usage: $0 up|down|status|stop|start|restart <component>" >&2; exit 2 ;;
 esac
