@@ -1,11 +1,13 @@
-"""`kubeslim-operator`: run the operator (kopf, standalone: one replica, no peering).
+"""`kubeslim-operator`: run the operator (kopf, no peering; with --leader-elect, one of several replicas).
 
     kubeslim-operator                 # every namespace (or KUBESLIM_NAMESPACES=a,b)
     kubeslim-operator -n ml -n team2  # only these namespaces
+    kubeslim-operator --leader-elect  # reconcile only while holding the Lease (leader.py)
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import os
@@ -23,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
     p.add_argument("--job-image", default=None, help="the image the Job's pods run (KUBESLIM_JOB_IMAGE)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (KUBESLIM_LOG_LEVEL)")
+    p.add_argument("--leader-elect", action="store_true", default=None,
+                   help="stand by until this replica holds the Lease (KUBESLIM_LEADER_ELECTION=true)")
     return p.parse_args(argv)
 
 
@@ -41,6 +45,10 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) ->
         changes["job_image"] = args.job_image
     if args.log_level:
         changes["log_level"] = args.log_level.upper()
+    if args.leader_elect:
+        if not config.leader_election_namespace:
+            raise ConfigError("--leader-elect needs KUBESLIM_LEADER_ELECTION_NAMESPACE (the Lease's namespace)")
+        changes["leader_election"] = True
     return dataclasses.replace(config, **changes)
 
 
@@ -69,9 +77,43 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("kubeslim_operator").info(
         "starting: image=%s namespaces=%s", config.job_image, ",".join(config.namespaces) or "<all>")
+    if config.leader_election:
+        return asyncio.run(_elected(config))
     kopf.run(standalone=True, clusterwide=not config.namespaces, namespaces=list(config.namespaces),
              liveness_endpoint=config.liveness_endpoint or None, memo=kopf.Memo(config=config))
     return 0
+
+
+async def _elected(config: OperatorConfig) -> int:
+    """kopf under the Lease: the probes and metrics are served from the start (a standby is a
+    healthy replica, not a dead one); kopf runs only while this replica leads."""
+    import kopf
+
+    from . import leader, metrics
+    from .kube import Kube
+    from .main import login_info
+
+    settings = kopf.OperatorSettings()
+    info = login_info(settings=settings, logger=logging.getLogger("kubeslim_operator"))
+    if info is None:
+        print("kubeslim-operator: no in-cluster ServiceAccount and no kubeconfig to log in with", file=sys.stderr)
+        return 2
+    kube = Kube(info, concurrency=2, relogin=lambda: login_info(settings=settings))
+    elector = leader.LeaderElector(
+        kube, config.leader_election_namespace, config.leader_election_name, leader.identity(),
+        lease_duration=config.lease_duration_seconds, renew_deadline=config.renew_deadline_seconds,
+        retry_period=config.retry_period_seconds)
+    metrics.serve(config.metrics_port)
+    probes = await leader.serve_probes(elector, config.liveness_endpoint)
+    try:
+        return await leader.run_elected(
+            elector, lambda: kopf.operator(standalone=True, clusterwide=not config.namespaces,
+                                           namespaces=list(config.namespaces), memo=kopf.Memo(config=config)),
+            on_lead=lambda leading: metrics.LEADER.set(1 if leading else 0))
+    finally:
+        if probes is not None:
+            await probes.cleanup()
+        await kube.close()
 
 
 if __name__ == "__main__":

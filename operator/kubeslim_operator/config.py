@@ -40,6 +40,17 @@ class OperatorConfig:
     log_level: str = "INFO"
     # Concurrent API requests of the reconciler (its own aiohttp connection pool).
     api_concurrency: int = 32
+    # Leader election on a coordination.k8s.io/v1 Lease (leader.py), for several replicas of which
+    # one reconciles. Off for a single process; the chart turns it on.
+    leader_election: bool = False
+    leader_election_namespace: str = ""     # where the Lease lives: the operator's own namespace
+    leader_election_name: str = "kubeslim-operator"
+    # client-go's defaults, as kube-controller-manager's --leader-elect-* flags: the leader gives up
+    # after renew_deadline without a renewal, lease_duration - renew_deadline before anyone else
+    # may take the Lease over.
+    lease_duration_seconds: int = 15
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
@@ -80,6 +91,24 @@ class OperatorConfig:
         if liveness is None and env.get("KUBESLIM_LIVENESS_PORT", "").strip():
             port = int(num("KUBESLIM_LIVENESS_PORT", 8080, int))
             liveness = f"http://0.0.0.0:{port}/healthz" if port else ""
+        election = env.get("KUBESLIM_LEADER_ELECTION", "").strip().lower()
+        if election not in ("", "true", "false"):
+            raise ConfigError(f"KUBESLIM_LEADER_ELECTION must be true or false, got {election!r}")
+        lease_duration = int(num("KUBESLIM_LEASE_DURATION_SECONDS", d.lease_duration_seconds, int, 1))
+        renew_deadline = num("KUBESLIM_RENEW_DEADLINE_SECONDS", d.renew_deadline_seconds, float, 0.1)
+        retry_period = num("KUBESLIM_RETRY_PERIOD_SECONDS", d.retry_period_seconds, float, 0.1)
+        # client-go's own checks: a leader must give up before its Lease can expire, and must be
+        # able to retry within the deadline.
+        if renew_deadline >= lease_duration:
+            raise ConfigError(f"KUBESLIM_RENEW_DEADLINE_SECONDS ({renew_deadline:g}) must be less than "
+                              f"KUBESLIM_LEASE_DURATION_SECONDS ({lease_duration})")
+        if retry_period * 1.2 >= renew_deadline:
+            raise ConfigError(f"KUBESLIM_RETRY_PERIOD_SECONDS ({retry_period:g}) must be less than "
+                              f"KUBESLIM_RENEW_DEADLINE_SECONDS / 1.2 ({renew_deadline / 1.2:g})")
+        lease_ns = env.get("KUBESLIM_LEADER_ELECTION_NAMESPACE", "").strip()
+        if election == "true" and not lease_ns:
+            raise ConfigError("KUBESLIM_LEADER_ELECTION_NAMESPACE must name the Lease's namespace when "
+                              "KUBESLIM_LEADER_ELECTION is true (the chart sets it to the pod's namespace)")
         selector = js("KUBESLIM_DEFAULT_NODE_SELECTOR", dict)
         tolerations = js("KUBESLIM_DEFAULT_TOLERATIONS", list)
         return cls(
@@ -96,4 +125,10 @@ class OperatorConfig:
             liveness_endpoint=(d.liveness_endpoint if liveness is None else liveness).strip(),
             log_level=env.get("KUBESLIM_LOG_LEVEL", d.log_level).strip().upper() or d.log_level,
             api_concurrency=int(num("KUBESLIM_API_CONCURRENCY", d.api_concurrency, int, 1)),
+            leader_election=election == "true",
+            leader_election_namespace=lease_ns,
+            leader_election_name=env.get("KUBESLIM_LEADER_ELECTION_NAME", "").strip() or d.leader_election_name,
+            lease_duration_seconds=lease_duration,
+            renew_deadline_seconds=renew_deadline,
+            retry_period_seconds=retry_period,
         )

@@ -35,7 +35,7 @@ log = logging.getLogger("kubeslim_operator")
 CHILD_LABELS = {c.LABEL_MANAGED_BY: c.MANAGER}
 
 
-def _login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+def login_info(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
     info = kopf.login_with_service_account(settings=settings, **kwargs)
     if info is None:
         return kopf.login_with_kubeconfig(settings=settings, **kwargs)
@@ -55,17 +55,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = NoDiffBaseStorage()   # no change-detecting handlers
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
-    metrics.start(config.metrics_port, lambda: memo.reconciler.phases() if "reconciler" in memo else [])
+    # With leader election the endpoint is already up (leader.py serves it on the standby too).
+    metrics.start(0 if config.leader_election else config.metrics_port,
+                  lambda: memo.reconciler.phases() if "reconciler" in memo else [])
     memo.trimmer = asyncio.get_running_loop().create_task(memory.trim_forever())
 
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    info = _login(settings=settings, **kwargs)
+    info = login_info(settings=settings, **kwargs)
     if info is not None and "kube" not in memo:      # a re-login (HTTP 401) keeps the client
         config: OperatorConfig = memo.config
         memo.kube = Kube(info, concurrency=config.api_concurrency,
-                         relogin=lambda: _login(settings=settings, logger=log),
+                         relogin=lambda: login_info(settings=settings, logger=log),
                          on_request=metrics.count_request)
         memo.reconciler = Reconciler(config, memo.kube)
         memo.scheduler = Scheduler(memo.reconciler.reconcile, concurrency=config.api_concurrency * 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter as _Tally
 from collections.abc import Callable, Iterable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -25,6 +25,8 @@ RECONCILE_SECONDS = Histogram("kubeslim_reconcile_seconds", "Duration of one rec
 API_REQUESTS = Counter("kubeslim_api_requests_total", "API requests made by the reconciler (kopf's watches excluded).",
                        ["verb", "resource", "code"])
 TRANSITIONS = Counter("kubeslim_transitions_total", "Status transitions written.", ["phase", "reason"])
+LEADER = Gauge("kubeslim_leader", "1 while this replica holds the leader Lease and reconciles, 0 while it stands by "
+               "(leader election on; sum over replicas should be 1).")
 
 
 class PhaseCollector(Collector):
@@ -49,5 +51,9 @@ def count_request(verb: str, resource: str, code: int) -> None:
 
 def start(port: int, phases: Callable[[], Iterable[str]], registry: CollectorRegistry = REGISTRY) -> None:
     registry.register(PhaseCollector(phases))
+    serve(port, registry)
+
+
+def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     if port:
         start_http_server(port, registry=registry)

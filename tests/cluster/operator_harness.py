@@ -26,6 +26,7 @@ import yaml
 
 from kubeslim_api.contract import (Artifacts, Candidate, Gate, Int8Metrics, ModelMetrics, Results, StageResult,
                                    encode)
+from kubeslim_dev.devenv import token_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 # KUBESLIM_TEST_CRD: another CRD file to apply (e.g. while iterating on the schema).
@@ -215,13 +216,7 @@ def operator_identity(kubectl, kubeconfig, tmp_path_factory) -> dict[str, str]:
     docs = [ns, sa, role, binding]
     kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
     token = kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=3h").stdout.strip()
-    admin = yaml.safe_load(Path(kubeconfig).read_text())
-    ctx = next(x["context"] for x in admin["contexts"] if x["name"] == admin["current-context"])
-    cluster = next(x for x in admin["clusters"] if x["name"] == ctx["cluster"])
-    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "operator",
-           "clusters": [{"name": "devenv", "cluster": cluster["cluster"]}],
-           "users": [{"name": "operator", "user": {"token": token}}],
-           "contexts": [{"name": "operator", "context": {"cluster": "devenv", "user": "operator"}}]}
+    cfg = token_kubeconfig(Path(kubeconfig), token)
     path = tmp_path_factory.mktemp("operator") / "kubeconfig"
     path.write_text(yaml.safe_dump(cfg))
     path.chmod(0o600)

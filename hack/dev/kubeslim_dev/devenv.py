@@ -72,3 +72,18 @@ def s3_client(env: dict[str, str], **overrides: str):
         region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
     )
+
+
+def token_kubeconfig(admin_kubeconfig: Path, token: str) -> dict[str, Any]:
+    """A kubeconfig for the devenv's API server that authenticates with `token` only (a
+    ServiceAccount's), without the admin's client certificate: a request made with it has exactly
+    that ServiceAccount's rights and is seen by admission as that ServiceAccount."""
+    import yaml
+
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    ctx = next(x["context"] for x in admin["contexts"] if x["name"] == admin["current-context"])
+    cluster = next(x for x in admin["clusters"] if x["name"] == ctx["cluster"])
+    return {"apiVersion": "v1", "kind": "Config", "current-context": "token",
+            "clusters": [{"name": "devenv", "cluster": cluster["cluster"]}],
+            "users": [{"name": "token", "user": {"token": token}}],
+            "contexts": [{"name": "token", "context": {"cluster": "devenv", "user": "token"}}]}
