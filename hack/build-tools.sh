@@ -2,7 +2,7 @@
 # Builds the devenv's binaries from pinned Go modules, once per version, into
 # $KUBESLIM_CACHE/<tool>-<version>/bin. Safe to rerun: a cached tool is skipped.
 # Each build records its wall time in <tool>-<version>/build.json (read by `make bench-devenv`).
-#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes gitops]   (default: all)
+#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes gitops kueue]   (default: all)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR
@@ -181,7 +181,7 @@ build_gitops_judges() {
   record "$out" gitops-judges "$ARGOCD_VERSION" "$start"
 }
 
-want="${*:-etcd kwok helm s3 kubernetes gitops}"
+want="${*:-etcd kwok helm s3 kubernetes gitops kueue}"
 for tool in $want; do
   case "$tool" in
     etcd) build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3=etcd ;;
@@ -192,7 +192,9 @@ for tool in $want; do
           build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw ;;
     kubernetes) build_kubernetes ;;
     gitops) build_gitops_judges ;;
-    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes gitops)" ;;
+    kueue) LDFLAGS_EXTRA="-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+             build_simple kueue "$KUEUE_VERSION" sigs.k8s.io/kueue sigs.k8s.io/kueue/cmd/kueue ;;
+    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes gitops kueue)" ;;
   esac
 done
 log "tools ready in $CACHE: $want"
