@@ -20,6 +20,8 @@ if [ "${1:-}" = node ]; then
   need containerd containerd; need runc runc; need dockerd docker.io; need debootstrap debootstrap
   need iptables iptables; need socat socat; need conntrack conntrack; need unshare util-linux
   need ip iproute2; need openssl openssl
+  # The devenv's Prometheus server (scrapes the operator's metrics; version noted in versions.env).
+  need prometheus prometheus
   for plugin in bridge host-local loopback; do [ -x "/usr/lib/cni/$plugin" ] || { missing+=(containernetworking-plugins); break; }; done
 fi
 [ "${#missing[@]}" = 0 ] && exit 0
