@@ -72,9 +72,10 @@ probe() { python3 "$here/devenv/probe.py" "$@"; }
 # Started once the kubeconfig its discovery reads exists, so probed apart from the others.
 prometheus_target() { echo "prometheus=http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
 
-# What a running devenv was started with: pins and the kwokctl configuration (not script edits).
+# What a running devenv was started with: the pins of what it runs and the kwokctl configuration
+# (not script edits, not the pins of tools it does not run, such as Kueue's or a Go toolchain's).
 config_hash() {
-  { cat "$here/versions.env"; kwokctl_config; } | sha256sum | cut -c1-16
+  { echo "$K8S_VERSION $ETCD_VERSION $KWOK_VERSION $VERSITYGW_VERSION $PROMETHEUS_DEBIAN_VERSION"; kwokctl_config; } | sha256sum | cut -c1-16
 }
 
 tools_present() {
@@ -373,7 +374,7 @@ up() {
     apply_stages_and_nodes
     "$here/images.sh"
     if [ "$(cat "$DEVENV/config-hash" 2>/dev/null)" != "$(config_hash)" ]; then
-      log "WARNING: versions.env or the kwokctl settings in hack/devenv.sh changed since this devenv started; to load them: make devenv-down && make devenv"
+      log "WARNING: the pinned versions or the kwokctl settings in hack/devenv.sh changed since this devenv started; to load them: make devenv-down && make devenv"
     fi
     summary
     return
