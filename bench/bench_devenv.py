@@ -27,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEVENV = Path(os.environ.get("KUBESLIM_DEVENV_DIR", REPO / ".devenv"))
 TOOLS = {"kubernetes": "K8S_VERSION", "etcd": "ETCD_VERSION", "kwok": "KWOK_VERSION",
-         "helm": "HELM_VERSION", "versitygw": "VERSITYGW_VERSION", "gitops-judges": "ARGOCD_VERSION"}
+         "helm": "HELM_VERSION", "versitygw": "VERSITYGW_VERSION", "gitops-judges": "ARGOCD_VERSION",
+         "kueue": "KUEUE_VERSION"}
 
 
 def versions() -> dict[str, str]:

@@ -406,7 +406,9 @@ up() {
     die "some components never became ready (logs: $CLUSTER_DIR/logs/, $DEVENV/logs/s3.log)" "make devenv-down && make devenv"
   fi
   write_client_files
+  local t_prom; t_prom="$(now)"
   ensure_prometheus
+  local prometheus_ready; prometheus_ready="$(since "$t_prom")"
   ensure_supervisor
 
   apply_stages_and_nodes || die "could not apply the kwok Stages and nodes (hack/devenv/)" "make devenv-down && make devenv"
@@ -418,11 +420,13 @@ up() {
   local sa_ready; sa_ready="$(since "$t0")"
   "$HERE_NODE" up || die "the real node did not come up (logs: $NODE_DIR/logs/)" "make devenv-down && make devenv"
   local total; total="$(since "$t0")"
-  python3 - "$DEVENV" "$nodes_ready" "$sa_ready" "$total" <<'PY'
+  python3 - "$DEVENV" "$nodes_ready" "$sa_ready" "$total" "$prometheus_ready" <<'PY'
 import json, sys, time
-d, nodes, sa, total = sys.argv[1], *map(float, sys.argv[2:])
+d, nodes, sa, total, prometheus = sys.argv[1], *map(float, sys.argv[2:])
 comps = json.load(open(f"{d}/components.json"))
-comps.update({"kwok-nodes-ready": nodes, "default-serviceaccount": sa, "real-node-ready": total})
+# Prometheus starts once the control plane is up; its figure is its own start-to-ready time.
+comps.update({"kwok-nodes-ready": nodes, "default-serviceaccount": sa, "real-node-ready": total,
+              "prometheus-own-start": prometheus})
 json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "start_to_ready_seconds": comps, "total_seconds": total}, open(f"{d}/timings.json", "w"), indent=2)
 PY
