@@ -154,6 +154,11 @@ class TensorFile:
         self.shape = tuple(self.meta["shape"])
         self.labels = np.load(os.path.join(directory, "labels.npy"))
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the labels were read (spec.needs_labels); NO_LABEL fills them otherwise."""
+        return bool(self.n) and bool((self.labels != NO_LABEL).all())
+
     @staticmethod
     def exists(directory: str) -> bool:
         return os.path.exists(os.path.join(directory, "meta.json"))
