@@ -8,6 +8,11 @@ codes below. The operator reads the message from the container's `state.terminat
 Exit codes drive the Job's podFailurePolicy: BAD_INPUT and ACCURACY_GATE fail the Job at once
 (retrying cannot help), TRANSIENT and any other non-zero code (crash, OOM kill = 137) are retried
 up to spec.runPolicy.backoffLimit.
+
+Version 1 grows only by optional fields (a reader ignores keys it does not know, and every new
+field may be absent), so an operator and a job image of different builds still read each other:
+the TensorRT fp16 baseline (`Results.fp16`, `speedupVsFp16`) and the ONNX export
+(`Results.onnx`, `Artifacts.onnx`) came that way.
 """
 from __future__ import annotations
 
@@ -41,8 +46,9 @@ class _Camel(BaseModel):
 
 
 class ModelMetrics(_Camel):
-    top1: float
+    top1: float | None = None              # None where the evaluation labels are not read (metric agreement)
     top5: float | None = None
+    agreement: float | None = None         # fraction of images whose top-1 class equals fp32's (fp32: 1.0)
     latency_ms: float | None = None        # p50 per batch at verification.batchSize
     latency_p95_ms: float | None = None
     throughput: float | None = None        # images per second
@@ -57,11 +63,31 @@ class Candidate(_Camel):
     algo: str
     top1: float | None = None
     top5: float | None = None
+    agreement: float | None = None
     accuracy_drop: float | None = None
     latency_ms: float | None = None
     size_bytes: int | None = None
     calibration_seconds: float | None = None
     error: str | None = None               # a candidate that failed to calibrate or run
+
+
+class OnnxResult(_Camel):
+    """spec.output.onnx: the chosen int8 model converted by paddle2onnx and scored by onnxruntime on
+    the evaluation set. `exported` is whether model.onnx was uploaded; `reason` (kubeslim_api.reasons)
+    says why not, `message` in a sentence."""
+    exported: bool
+    reason: str
+    message: str = ""
+    converter: str | None = None           # paddle2onnx version
+    runtime: str | None = None             # onnxruntime version and execution provider
+    opset_version: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+    accuracy_delta: float | None = None    # ONNX - Paddle int8, in the gate's metric
+    agreement: float | None = None         # share of samples where ONNX and Paddle int8 agree on top-1
+    latency_ms: float | None = None
+    size_bytes: int | None = None
+    unsupported_operators: list[str] | None = None
 
 
 class Results(_Camel):
@@ -72,6 +98,9 @@ class Results(_Camel):
     accuracy_drop: float | None = None
     speedup: float | None = None
     candidates: list[Candidate] = Field(default_factory=list)
+    fp16: ModelMetrics | None = None       # TensorRT backend only: the fp32 model built as an fp16 engine
+    speedup_vs_fp16: float | None = None
+    onnx: OnnxResult | None = None
 
 
 class Gate(_Camel):
@@ -85,6 +114,7 @@ class Artifacts(_Camel):
     params: str | None = None
     report: str | None = None
     report_json: str | None = None
+    onnx: str | None = None
 
 
 class StageResult(_Camel):
@@ -114,7 +144,7 @@ def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
     text = _compact(doc)
     if len(text.encode()) > limit and doc.get("results", {}).get("candidates"):
         doc["results"]["candidates"] = [
-            {k: c[k] for k in ("algo", "top1", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
+            {k: c[k] for k in ("algo", "top1", "agreement", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
         ]
         text = _compact(doc)
     while len(text.encode()) > limit and len(doc.get("message", "")) > 40:

@@ -10,6 +10,12 @@ GATE_FAILED = "AccuracyGateFailed"
 OUT_OF_MEMORY = "OutOfMemory"
 INTERNAL_ERROR = "InternalError"         # a crash of the job: the message has one line of it
 STAGE_ORDER = "StageOrder"               # a stage ran before the one that feeds it
+# results.onnx.reason (spec.output.onnx) and the OnnxExported condition's: none fails the run.
+ONNX_EXPORTED = "Exported"
+ONNX_UNSUPPORTED_OPERATORS = "UnsupportedOperators"    # paddle2onnx has no converter for an op
+ONNX_CONVERSION_FAILED = "ConversionFailed"            # paddle2onnx failed otherwise
+ONNX_RUNTIME_FAILED = "OnnxRuntimeFailed"              # onnxruntime could not load or run the file
+ONNX_ACCURACY_MISMATCH = "OnnxAccuracyMismatch"        # beyond spec.output.onnx.maxAccuracyDelta
 
 # The operator's own.
 GATE_PASSED = "AccuracyGatePassed"
@@ -30,3 +36,8 @@ BAD_RESULT = "BadResultMessage"
 DEADLINE = "DeadlineExceeded"
 RETRYING = "Retrying"
 RESULT_LOST = "ResultUnavailable"
+# A Job that names a Kueue queue (spec.scheduling.queueName), suspended until Kueue admits it.
+QUEUED = "Queued"                        # waiting for quota (Argo CD: Suspended)
+LOCAL_QUEUE_NOT_FOUND = "LocalQueueNotFound"
+QUEUE_INADMISSIBLE = "QueueInadmissible" # Kueue's own verdict, relayed (a ClusterQueue missing or stopped, ...)
+KUEUE_UNAVAILABLE = "KueueUnavailable"   # suspended for a queue, but the cluster serves no Kueue Workloads

@@ -143,14 +143,28 @@ class QuantizationSpec(_Camel):
 
 
 class VerificationSpec(_Camel):
-    metric: Literal["top1", "top5"] = "top1"
+    # agreement: the fraction of evaluation images whose int8 top-1 class equals fp32's. It needs no
+    # labels; the gate holds 1 - agreement (fp32 agrees with itself: 1.0) to maxAccuracyDrop.
+    metric: Literal["top1", "top5", "agreement"] = "top1"
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     batch_size: int = Field(64, ge=1)
     backend: Literal["auto", "cpu", "gpu", "tensorrt"] = "auto"
 
 
+# paddle2onnx 1.2.11 writes opsets 7..19; its dequantize_linear (the QDQ pairs of an int8 model)
+# needs 13, where per-channel weight scales arrived.
+ONNX_OPSETS = (13, 19)
+
+
+class OnnxOutput(_Camel):
+    enabled: bool = False
+    opset_version: int = Field(ONNX_OPSETS[0], ge=ONNX_OPSETS[0], le=ONNX_OPSETS[1])
+    max_accuracy_delta: float = Field(0.01, ge=0, le=1)
+
+
 class OutputSpec(_Camel):
     uri: str
+    onnx: OnnxOutput = Field(default_factory=OnnxOutput)
 
 
 class CredentialsSecret(_Camel):
@@ -368,7 +382,8 @@ class QuantizationJobSpec(_Camel):
                 raise SpecError(f"spec.data.{name}.listFile", "required when format is imageList (lines 'relative/path.jpg label')")
             if ds.format == "imagePrefix" and self.needs_labels(name):
                 raise SpecError(f"spec.data.{name}.format", f"imagePrefix has no labels and {name} needs them; use "
-                                                            "imageList ('relative/path.jpg label' lines) or npz with labels")
+                                                            "imageList ('relative/path.jpg label' lines) or npz with labels, "
+                                                            "or spec.verification.metric agreement")
         pp = self.data.preprocess
         if len(pp.mean) != len(pp.std):
             raise SpecError("spec.data.preprocess.std", "must have as many entries as mean")
@@ -399,8 +414,9 @@ class QuantizationJobSpec(_Camel):
 
     def needs_labels(self, dataset: Literal["calibration", "evaluation"]) -> bool:
         """Whether a dataset's labels are read (and so required): the one place that decides it.
-        Calibration only feeds images; evaluation scores top1/top5 against the labels."""
-        return dataset == "evaluation"
+        Calibration only feeds images; evaluation scores top1/top5 against the labels, but the
+        agreement metric compares int8 with fp32 and reads none."""
+        return dataset == "evaluation" and self.verification.metric != "agreement"
 
     @property
     def calibration_samples(self) -> int:

@@ -104,8 +104,11 @@ class CalibrationFacts(Handoff):
 
 
 class Measurement(ModelMetrics):
-    """One model measured by verify: the contract's metrics and the count of top-1 hits (a detail)."""
-    correct: int
+    """One model measured by verify: the contract's metrics, the count of top-1 hits (a detail) and
+    the top-1 class of every evaluation sample (to compare two models sample by sample; never
+    serialised)."""
+    correct: int | None          # None where the labels were not read (metric agreement)
+    predictions: list[int] = Field(default_factory=list, exclude=True, repr=False)
 
 
 class MeasuredCandidate(Candidate):
@@ -115,6 +118,7 @@ class MeasuredCandidate(Candidate):
     throughput: float | None = None
     correct: int | None = None
     dir: str | None = Field(None, exclude=True)
+    predictions: list[int] = Field(default_factory=list, exclude=True, repr=False)
 
 
 class Verification(_Camel):
@@ -130,6 +134,10 @@ class Verification(_Camel):
         assert i8 is not None     # verify raises before it has no candidate
         message = (f"int8 {i8.algo}: {g.metric} {getattr(i8, g.metric):.4f} vs fp32 "
                    f"{getattr(r.fp32, g.metric):.4f} (drop {r.accuracy_drop:.4f}), "
-                   f"{r.speedup}x faster on {r.backend}; model at {self.artifacts.model}")
+                   f"{r.speedup}x faster on {r.backend}"
+                   + (f" ({r.speedup_vs_fp16}x against TensorRT fp16)" if r.speedup_vs_fp16 is not None else "")
+                   + f"; model at {self.artifacts.model}"
+                   + (f"; ONNX at {self.artifacts.onnx}" if self.artifacts.onnx
+                      else f"; no ONNX ({r.onnx.reason})" if r.onnx is not None else ""))
         return StageResult(stage="verify", ok=True, reason=reasons.SUCCEEDED, message=message, details=self.details,
                            results=r, gate=g, artifacts=self.artifacts)

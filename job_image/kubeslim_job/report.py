@@ -97,7 +97,8 @@ def _html(doc: dict[str, Any], results: Results, gate: Gate, pngs: dict[str, byt
     verdict = "passed" if gate.passed else "FAILED"
     rows = "".join(
         "<tr>" + "".join(f"<td>{e(_fmt(c.get(k)))}</td>" for k in
-                         ("algo", "top1", "top5", "accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds", "error"))
+                         ("algo", "top1", "top5", "agreement", "accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds",
+                          "error"))
         + "</tr>" for c in doc["candidates"])
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}"></figure>'
                    for n, d in pngs.items())
@@ -111,13 +112,41 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}figure{{displa
 {r['int8'][gate.metric]:.4f} vs fp32 {r['fp32'][gate.metric]:.4f} (drop {r['accuracyDrop']:.4f},
 gate maxAccuracyDrop {gate.max_accuracy_drop}: <b>{verdict}</b>), speedup {e(_fmt(r.get('speedup')))}x.</p>
 <h2>fp32</h2><pre>{e(json.dumps(r['fp32'], indent=1))}</pre>
+{_fp16_html(r)}{_onnx_html(r, gate.metric)}
 <h2>Candidates</h2>
-<table><tr><th>algo</th><th>top1</th><th>top5</th><th>drop</th><th>latency ms</th><th>size bytes</th>
+<table><tr><th>algo</th><th>top1</th><th>top5</th><th>agreement with fp32</th><th>drop</th><th>latency ms</th><th>size bytes</th>
 <th>calibration s</th><th>error</th></tr>{rows}</table>
 <h2>Plots</h2>{imgs}
 <h2>Details</h2><pre>{e(json.dumps({k: doc[k] for k in ('model', 'calibration', 'quantization', 'verification')}, indent=1))}</pre>
 </body></html>
 """
+
+
+def _fp16_html(r: dict[str, Any]) -> str:
+    """The TensorRT fp16 baseline (that backend only): what GPU users compare int8 with."""
+    if not r.get("fp16"):
+        return ""
+    f, i8 = r["fp16"], r["int8"]
+    return (f"<h2>int8 against TensorRT fp16</h2><p>fp16 {f.get('latencyMs')} ms, int8 {i8.get('latencyMs')} ms per batch: "
+            f"int8 is <b>{html.escape(_fmt(r.get('speedupVsFp16')))}x</b> faster than fp16 "
+            f"({html.escape(_fmt(r.get('speedup')))}x against fp32).</p><pre>{html.escape(json.dumps(f, indent=1))}</pre>")
+
+
+def _onnx_html(r: dict[str, Any], metric: str) -> str:
+    """spec.output.onnx: Paddle int8 and onnxruntime side by side, or why there is no model.onnx."""
+    o = r.get("onnx")
+    if not o:
+        return ""
+    e = html.escape
+    head = (f"<h2>ONNX</h2><p><b>{e(o['reason'])}</b>: {e(o.get('message', ''))}</p>")
+    if o.get("latencyMs") is None:      # not converted, or onnxruntime could not run it
+        return head
+    i8 = r["int8"]
+    cells = "".join(f"<tr><th>{e(k)}</th><td>{e(_fmt(i8.get(k)))}</td><td>{e(_fmt(o.get(k)))}</td></tr>"
+                    for k in ("top1", "top5", "latencyMs", "sizeBytes"))
+    return (head + f"<table><tr><th></th><th>Paddle int8 ({e(r['backend'])})</th><th>{e(o.get('runtime', ''))}</th></tr>"
+            f"{cells}<tr><th>{e(metric)} delta</th><td></td><td>{e(_fmt(o.get('accuracyDelta')))}</td></tr>"
+            f"<tr><th>top-1 agreement with Paddle int8</th><td></td><td>{e(_fmt(o.get('agreement')))}</td></tr></table>")
 
 
 def _fmt(v: Any) -> str:

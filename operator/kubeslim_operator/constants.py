@@ -25,6 +25,11 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_OWNER_UID = "kubeslim.io/quantizationjob-uid"
 LABEL_GENERATION = "kubeslim.io/generation"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+# Kueue (optional: a cluster without it runs Jobs at once). It labels the Workload it makes for a
+# Job with the Job's uid. v1beta1 is the version Kueue stores (read without its conversion webhook)
+# and the one every Kueue release since v0.3 serves.
+KUEUE_WORKLOADS_PATH = "/apis/kueue.x-k8s.io/v1beta1/namespaces/{namespace}/workloads"
+LABEL_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
 ANNOTATION_OWNER_NAME = "kubeslim.io/quantizationjob"
 COMPONENT = "quantization"
 # The server-side selector the operator watches Jobs and Pods with.
@@ -54,7 +59,8 @@ STALLED = "Stalled"
 SCHEDULED = "Scheduled"
 ACCURACY_GATE = "AccuracyGate"
 CONFIG_AVAILABLE = "CredentialsReady"   # the credentials Secret / key and the CA ConfigMap exist
-CONDITION_ORDER = (READY, RECONCILING, STALLED, SCHEDULED, CONFIG_AVAILABLE, ACCURACY_GATE)
+ONNX_EXPORTED = "OnnxExported"          # spec.output.onnx only; False warns, the run still succeeds
+CONDITION_ORDER = (READY, RECONCILING, STALLED, SCHEDULED, CONFIG_AVAILABLE, ACCURACY_GATE, ONNX_EXPORTED)
 
 # Reasons: kubeslim_api.reasons (shared with the job).
 

@@ -37,6 +37,7 @@ class Verdict:
     scheduled: Fact | None = None      # None: nothing new (keep what the status says)
     config: Fact | None = None
     gate: Fact | None = None
+    onnx: Fact | None = None           # spec.output.onnx only: was model.onnx exported, and if not, why
     results: Obj | None = None
     artifacts: Obj | None = None
     start_time: str | None = None
@@ -140,6 +141,15 @@ def _gate_fact(result: StageResult) -> Fact | None:
     return Fact(False, reasons.GATE_FAILED, f"The {g.metric} drop {drop_text} exceeds maxAccuracyDrop {g.max_accuracy_drop}.")
 
 
+def _onnx_fact(result: StageResult) -> Fact | None:
+    """results.onnx → the OnnxExported condition. False is a warning, not a failure: the Paddle int8
+    model passed its gate and is published either way."""
+    o = result.results.onnx if result.results else None
+    if o is None:
+        return None
+    return Fact(o.exported, o.reason, _sentence(o.message or ("model.onnx exported." if o.exported else "model.onnx not exported.")))
+
+
 def _success_message(result: StageResult) -> str:
     r = result.results
     if r is None or r.int8 is None:
@@ -154,7 +164,13 @@ def _success_message(result: StageResult) -> str:
     if r.speedup is not None:
         parts.append(f"{r.speedup:.2f}x faster on {r.backend}")
     where = result.artifacts.model if result.artifacts and result.artifacts.model else None
-    return "; ".join(parts) + (f"; model at {where}." if where else ".")
+    if where:
+        parts.append(f"model at {where}")
+    if result.artifacts and result.artifacts.onnx:
+        parts.append(f"ONNX at {result.artifacts.onnx}")
+    elif r.onnx is not None:
+        parts.append(f"no ONNX ({r.onnx.reason}; see the {c.ONNX_EXPORTED} condition)")
+    return "; ".join(parts) + "."
 
 
 def _result_fields(result: StageResult) -> tuple[Obj | None, Obj | None]:
@@ -174,7 +190,8 @@ def _verdict_from_result(out: StageOutcome, result: StageResult, **times: Any) -
     if out.exit_code == 0 and result.ok:
         if out.container != "verify":
             return Verdict(c.FAILED, reasons.BAD_RESULT, f"The Job completed but its last result came from {out.container}, not verify.", stage, **times)
-        return Verdict(c.SUCCEEDED, "", _success_message(result), "", gate=gate, results=results, artifacts=artifacts, **times)
+        return Verdict(c.SUCCEEDED, "", _success_message(result), "", gate=gate, onnx=_onnx_fact(result), results=results,
+                       artifacts=artifacts, **times)
     reason = result.reason or reasons.STAGE_FAILED
     msg = _sentence(result.message) if result.message else f"The {out.container} stage failed with exit code {out.exit_code}."
     return Verdict(c.FAILED, reason, msg, stage, gate=gate, results=results, artifacts=artifacts, **times)
@@ -201,6 +218,71 @@ def _verdict_from_failed_stage(out: StageOutcome, spec: QuantizationJobSpec | No
                        f"The {out.container} stage exited with code {out.exit_code}{tries}"
                        + (f" after logging: {tail}" if tail else "") + "; see the pod's logs.", stage, **times)
     return _verdict_from_result(out, result, **times)
+
+
+# ----------------------------------------------------------------------------------------------
+# A Job held by Kueue: Kueue's webhook suspends a Job that names a queue and makes a Workload for
+# it; its conditions say why the Job waits. Kueue is optional: without it nothing suspends a Job.
+
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    """What the reconciler learnt of the Workload of a suspended Job."""
+    workload: Obj | None = None        # trimmed (objects.trim_workload); None: Kueue has made none yet
+    api: str = "served"                # served | absent (no Kueue Workload API) | forbidden (no RBAC to read it)
+
+
+# Kueue's workload controller: "LocalQueue <name> doesn't exist".
+_LOCAL_QUEUE_MISSING = re.compile(r"^LocalQueue \S+ doesn't exist")
+MAX_KUEUE_MESSAGE = 300
+
+
+def _cut(text: str, limit: int = MAX_KUEUE_MESSAGE) -> str:
+    text = " ".join((text or "").split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def queued_verdict(job: Obj, queue: Queue | None) -> Verdict:
+    """Why a suspended Job waits, in the words of its Workload's conditions."""
+    meta = job.get("metadata") or {}
+    name, namespace = meta.get("name", ""), meta.get("namespace", "")
+    lq = (meta.get("labels") or {}).get(c.LABEL_KUEUE_QUEUE)
+    if not lq:
+        return Verdict(c.PENDING, reasons.QUEUED, f"Job {name} is suspended; it starts when it is resumed.")
+    if queue is not None and queue.api == "absent":
+        return Verdict(c.PENDING, reasons.KUEUE_UNAVAILABLE,
+                       f"Job {name} is suspended for Kueue LocalQueue {lq} (spec.scheduling.queueName), but this "
+                       "cluster serves no Kueue Workloads; install Kueue or remove spec.scheduling.queueName.")
+    if queue is not None and queue.api == "forbidden":
+        return Verdict(c.PENDING, reasons.QUEUED,
+                       f"Job {name} waits in Kueue LocalQueue {lq}; the operator may not list Kueue Workloads "
+                       "(its RBAC lacks workloads.kueue.x-k8s.io list) to say why.")
+    wl = queue.workload if queue is not None else None
+    if wl is None:
+        return Verdict(c.PENDING, "", f"Job {name} waits for Kueue to create its Workload in LocalQueue {lq}.")
+    conds = {x.get("type"): x for x in (wl.get("status") or {}).get("conditions") or []}
+    cq = ((wl.get("status") or {}).get("admission") or {}).get("clusterQueue") or "its ClusterQueue"
+
+    def true(t: str) -> bool:
+        return (conds.get(t) or {}).get("status") == "True"
+
+    if true("Admitted"):
+        return Verdict(c.PENDING, "", f"Kueue admitted Job {name} in ClusterQueue {cq}; the Job starts.")
+    if true("QuotaReserved"):
+        return Verdict(c.PENDING, reasons.QUEUED,
+                       f"Job {name} has quota in ClusterQueue {cq} (LocalQueue {lq}); Kueue waits for its admission checks.")
+    reserved = conds.get("QuotaReserved") or {}
+    why = _cut(reserved.get("message") or "")
+    if reserved.get("reason") == "Inadmissible":
+        if _LOCAL_QUEUE_MISSING.match(why):
+            return Verdict(c.PENDING, reasons.LOCAL_QUEUE_NOT_FOUND,
+                           f"Kueue LocalQueue {lq} (spec.scheduling.queueName) does not exist in namespace {namespace}; "
+                           "create it or fix the name, and Kueue admits the Job.")
+        return Verdict(c.PENDING, reasons.QUEUE_INADMISSIBLE,
+                       f"Kueue cannot admit Job {name} from LocalQueue {lq}: {why or 'no reason given'}.")
+    evicted = conds.get("Evicted") or {}
+    before = f" (evicted earlier: {evicted.get('reason')}: {_cut(evicted.get('message') or '', 160)})" if true("Evicted") else ""
+    return Verdict(c.PENDING, reasons.QUEUED,
+                   f"Job {name} waits in Kueue LocalQueue {lq}{before}" + (f": {why}." if why else " for quota."))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,11 +441,12 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
 def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
             job_conflict: str | None = None, job_deleted: bool = False,
-            job_rejection: JobRejection | None = None, now: str = "") -> Verdict:
-    """What the run of this generation is doing, from the Job and its pods."""
+            job_rejection: JobRejection | None = None, queue: Queue | None = None, now: str = "") -> Verdict:
+    """What the run of this generation is doing, from the Job and its pods (and, while Kueue holds
+    the Job, its Workload)."""
     v = _observe(generation=generation, spec=spec, spec_error=spec_error, job=job, pods=pods,
                  config_problem=config_problem, job_conflict=job_conflict, job_deleted=job_deleted,
-                 job_rejection=job_rejection, now=now)
+                 job_rejection=job_rejection, queue=queue, now=now)
     # A pod that ran was scheduled and had its Secret: say so even when no earlier pass saw it
     # happen (status writes are coalesced, and a restarted operator only sees the end).
     if job is not None and pods:
@@ -379,7 +462,7 @@ def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: Sp
 def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
             job_conflict: str | None = None, job_deleted: bool = False,
-            job_rejection: JobRejection | None = None, now: str = "") -> Verdict:
+            job_rejection: JobRejection | None = None, queue: Queue | None = None, now: str = "") -> Verdict:
     if spec_error is not None:
         return Verdict(c.FAILED, reasons.INVALID_SPEC,
                        f"{spec_error.field}: {_sentence(spec_error.message)[:-1]}; fix the field and apply again.",
@@ -449,7 +532,7 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
         return Verdict(c.FAILED, reason, msg, completion_time=done, **times)
 
     if (job.get("spec") or {}).get("suspend"):
-        return Verdict(c.PENDING, "Queued", "The Job is suspended until its queue (Kueue) admits it.", **times)
+        return dataclasses.replace(queued_verdict(job, queue), **times)
 
     live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
@@ -514,7 +597,8 @@ def build_status(v: Verdict, *, generation: int, job_name: str | None, prev: Obj
         put(c.RECONCILING, True, v.stage or reason_or_phase, v.message)
         put(c.STALLED, False, reason_or_phase, "")
     # Facts the verdict does not restate keep their last value within a generation.
-    for ctype, fact in ((c.SCHEDULED, v.scheduled), (c.CONFIG_AVAILABLE, v.config), (c.ACCURACY_GATE, v.gate)):
+    for ctype, fact in ((c.SCHEDULED, v.scheduled), (c.CONFIG_AVAILABLE, v.config), (c.ACCURACY_GATE, v.gate),
+                        (c.ONNX_EXPORTED, v.onnx)):
         if fact is not None:
             put(ctype, fact.status, fact.reason, fact.message)
         elif same_gen and ctype in prev_conds:
@@ -567,7 +651,7 @@ def transition_event(prev: Obj | None, new: Obj) -> EventSpec | None:
     if key(prev) == key(new):
         return None
     phase, reason = new.get("phase"), new.get("reason") or ""
-    warning = phase == c.FAILED or (phase == c.PENDING and reason not in ("", "Queued"))
+    warning = phase == c.FAILED or (phase == c.PENDING and reason not in ("", reasons.QUEUED))
     if reason:
         ev_reason = reason
     elif phase == c.RUNNING:
