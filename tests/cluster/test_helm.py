@@ -52,7 +52,9 @@ def test_watch_namespaces_renders_roles_not_a_clusterrole(helm):
     docs = render(helm, "--set", "operator.watchNamespaces={team-a,team-b}")
     kinds = [(d["kind"], d["metadata"].get("namespace")) for d in docs if "Role" in d["kind"]]
     assert ("ClusterRole", None) not in kinds
-    assert sorted(kinds) == [("Role", "team-a"), ("Role", "team-b"), ("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
+    # Plus the leader-election Role in the release namespace (its Lease only).
+    assert sorted(kinds) == [("Role", "kubeslim-system"), ("Role", "team-a"), ("Role", "team-b"),
+                             ("RoleBinding", "kubeslim-system"), ("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
     (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KUBESLIM_WATCH_NAMESPACES"] == "team-a,team-b"
@@ -62,14 +64,61 @@ def test_operator_pod_is_restricted(helm):
     (deploy,) = [d for d in render(helm) if d["kind"] == "Deployment"]
     pod = deploy["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
     assert pod["securityContext"]["runAsNonRoot"] is True and isinstance(pod["securityContext"]["runAsUser"], int)
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-@pytest.mark.parametrize("bad", ["operator.metrics.port=0", "operator.watchNamespaces=oops", "job.image.pullPolicy=Sometimes", "surprise=1"])
+def test_two_replicas_elect_a_leader_by_default(helm):
+    docs = render(helm)
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    # Replicas overlap in a rollout (only the Lease holder reconciles); a new one is Ready as a standby first.
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert env["KUBESLIM_LEADER_ELECTION"] == "true" and env["KUBESLIM_LEADER_ELECTION_NAME"] == "kubeslim"
+    assert env["KUBESLIM_LEADER_ELECTION_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert (env["KUBESLIM_LEASE_DURATION_SECONDS"], env["KUBESLIM_RENEW_DEADLINE_SECONDS"], env["KUBESLIM_RETRY_PERIOD_SECONDS"]) == ("15", "10", "2")
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "kubeslim-system"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+                             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kubeslim"], "verbs": ["get", "update"]}]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_one_replica_without_leader_election_is_recreated(helm):
+    docs = render(helm, "--set", "operator.replicas=1", "--set", "operator.leaderElection.enabled=false")
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert not any(e["name"].startswith("KUBESLIM_LEADER") for e in c["env"]) and "readinessProbe" not in c
+    assert not [d for d in docs if d["kind"] == "Role"]
+
+
+def test_more_replicas_without_leader_election_are_refused(helm):
+    proc = helm("template", "kubeslim", str(CHART), "--kube-version", "1.34.4", "--set", "operator.leaderElection.enabled=false", check=False)
+    assert proc.returncode != 0 and "operator.replicas > 1 needs operator.leaderElection.enabled=true" in proc.stderr
+
+
+def test_admission_policy_is_on_by_default_and_binds_the_operator_only(helm):
+    docs = render(helm, "--set", "job.image.repository=reg.example/job", "--set-string", "job.image.tag=7")
+    (vap,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"] == {"policyName": vap["metadata"]["name"], "validationActions": ["Deny"]}
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    assert [m["expression"] for m in vap["spec"]["matchConditions"]] == \
+        ['request.userInfo.username == "system:serviceaccount:kubeslim-system:kubeslim"']
+    assert any('c.image == "reg.example/job:7"' in v["expression"] for v in vap["spec"]["validations"])
+    off = render(helm, "--set", "admissionPolicy.enabled=false")
+    assert not [d for d in off if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+@pytest.mark.parametrize("bad", ["operator.metrics.port=0", "operator.watchNamespaces=oops", "job.image.pullPolicy=Sometimes", "surprise=1",
+                                 "operator.replicas=-1", "admissionPolicy.enabled=maybe", "operator.leaderElection.leaseDurationSeconds=1"])
 def test_values_schema_rejects_bad_values(helm, bad):
     proc = helm("template", "kubeslim", str(CHART), "--kube-version", "1.34.4", "--set", bad, check=False)
     assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr
