@@ -265,9 +265,14 @@ async def serve_probes(elector: LeaderElector, endpoint: str) -> web.AppRunner |
     return runner
 
 
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    os._exit(code)
+
+
 async def run_elected(elector: LeaderElector, operator: Callable[[], Awaitable[Any]],
                       on_lead: Callable[[bool], None] = lambda leading: None,
-                      exit_now: Callable[[int], Any] = os._exit) -> int:
+                      exit_now: Callable[[int], Any] = _exit_now) -> int:
     """Stand by, then run `operator` (kopf) while holding the Lease; the exit code of the process."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -286,7 +291,6 @@ async def run_elected(elector: LeaderElector, operator: Callable[[], Awaitable[A
     if holding in done:
         # Not a graceful kopf stop: a Job create in flight must not land after the new leader's.
         log.error("lost the Lease (%s): exiting now, the new leader reconciles", holding.result())
-        logging.shutdown()
         exit_now(1)
         return 1
     holding.cancel()

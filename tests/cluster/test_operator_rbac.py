@@ -27,6 +27,8 @@ def can_i(kubectl, user: str, verb: str, resource: str, namespace: str = "defaul
     ("create", "serviceaccounts/token"), ("impersonate", "serviceaccounts"),
     ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"), ("list", "namespaces"),
+    # Leader election has a Role of its own in the operator's namespace (the chart's), for its Lease only.
+    ("create", "leases.coordination.k8s.io"), ("update", "leases.coordination.k8s.io"), ("get", "leases.coordination.k8s.io"),
 ])
 def test_cannot(crd, kubectl, operator_identity, namespace, verb, resource):
     assert not can_i(kubectl, operator_identity["user"], verb, resource, namespace)
