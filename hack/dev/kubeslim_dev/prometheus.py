@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.parse
 import urllib.request
@@ -70,3 +71,31 @@ def api(path: str, devenv_dir: Path = DEVENV_DIR, **params: str) -> Any:
 def query(promql: str, devenv_dir: Path = DEVENV_DIR) -> list[dict]:
     """Instant query: the result vector ([{"metric": {...}, "value": [ts, "v"]}, ...])."""
     return api("query", devenv_dir, query=promql, time=str(time.time()))["result"]
+
+
+def load_rules(name: str, groups: dict, devenv_dir: Path = DEVENV_DIR, timeout: float = 30) -> list[dict]:
+    """Load rule groups into the running Prometheus (a file in its rules dir, then SIGHUP) and
+    return its /api/v1/rules answer for them once it shows them; remove with unload_rules."""
+    import yaml
+
+    path = devenv_dir / "prometheus" / "rules" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(groups))
+    _reload(devenv_dir)
+    wanted = {g["name"] for g in groups["groups"]}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        loaded = [g for g in api("rules", devenv_dir)["groups"] if g["file"] == str(path) and g["name"] in wanted]
+        if {g["name"] for g in loaded} == wanted:
+            return loaded
+        time.sleep(0.5)
+    raise TimeoutError(f"Prometheus did not load {path} within {timeout}s (see .devenv/logs/prometheus.log)")
+
+
+def unload_rules(name: str, devenv_dir: Path = DEVENV_DIR) -> None:
+    (devenv_dir / "prometheus" / "rules" / f"{name}.yaml").unlink(missing_ok=True)
+    _reload(devenv_dir)
+
+
+def _reload(devenv_dir: Path) -> None:
+    pid = int((devenv_dir / "prometheus" / "pid").read_text().strip())
+    os.kill(pid, signal.SIGHUP)     # Prometheus re-reads its configuration and rule files
