@@ -8,6 +8,7 @@ with kstatus conditions, keeping each condition's lastTransitionTime while its s
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from typing import Any
 
@@ -459,6 +460,34 @@ def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: Sp
     return v
 
 
+# Jobs and Pods come on separate watch streams, and after an outage kopf reconnects them one by
+# one: the Job may be seen concluded while its pod is still seen running. The pod's final state
+# (and the result in its termination message) is on its way; a verdict from the Job's condition
+# alone would be final and wrong (PodFailurePolicy for a failed gate, ResultUnavailable for a
+# success). The wait is bounded, for a pod deleted while no watch was open.
+POD_VIEW_LAG_SECONDS = 300
+
+
+def _pod_view_behind(conds: dict[str, Obj], pods: list[Obj], now: str) -> bool:
+    """A Job that concluded (other than by its deadline, which stops running pods itself) while a
+    pod of it is seen running, less than POD_VIEW_LAG_SECONDS ago."""
+    concluded = conds.get("Complete") or conds.get("SuccessCriteriaMet") or conds.get("Failed") or conds.get("FailureTarget")
+    if concluded is None or concluded.get("reason") == "DeadlineExceeded":
+        return False
+    if not any((p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+               and not (p.get("metadata") or {}).get("deletionTimestamp") for p in pods):
+        return False
+    t0, t1 = _timestamp(concluded.get("lastTransitionTime")), _timestamp(now)
+    return t0 is None or t1 is None or t1 - t0 < POD_VIEW_LAG_SECONDS
+
+
+def _timestamp(value: str | None) -> float | None:
+    try:
+        return datetime.datetime.strptime(value or "", c.TIME_FORMAT).replace(tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
 def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
             job_conflict: str | None = None, job_deleted: bool = False,
@@ -489,6 +518,8 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
     pods = sorted(pods, key=_created)
     failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
 
+    if _pod_view_behind(conds, pods, now):
+        return Verdict(c.RUNNING, "", "The Job concluded; reading its pod's result.", hold=True, **times)
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         done = js.get("completionTime") or (conds.get("Complete") or conds["SuccessCriteriaMet"]).get("lastTransitionTime") or now
         winners = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]

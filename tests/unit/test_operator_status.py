@@ -320,6 +320,24 @@ def test_pod_done_but_job_not_concluded_is_held():
     assert run(job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=OK_MSG))]).hold is False
 
 
+@pytest.mark.parametrize("conclusion", [COMPLETE, SUCCESS_CRITERIA, PFP, BACKOFF, FAILURE_TARGET],
+                         ids=["complete", "success-criteria", "pod-failure-policy", "backoff", "failure-target"])
+@pytest.mark.parametrize("seconds_later,held", [(10, True), (299, True), (300, False)])
+def test_job_concluded_while_its_pod_is_seen_running_is_held(conclusion, seconds_later, held):
+    """The pods' watch behind the Jobs' (after an outage): no final verdict from the Job's condition
+    alone while the pod's final state is on its way — but not forever."""
+    now = f"2026-01-01T00:{5 + seconds_later // 60:02d}:{seconds_later % 60:02d}Z"
+    running = pod(phase="Running", **DONE, verify=RUN)
+    v = observe(generation=1, spec=SPEC, spec_error=None, job=job(conclusion), pods=[running], now=now)
+    assert v.hold is held and (held or v.final)
+
+
+def test_deadline_with_a_running_pod_is_not_held():
+    v = observe(generation=1, spec=SPEC, spec_error=None, job=job(DEADLINE), pods=[pod(phase="Running", **DONE, verify=RUN)],
+                now="2026-01-01T00:05:01Z")
+    assert (v.phase, v.reason, v.hold) == ("Failed", "DeadlineExceeded", False)
+
+
 @pytest.mark.parametrize("change,is_visible", [
     ({"message": "other words"}, False),
     ({"conditions": []}, False),
