@@ -20,7 +20,7 @@ from . import constants as c
 from .config import OperatorConfig
 from .constants import Obj
 from .objects import deleting, job_finished, job_generation, pod_belongs_to
-from .status import Fact, JobRejection, build_status, is_final_for, observe, visible
+from .status import Fact, JobRejection, Queue, build_status, is_final_for, observe, visible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,15 @@ def decide_jobs(seen: Seen) -> JobsDecision:
     return JobsDecision(stop, None, create=True)
 
 
+def queued_job(jobs: JobsDecision, attempt: Attempt | None) -> Obj | None:
+    """The generation's Job while Kueue holds it (suspended, labelled with a queue): the pass reads
+    its Workload to say why it waits. A Job created in this pass is left to the next one."""
+    job = (attempt.job if attempt is not None and not attempt.created else None) if jobs.create else jobs.current
+    if job is None or not (job.get("spec") or {}).get("suspend") or deleting(job):
+        return None
+    return job if (job["metadata"].get("labels") or {}).get(c.LABEL_KUEUE_QUEUE) else None
+
+
 def progress_wait(prev: Obj, new: Obj, since_write: float | None, progress_seconds: float) -> float:
     """Seconds to hold back a write of mere progress; 0 to write now. `since_write`: seconds since
     this process last wrote the status (None: never)."""
@@ -117,7 +126,8 @@ def progress_wait(prev: Obj, new: Obj, since_write: float | None, progress_secon
 
 
 def decide_status(seen: Seen, jobs: JobsDecision, attempt: Attempt | None, *, now: str,
-                  since_write: float | None, config: OperatorConfig) -> StatusDecision:
+                  since_write: float | None, config: OperatorConfig, queue: Queue | None = None) -> StatusDecision:
+    """`queue`: what the pass read of the Workload of `queued_job(...)`, if any."""
     a = attempt or Attempt()
     if a.created:
         # The Job's own watch event follows at once; the first status is written by the pass it
@@ -125,12 +135,15 @@ def decide_status(seen: Seen, jobs: JobsDecision, attempt: Attempt | None, *, no
         return StatusDecision(requeue=config.status_coalesce_seconds)
     current = a.job if jobs.create else jobs.current
     requeue: float | None = None
-    if a.config_problem is not None or a.conflict or (a.rejection is not None and not a.rejection.final):
+    # A Workload's conditions change without the Job changing (Kueue only updates the Job when it
+    # admits it), so a held Job is looked at again on the recheck period.
+    if a.config_problem is not None or a.conflict or (a.rejection is not None and not a.rejection.final) \
+            or queue is not None:
         requeue = config.recheck_seconds
     pods = [p for p in seen.pods if current is not None and pod_belongs_to(p, current)]
     verdict = observe(generation=seen.generation, spec=seen.spec, spec_error=seen.spec_error, job=current, pods=pods,
                       config_problem=a.config_problem, job_conflict=a.conflict, job_deleted=jobs.job_deleted,
-                      job_rejection=a.rejection, now=now)
+                      job_rejection=a.rejection, queue=queue, now=now)
     new = build_status(verdict, generation=seen.generation,
                        job_name=current.get("metadata", {}).get("name") if current else None, prev=seen.prev, now=now)
     write = None

@@ -125,6 +125,12 @@ class Kube:
                 return None
             raise
 
+    async def list_workloads(self, namespace: str, job_uid: str) -> list[Obj]:
+        """Kueue's Workloads for a Job. ApiError 404: the cluster serves no Workload API (no Kueue)."""
+        doc = await self.request("GET", c.KUEUE_WORKLOADS_PATH.format(namespace=namespace), resource="workloads",
+                                 params={"labelSelector": f"{c.LABEL_KUEUE_JOB_UID}={job_uid}"})
+        return doc.get("items") or []
+
     async def patch_status(self, namespace: str, name: str, status: Obj) -> Obj | None:
         try:
             return await self.request(

@@ -42,7 +42,7 @@ def trim_job(body: Obj) -> Obj:
     meta, spec, st = _meta(body), body.get("spec") or {}, body.get("status") or {}
     return {
         "metadata": {**_pick(meta, "name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "ownerReferences"),
-                     "labels": _pick(meta.get("labels"), c.LABEL_GENERATION, c.LABEL_OWNER_UID)},
+                     "labels": _pick(meta.get("labels"), c.LABEL_GENERATION, c.LABEL_OWNER_UID, c.LABEL_KUEUE_QUEUE)},
         # backoffLimit and podFailurePolicy tell whether a failed pod is retried (status.job_will_retry).
         "spec": _pick(spec, "suspend", "activeDeadlineSeconds", "backoffLimit", "podFailurePolicy"),
         "status": {**_pick(st, "startTime", "completionTime", "active", "failed", "succeeded"),
@@ -79,6 +79,14 @@ def trim_pod(body: Obj) -> Obj:
             "containerStatuses": [_trim_container_status(s) for s in st.get("containerStatuses") or []],
         },
     }
+
+
+def trim_workload(body: Obj) -> Obj:
+    """What status.queued_verdict reads of a Kueue Workload."""
+    st = body.get("status") or {}
+    return {"metadata": _pick(_meta(body), "name", "creationTimestamp"),
+            "status": {"admission": _pick(st.get("admission"), "clusterQueue"),
+                       "conditions": [_pick(x, "type", "status", "reason", "message") for x in st.get("conditions") or []]}}
 
 
 def trim_qj(body: Obj) -> Obj:

@@ -14,13 +14,17 @@ KEY = (NS, NAME)
 
 
 class FakeApi:
-    """Records every request in order in `calls`; answers from `jobs` and `configmaps`.
-    `create_error`: what a Job create raises (after recording it)."""
+    """Records every request in order in `calls`; answers from `jobs`, `configmaps` and
+    `workloads` (Job uid → Kueue Workloads). `create_error`: what a Job create raises (after
+    recording it); `workloads_error`: what listing Workloads raises."""
 
-    def __init__(self, *, jobs=None, configmaps=None, create_error: ApiError | None = None):
+    def __init__(self, *, jobs=None, configmaps=None, create_error: ApiError | None = None,
+                 workloads=None, workloads_error: ApiError | None = None):
         self.jobs: dict[str, dict] = dict(jobs or {})
         self.configmaps: dict[str, dict] = dict(configmaps or {})
+        self.workloads: dict[str, list[dict]] = dict(workloads or {})
         self.create_error = create_error
+        self.workloads_error = workloads_error
         self.calls: list[tuple] = []
 
     def of(self, verb: str) -> list[tuple]:
@@ -47,6 +51,12 @@ class FakeApi:
         self.calls.append(("configmap", name))
         return self.configmaps.get(name)
 
+    async def list_workloads(self, namespace, job_uid):
+        self.calls.append(("workloads", job_uid))
+        if self.workloads_error is not None:
+            raise self.workloads_error
+        return self.workloads.get(job_uid, [])
+
     async def patch_status(self, namespace, name, status):
         self.calls.append(("status", status))
         return {"status": status}
@@ -66,8 +76,9 @@ def qj(generation=1, status=None, spec=None, deleting=False):
     return {"metadata": meta, "spec": copy.deepcopy(spec or VALID_SPEC), "status": status or {}}
 
 
-def job(generation=1, *conditions, name=None, uid=None, owner=UID, deleting=False):
-    """A Job of the QuantizationJob as the watch shows it; `conditions`: types that are True."""
+def job(generation=1, *conditions, name=None, uid=None, owner=UID, deleting=False, queue=None, suspend=False):
+    """A Job of the QuantizationJob as the watch shows it; `conditions`: types that are True;
+    `queue`: the Kueue queue label; `suspend`: held (by Kueue's webhook)."""
     meta = {"name": name or f"{NAME}-g{generation}", "namespace": NS, "uid": uid or f"job-uid-g{generation}",
             "creationTimestamp": "2026-01-01T00:00:00Z",
             "ownerReferences": [{"apiVersion": c.API_VERSION, "kind": c.KIND, "name": NAME, "uid": owner,
@@ -75,7 +86,9 @@ def job(generation=1, *conditions, name=None, uid=None, owner=UID, deleting=Fals
             "labels": {c.LABEL_GENERATION: str(generation), c.LABEL_OWNER_UID: owner}}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:09:00Z"
-    return trim_job({"metadata": meta, "spec": {"backoffLimit": 0},
+    if queue:
+        meta["labels"][c.LABEL_KUEUE_QUEUE] = queue
+    return trim_job({"metadata": meta, "spec": {"backoffLimit": 0, "suspend": suspend},
                      "status": {"startTime": "2026-01-01T00:00:00Z",
                                 **({"completionTime": "2026-01-01T00:05:00Z"} if "Complete" in conditions else {}),
                                 "conditions": [{"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:05:00Z"}

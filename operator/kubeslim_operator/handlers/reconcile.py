@@ -30,11 +30,11 @@ from .. import constants as c
 from ..constants import Obj
 from .. import metrics
 from ..config import OperatorConfig
-from ..decide import Attempt, JobRef, Seen, decide_jobs, decide_status, settled
+from ..decide import Attempt, JobRef, Seen, decide_jobs, decide_status, queued_job, settled
 from ..jobs import Owner, build_job, job_name
 from ..kube import ApiError, Kube
-from ..objects import Key, owner_uid_of_job, trim_job
-from ..status import Fact, is_final_for, job_rejection, transition_event
+from ..objects import Key, owner_uid_of_job, trim_job, trim_workload
+from ..status import Fact, Queue, is_final_for, job_rejection, transition_event
 
 log = logging.getLogger("kubeslim_operator.reconcile")
 
@@ -133,9 +133,11 @@ class Reconciler:
         if jobs.done:
             return None
         attempt = await self._attempt(qj, seen) if jobs.create else None
+        held = queued_job(jobs, attempt)
+        queue = await self._queue(held) if held is not None else None
         memory = self._memory.get(qj["metadata"]["uid"])
         last = memory.last_write if memory is not None else None
-        status = decide_status(seen, jobs, attempt, now=utcnow(), config=self.config,
+        status = decide_status(seen, jobs, attempt, now=utcnow(), config=self.config, queue=queue,
                                since_write=None if last is None else time.monotonic() - last)
         if status.write is not None:
             await self._write(qj, seen.prev, status.write)
@@ -177,6 +179,22 @@ class Reconciler:
             log.info("%s/%s: generation %s replaces %s; stopping Job %s", meta["namespace"], meta["name"], generation,
                      ref.replaced, ref.name)
         await self.kube.delete_job(meta["namespace"], ref.name, ref.uid)
+
+    async def _queue(self, job: Obj) -> Queue:
+        """The Workload Kueue made for a Job it holds (the newest, should there be several)."""
+        meta = job["metadata"]
+        try:
+            items = await self.kube.list_workloads(meta["namespace"], meta["uid"])
+        except ApiError as exc:
+            if exc.status == 404:
+                return Queue(api="absent")
+            if exc.status == 403:
+                log.warning("%s: may not list Kueue Workloads (HTTP 403); grant list on workloads.kueue.x-k8s.io",
+                            meta["namespace"])
+                return Queue(api="forbidden")
+            raise
+        newest = max(items, key=lambda w: (w.get("metadata") or {}).get("creationTimestamp") or "", default=None)
+        return Queue(workload=trim_workload(newest) if newest is not None else None)
 
     async def _config_problem(self, namespace: str, spec: QuantizationJobSpec) -> Fact | None:
         """The CA ConfigMap is checked before the Job exists. (Secrets cannot be: the operator
