@@ -40,6 +40,18 @@ def test_calibration_from_a_plain_image_prefix_is_accepted(crd, kubectl, target_
     assert data["calibration"] == calibration and "preprocess" not in data
 
 
+def test_unlabelled_evaluation_prefix_is_accepted_under_metric_agreement(crd, kubectl, target_namespace):
+    """Users without labels: evaluation from a plain prefix, gated on int8/fp32 top-1 agreement (the
+    same spec with metric top1 is the rejected case evaluation-image-prefix-has-no-labels)."""
+    evaluation = {"uri": "s3://datasets/digits/val-png/", "format": "imagePrefix"}
+    spec = {**VALID_SPEC, "data": {**VALID_SPEC["data"], "evaluation": evaluation},
+            "verification": {"metric": "agreement", "maxAccuracyDrop": 0.02}}
+    out = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=manifest("agree", target_namespace, spec)).stdout
+    got = json.loads(out)["spec"]
+    assert got["data"]["evaluation"] == evaluation
+    assert got["verification"] == {"metric": "agreement", "maxAccuracyDrop": 0.02, "batchSize": 64, "backend": "auto"}
+
+
 @pytest.mark.parametrize("case_id, mutate, field", INVALID_SPECS, ids=[c[0] for c in INVALID_SPECS])
 def test_invalid_spec_is_rejected_by_the_apiserver(crd, kubectl, target_namespace, case_id, mutate, field):
     proc = kubectl("create", "--dry-run=server", "-f", "-", input=manifest(case_id, target_namespace, invalid_spec(mutate)), check=False)
