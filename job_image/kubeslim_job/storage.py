@@ -138,8 +138,11 @@ class Storage:
             return BadInput("TLSVerifyFailed", f"{subject}: TLS verification against {self._where()} failed; "
                                                "set spec.storage.caBundle (or verifyTLS: false for a test server)")
         if isinstance(exc, bx.EndpointConnectionError):
-            return BadInput("EndpointUnreachable", f"{subject}: cannot connect to {self._where()} (connection refused or "
-                                                   "unknown host); fix spec.storage.endpoint")
+            # Transient: a refused connection is as often an S3 server that is restarting or down
+            # as a wrong address, and backoffLimit bounds what retrying a wrong one costs.
+            return Transient("EndpointUnreachable", f"{subject}: cannot connect to {self._where()} (connection refused or "
+                                                    "unknown host); the job will retry — if the address is wrong, fix "
+                                                    "spec.storage.endpoint")
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
             return BadInput("NoCredentials", f"{subject}: no S3 credentials found; set spec.storage.credentialsSecret "
                                              "or give the pod an identity")

@@ -46,7 +46,7 @@ def _client_error(code: str, status: int) -> bx.ClientError:
     (_client_error("Weird", 502), Transient, "Weird"),
     (bx.ReadTimeoutError(endpoint_url="http://s3.invalid:9000"), Transient, "StorageTimeout"),
     (bx.ConnectTimeoutError(endpoint_url="http://s3.invalid:9000"), Transient, "StorageTimeout"),
-    (bx.EndpointConnectionError(endpoint_url="http://s3.invalid:9000"), BadInput, "EndpointUnreachable"),
+    (bx.EndpointConnectionError(endpoint_url="http://s3.invalid:9000"), Transient, "EndpointUnreachable"),   # S3 down
     (bx.NoCredentialsError(), BadInput, "NoCredentials"),
     (bx.SSLError(endpoint_url="https://x", error="bad cert"), BadInput, "TLSVerifyFailed"),
 ])
