@@ -15,6 +15,7 @@ convergence after the last disturbance, and the lag between a Job concluding and
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import re
 import socket
@@ -23,11 +24,17 @@ import threading
 import time
 from typing import Any, Callable
 
+import pytest
+
 from kubeslim_api.contract import Artifacts, Gate, StageResult, encode
 
 from kubeslim_operator.constants import LABEL_GENERATION, LABEL_OWNER_UID
 
 from operator_harness import RESULTS, fake
+
+# small: inside `make test` (about a minute per file); full: `make chaos` (bench/results/chaos.json).
+SCALE = os.environ.get("KUBESLIM_CHAOS_SCALE", "small")
+full_only = pytest.mark.skipif(SCALE != "full", reason="make chaos only (KUBESLIM_CHAOS_SCALE=full)")
 
 OK, GATE, BAD_INPUT, OOM, CRASH = "ok", "gate", "bad-input", "oom", "crash"
 OUTCOMES = (OK, GATE, BAD_INPUT, OOM, CRASH)
