@@ -57,10 +57,12 @@ class ModelMetrics(_Camel):
 
 class Int8Metrics(ModelMetrics):
     algo: str
+    fp32_layers: int | None = None         # layers kept in fp32 by the accuracy-aware fallback (None: none)
 
 
 class Candidate(_Camel):
     algo: str
+    fp32_layers: int | None = None         # a fallback step: this many of the most sensitive layers kept in fp32
     top1: float | None = None
     top5: float | None = None
     agreement: float | None = None
@@ -90,6 +92,21 @@ class OnnxResult(_Camel):
     unsupported_operators: list[str] | None = None
 
 
+class Fallback(_Camel):
+    """What the accuracy-aware fallback (spec.quantization.accuracyControl) did. Optional: readers
+    that predate it ignore it."""
+    mode: str                              # onGateFailure | always
+    algo: str                              # the candidate it started from (the best plain one)
+    plain_accuracy_drop: float             # that candidate's drop before any layer went back to fp32
+    ranked_layers: int                     # quantized layers ranked by sensitivity
+    steps: int                             # fallback steps calibrated and verified
+    passed: bool                           # the chosen model passes the gate
+    stop_reason: str                       # GatePassed | MaxFp32Layers | MaxSeconds | NoMoreLayers
+    fp32_layers: list[str] = Field(default_factory=list)   # kept in fp32 in the chosen model, most sensitive first
+    latency_cost: float | None = None      # chosen latency / the plain candidate's (1.2 = 20 % slower)
+    seconds: float = 0.0
+
+
 class Results(_Camel):
     """Exactly what the operator copies into status.results."""
     backend: str
@@ -101,6 +118,7 @@ class Results(_Camel):
     fp16: ModelMetrics | None = None       # TensorRT backend only: the fp32 model built as an fp16 engine
     speedup_vs_fp16: float | None = None
     onnx: OnnxResult | None = None
+    fallback: Fallback | None = None
 
 
 class Gate(_Camel):
@@ -144,7 +162,7 @@ def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
     text = _compact(doc)
     if len(text.encode()) > limit and doc.get("results", {}).get("candidates"):
         doc["results"]["candidates"] = [
-            {k: c[k] for k in ("algo", "top1", "agreement", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
+            {k: c[k] for k in ("algo", "fp32Layers", "top1", "agreement", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
         ]
         text = _compact(doc)
     while len(text.encode()) > limit and len(doc.get("message", "")) > 40:

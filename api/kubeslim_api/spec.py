@@ -126,6 +126,18 @@ class DataSpec(_Camel):
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
 
+FallbackMode = Literal["onGateFailure", "always", "off"]
+
+
+class AccuracyControl(_Camel):
+    """Accuracy-aware quantization: rank the quantized layers by what each alone costs and keep the
+    most sensitive in fp32, re-calibrating and re-verifying on the int8 backend, within a budget."""
+    mode: FallbackMode = "onGateFailure"
+    max_fp32_layers: int = Field(8, ge=1, le=64)
+    max_seconds: int = Field(1800, ge=1)
+    ranking_samples: int = Field(256, ge=1)
+
+
 class QuantizationSpec(_Camel):
     algos: list[Algo] = Field(default_factory=lambda: ["hist"], min_length=1)
     batch_size: int = Field(32, ge=1)
@@ -140,6 +152,7 @@ class QuantizationSpec(_Camel):
     quantizable_op_types: list[str] = Field(default_factory=lambda: list(DEFAULT_QUANTIZABLE_OP_TYPES), min_length=1)
     skip_tensors: list[str] = Field(default_factory=list)
     onnx_format: bool = True
+    accuracy_control: AccuracyControl = Field(default_factory=AccuracyControl)
 
 
 class VerificationSpec(_Camel):

@@ -41,7 +41,7 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
     fetch_s = time.perf_counter() - t0
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
-    candidates = [_one(algo, q, calib, facts, work, batch_nums) for algo in q.algos]
+    candidates = [quantize(algo, q, calib, facts, work, batch_nums) for algo in q.algos]
     doc = CalibrationFacts(samples=calib.n, batch_size=q.batch_size, batch_nums=batch_nums, bytes_read=stats.bytes_read,
                            bytes_used=stats.bytes_used, fetch_seconds=round(fetch_s, 3), candidates=candidates,
                            seconds=round(time.perf_counter() - t0, 3))
@@ -52,11 +52,13 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
     return doc
 
 
-def _one(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: ExportFacts, work: WorkDir,
-         batch_nums: int) -> CalibratedCandidate:
+def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: ExportFacts, work: WorkDir,
+             batch_nums: int, out: str | None = None, fp32_layers: tuple[str, ...] = ()) -> CalibratedCandidate:
+    """One quant_post_static run into `out` (default work/int8/<algo>); `fp32_layers`: weight names
+    of layers to leave unquantized besides spec.quantization.skipTensors (the fallback's steps)."""
     from paddleslim.quant import quant_post_static
 
-    out = work.int8(algo)
+    out = out or work.int8(algo)
     for name in (MODEL_FILE, PARAMS_FILE):
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
@@ -80,7 +82,7 @@ def _one(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: ExportFa
                 quantizable_op_type=list(q.quantizable_op_types), is_full_quantize=False,
                 weight_bits=q.weight_bits, activation_bits=q.activation_bits,
                 activation_quantize_type=q.activation_quantize_type, weight_quantize_type=q.weight_quantize_type,
-                onnx_format=q.onnx_format, skip_tensor_list=list(q.skip_tensors) or None,
+                onnx_format=q.onnx_format, skip_tensor_list=[*q.skip_tensors, *fp32_layers] or None,
             )
         quant_ops = _count_quant_ops(out)
         if quant_ops == 0:

@@ -30,6 +30,7 @@ large the evaluation set is.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -158,6 +159,13 @@ class TensorFile:
     def labelled(self) -> bool:
         """Whether the labels were read (spec.needs_labels); NO_LABEL fills them otherwise."""
         return bool(self.n) and bool((self.labels != NO_LABEL).all())
+
+    def head(self, n: int) -> "TensorFile":
+        """The first n samples (all when fewer), reading the same files."""
+        sub = copy.copy(self)
+        sub.n = min(n, self.n)
+        sub.labels = self.labels[:sub.n]
+        return sub
 
     @staticmethod
     def exists(directory: str) -> bool:

@@ -18,8 +18,10 @@ PLOTS = ("accuracy.png", "latency.png", "size.png")
 
 
 def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: CalibrationFacts, results: Results,
-          gate: Gate, rows: list[MeasuredCandidate], details: dict[str, Any]) -> dict[str, str]:
-    """Write the report files; returns {file name: content type}."""
+          gate: Gate, rows: list[MeasuredCandidate], details: dict[str, Any],
+          sensitivity: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """Write the report files; returns {file name: content type}. `sensitivity`: the fallback's
+    per-layer ranking (fallback.Sensitivity.dump()), when it ran."""
     os.makedirs(directory, exist_ok=True)
     doc = {
         "results": results.dump(),
@@ -30,9 +32,13 @@ def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: 
         "verification": {**spec.verification.model_dump(by_alias=True), **details},
         "candidates": [r.dump() for r in rows],     # every measured field; `dir` is excluded by the model
     }
+    if results.fallback is not None:
+        doc["fallback"] = {**results.fallback.dump(), "sensitivity": sensitivity or []}
     with open(os.path.join(directory, "report.json"), "w") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True)
     pngs = _plots(results, gate, rows)
+    if results.fallback is not None:
+        pngs.update(_fallback_plots(results, gate, rows, sensitivity or []))
     for name, data in pngs.items():
         with open(os.path.join(directory, name), "wb") as fh:
             fh.write(data)
@@ -42,30 +48,47 @@ def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: 
             **{n: "image/png" for n in pngs}}
 
 
-def _plots(results: Results, gate: Gate, rows: list[MeasuredCandidate]) -> dict[str, bytes]:
+def _label(r: MeasuredCandidate) -> str:
+    return f"{r.algo}+{r.fp32_layers} fp32" if r.fp32_layers else r.algo
+
+
+def _is_chosen(r: MeasuredCandidate, results: Results) -> bool:
+    return results.int8 is not None and r.algo == results.int8.algo and r.fp32_layers == results.int8.fp32_layers
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = gate.metric
-    ok = [r for r in rows if r.error is None]
-    fp32 = results.fp32
-    assert results.int8 is not None
-    out: dict[str, bytes] = {}
+    return plt
 
+
+def _saver(plt, out: dict[str, bytes]):
     def save(fig, name: str) -> None:
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         out[name] = buf.getvalue()
+    return save
+
+
+def _plots(results: Results, gate: Gate, rows: list[MeasuredCandidate]) -> dict[str, bytes]:
+    plt = _pyplot()
+    metric = gate.metric
+    ok = [r for r in rows if r.error is None]
+    fp32 = results.fp32
+    assert results.int8 is not None
+    out: dict[str, bytes] = {}
+    save = _saver(plt, out)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    algos = [r.algo for r in ok]
+    algos = [_label(r) for r in ok]
     int8_vals = [getattr(r, metric) for r in ok]
     fp32_val = getattr(fp32, metric)
-    ax.bar(algos, int8_vals, color=["#2a9d8f" if r.algo == results.int8.algo else "#8ab17d" for r in ok])
+    ax.bar(algos, int8_vals, color=["#2a9d8f" if _is_chosen(r, results) else "#8ab17d" for r in ok])
     ax.axhline(fp32_val, color="#264653", label=f"fp32 {fp32_val:.4f}")
     ax.axhline(fp32_val - gate.max_accuracy_drop, color="#e76f51", linestyle="--",
                label=f"gate (fp32 - {gate.max_accuracy_drop})")
@@ -74,15 +97,16 @@ def _plots(results: Results, gate: Gate, rows: list[MeasuredCandidate]) -> dict[
     ax.set_ylim(max(0.0, lo - (hi - lo) * 0.5 - 0.01), min(1.0, hi + (hi - lo) * 0.3 + 0.01))
     ax.set_ylabel(metric)
     ax.set_title(f"int8 {metric} per algo")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.legend(loc="lower right", fontsize=8)
     save(fig, "accuracy.png")
 
-    best = next(r for r in ok if r.algo == results.int8.algo)
+    best = next(r for r in ok if _is_chosen(r, results))
     for name, key, label in (("latency.png", "latency_ms", "ms per batch (p50)"), ("size.png", "size_bytes", "MiB")):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         scale = 1 / (1 << 20) if key == "size_bytes" else 1.0
         vals = [getattr(fp32, key) * scale] + [getattr(r, key) * scale for r in ok]
-        ax.bar(["fp32"] + [f"int8 {r.algo}" for r in ok], vals,
+        ax.bar(["fp32"] + [f"int8 {_label(r)}" for r in ok], vals,
                color=["#264653"] + ["#2a9d8f" if r is best else "#8ab17d" for r in ok])
         ax.set_ylabel(label)
         ax.set_title(("latency" if key == "latency_ms" else "model size") + f" ({results.backend})")
@@ -91,13 +115,63 @@ def _plots(results: Results, gate: Gate, rows: list[MeasuredCandidate]) -> dict[
     return out
 
 
+def _fallback_plots(results: Results, gate: Gate, rows: list[MeasuredCandidate],
+                    sensitivity: list[dict[str, Any]]) -> dict[str, bytes]:
+    """sensitivity.png: each layer's cost when quantized alone; fallback.png: accuracy and latency
+    against the number of layers kept in fp32 (0 = the plain candidate the fallback started from)."""
+    plt = _pyplot()
+    out: dict[str, bytes] = {}
+    save = _saver(plt, out)
+    fb, metric = results.fallback, gate.metric
+    assert fb is not None
+    ranked = sorted((s for s in sensitivity if s.get("flipRate") is not None), key=lambda s: -s["flipRate"])
+    fig, ax = plt.subplots(figsize=(6, 0.8 + 0.3 * max(1, len(ranked))))
+    names = [s["layer"] for s in ranked][::-1]
+    ax.barh(names, [s["flipRate"] for s in ranked][::-1],
+            color=["#e76f51" if n in fb.fp32_layers else "#8ab17d" for n in names])
+    ax.set_xlabel("share of ranking samples whose top-1 changes (layer int8 alone)")
+    ax.set_title("layer sensitivity (red: kept in fp32)")
+    ax.tick_params(axis="y", labelsize=7)
+    save(fig, "sensitivity.png")
+
+    path = [r for r in rows if r.error is None and r.algo == fb.algo]
+    path.sort(key=lambda r: r.fp32_layers or 0)
+    xs = [r.fp32_layers or 0 for r in path]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, [getattr(r, metric) for r in path], "o-", color="#2a9d8f", label=f"int8 {metric}")
+    ax.axhline(getattr(results.fp32, metric) - gate.max_accuracy_drop, color="#e76f51", linestyle="--", label="gate")
+    ax.set_xlabel("layers kept in fp32")
+    ax.set_ylabel(metric)
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r.latency_ms for r in path], "s:", color="#264653", label="latency ms")
+    ax2.set_ylabel("ms per batch (p50)")
+    ax.set_xticks(xs)
+    ax.legend(loc="lower left", fontsize=8)
+    ax2.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"fallback from {fb.algo} ({results.backend})")
+    save(fig, "fallback.png")
+    return out
+
+
+def _fallback_html(doc: dict[str, Any]) -> str:
+    fb = doc.get("fallback")
+    if not fb:
+        return ""
+    e = html.escape
+    kept = ", ".join(fb.get("fp32Layers") or []) or "none"
+    return (f"<h2>Accuracy-aware fallback</h2><p>Mode {e(fb['mode'])}, from {e(fb['algo'])} (drop "
+            f"{fb['plainAccuracyDrop']:.4f}): {fb['rankedLayers']} layers ranked, {fb['steps']} steps, stopped: "
+            f"{e(fb['stopReason'])}; gate {'passed' if fb['passed'] else 'not passed'}. Kept in fp32: <b>{e(kept)}</b>; "
+            f"latency {e(_fmt(fb.get('latencyCost')))}x the plain int8 model's; {fb['seconds']:.1f} s.</p>")
+
+
 def _html(doc: dict[str, Any], results: Results, gate: Gate, pngs: dict[str, bytes]) -> str:
     e = html.escape
     r = results.dump()
     verdict = "passed" if gate.passed else "FAILED"
     rows = "".join(
         "<tr>" + "".join(f"<td>{e(_fmt(c.get(k)))}</td>" for k in
-                         ("algo", "top1", "top5", "agreement", "accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds",
+                         ("algo", "fp32Layers", "top1", "top5", "agreement", "accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds",
                           "error"))
         + "</tr>" for c in doc["candidates"])
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}"></figure>'
@@ -112,9 +186,9 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}figure{{displa
 {r['int8'][gate.metric]:.4f} vs fp32 {r['fp32'][gate.metric]:.4f} (drop {r['accuracyDrop']:.4f},
 gate maxAccuracyDrop {gate.max_accuracy_drop}: <b>{verdict}</b>), speedup {e(_fmt(r.get('speedup')))}x.</p>
 <h2>fp32</h2><pre>{e(json.dumps(r['fp32'], indent=1))}</pre>
-{_fp16_html(r)}{_onnx_html(r, gate.metric)}
+{_fp16_html(r)}{_onnx_html(r, gate.metric)}{_fallback_html(doc)}
 <h2>Candidates</h2>
-<table><tr><th>algo</th><th>top1</th><th>top5</th><th>agreement with fp32</th><th>drop</th><th>latency ms</th><th>size bytes</th>
+<table><tr><th>algo</th><th>fp32 layers</th><th>top1</th><th>top5</th><th>agreement with fp32</th><th>drop</th><th>latency ms</th><th>size bytes</th>
 <th>calibration s</th><th>error</th></tr>{rows}</table>
 <h2>Plots</h2>{imgs}
 <h2>Details</h2><pre>{e(json.dumps({k: doc[k] for k in ('model', 'calibration', 'quantization', 'verification')}, indent=1))}</pre>

@@ -16,7 +16,10 @@ the image has CUDA and a GPU is visible, else CPU; cpu forces CPU; gpu and tenso
 GPU + TensorRT (the only GPU path with int8 kernels) and fail if no GPU is visible.
 
 Best candidate: highest spec metric, ties broken by lower latency. Gate: fp32 - best <=
-maxAccuracyDrop. With spec.output.onnx.enabled and a passed gate, the best model also goes through
+maxAccuracyDrop. Every int8 candidate's `agreement` (the share of evaluation images whose top-1
+class equals fp32's; fp32's own is 1.0) is reported; with metric agreement it is also what the
+choice and the gate use (1 - agreement <= maxAccuracyDrop), and the labels are not read, so
+top1/top5 are absent. With spec.output.onnx.enabled and a passed gate, the best model also goes through
 onnx_export (paddle2onnx, then onnxruntime on the same evaluation set) and model.onnx is uploaded
 beside it when it converts and scores within maxAccuracyDelta of Paddle's int8. On success the
 best model goes to output.uri (model.pdmodel, model.pdiparams) with report.json, report.html and the plots; on a failed gate only the report is uploaded (a model
@@ -36,7 +39,7 @@ from kubeslim_api import reasons
 from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, OnnxResult, Results
 from kubeslim_api.spec import OnnxOutput, QuantizationJobSpec
 
-from . import data, onnx_export, report
+from . import data, fallback, onnx_export, report
 from .errors import BadInput, GateFailed, last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement, Verification
 from .storage import Storage, join_uri
@@ -248,6 +251,12 @@ def verify_onnx(cfg: OnnxOutput, best: MeasuredCandidate, best_dir: str, evalset
                              predictions=s.predictions, latency_ms=round(lat, 4))
 
 
+def judge(fp32: Measurement, best: MeasuredCandidate, metric: str, max_drop: float) -> tuple[float, Gate]:
+    """The drop of `best` against fp32 in the metric, and the gate's verdict on it."""
+    drop = getattr(fp32, metric) - getattr(best, metric)
+    return drop, Gate(metric=metric, max_accuracy_drop=max_drop, passed=drop <= max_drop + EPS)
+
+
 def choose(candidates: list[MeasuredCandidate], metric: str) -> MeasuredCandidate | None:
     """Highest metric; ties (within 1e-9) go to the lower latency."""
     ok = [c for c in candidates if c.error is None]
@@ -286,8 +295,14 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
     if best is None:
         raise BadInput("CalibrationFailed", "no int8 candidate could be measured: "
                                             + "; ".join(f"{r.algo}: {r.error}" for r in rows)[:900])
-    drop = getattr(fp32, metric) - getattr(best, metric)
-    gate = Gate(metric=metric, max_accuracy_drop=v.max_accuracy_drop, passed=drop <= v.max_accuracy_drop + EPS)
+    drop, gate = judge(fp32, best, metric, v.max_accuracy_drop)
+    fb = None
+    if fallback.wanted(spec.quantization.accuracy_control, gate.passed):
+        fb = fallback.run(spec, work, facts, calib, evalset, backend, fp32, best, gate,
+                          lambda d: measure(d, backend, True, evalset, v.batch_size, feed, shape, reference=fp32))
+        rows += fb.rows
+        best = fb.best or choose(rows, metric)
+        drop, gate = judge(fp32, best, metric, v.max_accuracy_drop)
     best_dir = os.path.join(work.root, best.dir)
     onnx = verify_onnx(spec.output.onnx, best, best_dir, evalset, metric, v.batch_size, fp32) \
         if spec.output.onnx.enabled and gate.passed else None
@@ -301,12 +316,14 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
         fp16=fp16,
         speedup_vs_fp16=speedup(fp16, best) if fp16 is not None else None,
         onnx=onnx,
+        fallback=fb.summary if fb else None,
     )
     details = {"evalSamples": evalset.n, "bytesRead": stats.bytes_read, "bytesUsed": stats.bytes_used,
                "fp32Correct": fp32.correct, "bestCorrect": best.correct, "threads": cpu_threads()}
     # Publish: report always; the model only when the gate passed.
     out = spec.output.uri
-    files = report.write(work.report, spec, facts, calib, results, gate, rows, details)
+    files = report.write(work.report, spec, facts, calib, results, gate, rows, details,
+                         sensitivity=[x.dump() for x in fb.sensitivity] if fb else None)
     artifacts = Artifacts()
     if gate.passed:
         for name in (MODEL_FILE, PARAMS_FILE):
@@ -325,8 +342,11 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
                 f"{best.agreement:.4f}), more than maxAccuracyDrop " if metric == "agreement" else
                 f"loses {drop:.4f} {metric} against fp32 ({getattr(fp32, metric):.4f} -> {getattr(best, metric):.4f}), "
                 "more than maxAccuracyDrop ")
+        tried = (f" even with {best.fp32_layers} of the most sensitive layers in fp32" if best.fp32_layers else "") + \
+            (f" (fallback stopped: {fb.summary.stop_reason})" if fb else "")
         raise GateFailed(reasons.GATE_FAILED,
-                         f"the best int8 candidate ({best.algo}) {loss}"
-                         f"{v.max_accuracy_drop}; try other algos, more calibration samples, skipTensors, or raise "
+                         f"the best int8 candidate ({best.algo}){tried} {loss}"
+                         f"{v.max_accuracy_drop}; try other algos, more calibration samples, skipTensors, a larger "
+                         "spec.quantization.accuracyControl budget, or raise "
                          "spec.verification.maxAccuracyDrop").with_results(results, gate, artifacts, details)
     return Verification(results=results, gate=gate, artifacts=artifacts, details=details)

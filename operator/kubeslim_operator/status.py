@@ -164,6 +164,9 @@ def _success_message(result: StageResult) -> str:
         parts.append(f"drop {r.accuracy_drop:.4f}")
     if r.speedup is not None:
         parts.append(f"{r.speedup:.2f}x faster on {r.backend}")
+    if r.fallback is not None and r.fallback.fp32_layers:
+        cost = f", {r.fallback.latency_cost:.2f}x the latency of plain int8" if r.fallback.latency_cost else ""
+        parts.append(f"{len(r.fallback.fp32_layers)} layer(s) kept in fp32 ({', '.join(r.fallback.fp32_layers)}{cost})")
     where = result.artifacts.model if result.artifacts and result.artifacts.model else None
     if where:
         parts.append(f"model at {where}")

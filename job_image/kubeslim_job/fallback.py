@@ -1,0 +1,289 @@
+"""Accuracy-aware quantization (spec.quantization.accuracyControl): keep the most sensitive layers
+in fp32 until the gate passes or the budget runs out. Runs inside the verify stage, which has the
+fp32 model, the calibration samples and the evaluation set in the work dir.
+
+1. Rank. Each quantizable layer (a conv/matmul with a weight; named by its weight, the name
+   quant_post_static's skip_tensor_list takes) is quantized *alone*, everything else fp32, and run
+   on the real int8 backend over the first rankingSamples evaluation samples. Its sensitivity is
+   the share of samples whose top-1 class then differs from fp32's (no labels needed), ties broken
+   by 1 - the mean cosine similarity of the logits. This is the method of PaddleSlim 2.6's
+   `paddleslim.quant.analysis.Analysis.metric_error_analyse` (one PTQ per layer, the others
+   skipped). Analysis itself is not used: it scores a simulated program in the Paddle executor,
+   not the int8 kernels that ship; with onnx_format and an eval function it fails on an undefined
+   name (`post_training_quantization.save_quantized_model`), and `get_target_quant_model` reads
+   an unbound `rank_list` unless the analysis ran before.
+2. Fall back. Step k re-calibrates with the k most sensitive layers skipped and is verified on the
+   whole evaluation set like any candidate; a row per step goes into the candidates table.
+
+Why skipping is not enough on oneDNN: with onnx_format quant_post_static also writes a
+quantize/dequantize pair on the *output* of every op (pool, relu, elementwise_add, ...), and
+Paddle Inference's oneDNN int8 passes quantize any op whose input and output scales are known.
+A layer left out by skip_tensor_list still ran int8 (its input tensor had a scale), and so did the
+ops feeding it: on the outlier model of the tests, skipping the sensitive conv recovered nothing
+(top-1 0.58 against fp32 0.97). `keep_fp32` therefore also removes the pairs on every tensor from
+the skipped layer's activation input back to the previous quantizable layer, so no int8 backend
+has a scale for that region; then the same model measured 0.97.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- must precede paddle
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from kubeslim_api.contract import Fallback, Gate
+from kubeslim_api.spec import AccuracyControl, QuantizationJobSpec
+
+from . import calibrate, data
+from .errors import last_line
+from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
+from .workdir import MODEL_FILE, WorkDir
+
+# The weight input of each op type quant_post_static quantizes (paddleslim.quant.analysis's table).
+WEIGHT_INPUT = {"conv2d": "Filter", "depthwise_conv2d": "Filter", "conv2d_transpose": "Filter",
+                "mul": "Y", "matmul": "Y", "matmul_v2": "Y"}
+QDQ_OPS = ("quantize_linear", "dequantize_linear")
+DEQUANTIZED = ".quantized.dequantized"
+QUANTIZED = ".quantized"
+
+
+def wanted(ctl: AccuracyControl, gate_passed: bool) -> bool:
+    return ctl.mode == "always" or (ctl.mode == "onGateFailure" and not gate_passed)
+
+
+def quantizable_layers(program, op_types: list[str], skip: list[str]) -> list[str]:
+    """Weight names of the layers quant_post_static quantizes, in program order."""
+    persistable = {v.name for v in program.list_vars() if v.persistable}
+    out: list[str] = []
+    for op in program.global_block().ops:
+        slot = WEIGHT_INPUT.get(op.type)
+        if op.type not in op_types or slot is None:
+            continue
+        for name in op.input(slot):
+            if name in persistable and name not in skip and name not in out:
+                out.append(name)
+    return out
+
+
+def _base(name: str) -> str:
+    return name[: -len(DEQUANTIZED)] if name.endswith(DEQUANTIZED) else name
+
+
+def fp32_region(program, layers: list[str], op_types: list[str]) -> set[str]:
+    """The activation tensors that must carry no int8 scale for `layers` to run in fp32: each
+    layer's activation inputs and, walking back through the ops that produce them (relu, pool,
+    elementwise_add, reshape...), every tensor up to and including the output of the previous
+    quantizable layer."""
+    block = program.global_block()
+    persistable = {v.name for v in program.list_vars() if v.persistable}
+    producer = {}
+    for op in block.ops:
+        if op.type not in QDQ_OPS:
+            for name in op.output_arg_names:
+                producer[name] = op
+    wanted_layers = set(layers)
+    stack: list[str] = []
+    for op in block.ops:
+        slot = WEIGHT_INPUT.get(op.type)
+        if op.type in op_types and slot is not None and wanted_layers & {_base(n) for n in op.input(slot)}:
+            stack += [_base(n) for s in op.input_names if s != slot for n in op.input(s)]
+    region: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in region or name in persistable:
+            continue
+        region.add(name)
+        op = producer.get(name)
+        if op is None or (op.type in op_types and op.type in WEIGHT_INPUT):
+            continue            # a feed, or the previous quantizable layer: its output is the region's edge
+        stack += [_base(n) for n in op.input_arg_names]
+    return region
+
+
+def strip_scales(program, tensors: set[str]) -> int:
+    """Remove the quantize/dequantize pairs on `tensors`, wiring their readers to the fp32 tensor.
+    The scale variables stay declared, so the params file still matches. Returns pairs removed."""
+    block = program.global_block()
+    doomed = {t + QUANTIZED for t in tensors} | {t + DEQUANTIZED for t in tensors}
+    removed = 0
+    for i in range(len(block.ops) - 1, -1, -1):
+        op = block.ops[i]
+        if op.type in QDQ_OPS and set(op.output_arg_names) & doomed:
+            removed += op.type == "quantize_linear"     # before the removal frees the op's desc
+            block._remove_op(i)
+    for op in block.ops:
+        for t in tensors:
+            if t + DEQUANTIZED in op.input_arg_names:
+                op._rename_input(t + DEQUANTIZED, t)
+    return removed
+
+
+@contextmanager
+def _program(path: str, write: bool = False):
+    """The static Program in `path` (Paddle builds its op wrappers only in static mode); with
+    `write`, saved back on exit."""
+    import paddle
+
+    paddle.enable_static()
+    try:
+        with open(path, "rb") as fh:
+            program = paddle.static.Program.parse_from_string(fh.read())
+        yield program
+        if write:
+            with open(path + ".tmp", "wb") as fh:
+                fh.write(program.desc.serialize_to_string())
+            os.replace(path + ".tmp", path)
+    finally:
+        paddle.disable_static()
+
+
+def keep_fp32(model_dir: str, layers: list[str], op_types: list[str]) -> int:
+    """Rewrite model_dir/model.pdmodel so that `layers` (skipped by quant_post_static) and the
+    tensors feeding them carry no int8 scale; returns the quantize/dequantize pairs removed."""
+    with _program(os.path.join(model_dir, MODEL_FILE), write=True) as program:
+        return strip_scales(program, fp32_region(program, layers, op_types))
+
+
+@dataclass
+class Sensitivity:
+    layer: str
+    flip_rate: float | None          # share of ranking samples whose top-1 differs from fp32's
+    logit_distance: float | None     # 1 - mean cosine similarity of the logits with fp32's
+    seconds: float
+    error: str | None = None
+
+    def key(self) -> tuple[float, float]:
+        return (-(self.flip_rate if self.flip_rate is not None else -1.0), -(self.logit_distance or 0.0))
+
+    def dump(self) -> dict:
+        return {"layer": self.layer, "flipRate": self.flip_rate, "logitDistance": self.logit_distance,
+                "seconds": self.seconds, **({"error": self.error} if self.error else {})}
+
+
+def rank(sens: list[Sensitivity]) -> list[str]:
+    """Most sensitive first; a layer that could not be measured goes last."""
+    ok = sorted((s for s in sens if s.error is None), key=Sensitivity.key)
+    return [s.layer for s in ok] + [s.layer for s in sens if s.error is not None]
+
+
+def choose_step(plain: MeasuredCandidate, steps: list[MeasuredCandidate], passes) -> MeasuredCandidate | None:
+    """The model with the fewest fp32 layers that passes the gate (the plain one counts as zero)."""
+    for c in [plain, *steps]:
+        if c.error is None and passes(c):
+            return c
+    return None
+
+
+@dataclass
+class Outcome:
+    rows: list[MeasuredCandidate]           # the fallback steps, in order
+    best: MeasuredCandidate | None          # the chosen step; None: no step passed the gate
+    summary: Fallback
+    sensitivity: list[Sensitivity] = field(default_factory=list)
+
+
+def _logits(model_dir: str, backend: str, precision: str, subset: data.TensorFile, batch_size: int,
+            facts: ExportFacts) -> np.ndarray:
+    from .verify import predictor
+
+    pred = predictor(model_dir, backend, precision, batch_size, facts.feed_name, facts.input_shape)
+    inp = pred.get_input_handle(pred.get_input_names()[0])
+    out = pred.get_output_handle(pred.get_output_names()[0])
+    chunks = []
+    for x, _ in subset.batches(batch_size):
+        inp.reshape(list(x.shape))
+        inp.copy_from_cpu(x)
+        pred.run()
+        chunks.append(out.copy_to_cpu().reshape(len(x), -1).astype(np.float64))
+    return np.concatenate(chunks)
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(share of rows whose argmax differs, 1 - mean cosine similarity of the rows)."""
+    flips = float((ref.argmax(1) != got.argmax(1)).mean())
+    cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    return round(flips, 6), round(float(1.0 - cos.mean()), 6)
+
+
+def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_facts: CalibrationFacts,
+        evalset: data.TensorFile, backend: str, fp32: Measurement, plain: MeasuredCandidate, gate: Gate,
+        measure_step) -> Outcome:
+    """Rank and fall back from the best plain candidate `plain`. `measure_step(dir)` measures one
+    model on the whole evaluation set as verify measures candidates (a MeasuredCandidate's fields)."""
+    t0 = time.perf_counter()
+    q, ctl, v = spec.quantization, spec.quantization.accuracy_control, spec.verification
+    deadline = t0 + ctl.max_seconds
+    metric = gate.metric
+    calib = data.TensorFile(work.calib)
+    with _program(os.path.join(work.fp32, MODEL_FILE)) as program:
+        layers = quantizable_layers(program, list(q.quantizable_op_types), list(q.skip_tensors))
+    subset = evalset.head(ctl.ranking_samples)
+    batch = min(v.batch_size, subset.n)
+
+    def passes(c: MeasuredCandidate) -> bool:
+        return getattr(fp32, metric) - getattr(c, metric) <= gate.max_accuracy_drop + 1e-9
+
+    def quantize(name: str, fp32_layers: list[str]):
+        out = work.path("fallback", name)
+        cand = calibrate.quantize(plain.algo, q, calib, facts, work, calib_facts.batch_nums, out=out,
+                                  fp32_layers=tuple(fp32_layers))
+        if cand.error is None:
+            keep_fp32(out, fp32_layers, list(q.quantizable_op_types))
+        return cand, out
+
+    # 1. rank: each layer quantized alone
+    ref = _logits(work.fp32, backend, "fp32", subset, batch, facts)
+    sens: list[Sensitivity] = []
+    stop = None
+    for i, layer in enumerate(layers):
+        if time.perf_counter() > deadline:
+            stop = "MaxSeconds"
+            break
+        t = time.perf_counter()
+        cand, out = quantize(f"rank-{i}", [x for x in layers if x != layer])
+        try:
+            if cand.error is not None:
+                raise RuntimeError(cand.error)
+            flips, dist = compare(ref, _logits(out, backend, "int8", subset, batch, facts))
+            sens.append(Sensitivity(layer, flips, dist, round(time.perf_counter() - t, 3)))
+        except Exception as exc:     # a layer that cannot run alone is ranked last, not fatal
+            sens.append(Sensitivity(layer, None, None, round(time.perf_counter() - t, 3), last_line(exc)))
+    ranked = rank(sens) if stop is None else []
+
+    # 2. fall back: the k most sensitive layers in fp32, k = 1, 2, ...
+    steps: list[MeasuredCandidate] = []
+    # every layer in fp32 would be the fp32 model itself: at most all but one
+    for k in range(1, min(ctl.max_fp32_layers, len(ranked) - 1) + 1):
+        if ctl.mode == "onGateFailure" and steps and passes(steps[-1]) and steps[-1].error is None:
+            break
+        if time.perf_counter() > deadline:
+            stop = "MaxSeconds"
+            break
+        cand, out = quantize(f"fp32-{k}", ranked[:k])
+        row = MeasuredCandidate(algo=plain.algo, fp32_layers=k, calibration_seconds=cand.calibration_seconds,
+                                dir=cand.dir, error=cand.error)
+        if cand.error is None:
+            try:
+                m = measure_step(out)
+            except Exception as exc:
+                row.error = f"inference failed: {last_line(exc)}"
+            else:
+                row = row.model_copy(update={**dict(m), "fp32_layers": k,
+                                             "accuracy_drop": round(getattr(fp32, metric) - getattr(m, metric), 6)})
+        steps.append(row)
+    best = choose_step(plain, steps, passes)
+    if stop is None:
+        stop = ("GatePassed" if best is not None and ctl.mode == "onGateFailure" else
+                "MaxFp32Layers" if len(steps) == ctl.max_fp32_layers else "NoMoreLayers")
+    chosen = best or plain
+    kept = ranked[:chosen.fp32_layers or 0]
+    summary = Fallback(
+        mode=ctl.mode, algo=plain.algo, plain_accuracy_drop=round(getattr(fp32, metric) - getattr(plain, metric), 6),
+        ranked_layers=len([s for s in sens if s.error is None]), steps=len(steps), passed=best is not None,
+        stop_reason=stop, fp32_layers=kept,
+        latency_cost=round(chosen.latency_ms / plain.latency_ms, 3) if chosen.latency_ms and plain.latency_ms else None,
+        seconds=round(time.perf_counter() - t0, 3))
+    return Outcome(rows=steps, best=best, summary=summary, sensitivity=sens)
