@@ -46,7 +46,8 @@ while :; do
   if [ -z "${now// /}" ] && [ $(( $(date +%s) - start )) -gt 90 ]; then
     echo "demo: the operator wrote no status in 90s; its pod and last log lines:" >&2
     kubectl -n kubeslim-system get pods -o wide >&2
-    kubectl -n kubeslim-system logs deploy/kubeslim --tail=20 >&2 || true
+    # Both replicas: the leader reconciled, the standby says whom it waited for.
+    kubectl -n kubeslim-system logs -l app.kubernetes.io/instance=kubeslim,app.kubernetes.io/component=operator --prefix --tail=20 >&2 || true
     exit 1
   fi
   if [ $(( $(date +%s) - start )) -gt "$TIMEOUT" ]; then echo "demo: no result after ${TIMEOUT}s" >&2; break; fi
