@@ -1,6 +1,10 @@
-.PHONY: bench bench-e2e
+.PHONY: bench bench-e2e bench-fallback
 bench-e2e: $(VENV)/.installed ## apply → Succeeded on the real node (1 and 4 algos), split by component -> bench/results/e2e.json
 	@$(MAKE) --no-print-directory devenv
 	$(PY) bench/bench_e2e.py
 
-bench: bench-devenv bench-pipeline bench-operator bench-e2e ## every benchmark; results in bench/results/*.json
+bench-fallback: $(VENV)/.installed ## plain PTQ vs accuracy-aware fallback on the outlier digits CNN -> bench/results/fallback.json
+	@hack/devenv.sh status >/dev/null 2>&1 || $(MAKE) --no-print-directory devenv
+	$(PY) bench/bench_fallback.py
+
+bench: bench-devenv bench-pipeline bench-operator bench-e2e bench-fallback ## every benchmark; results in bench/results/*.json

@@ -37,7 +37,7 @@ import numpy as np
 from kubeslim_api.contract import Fallback, Gate
 from kubeslim_api.spec import AccuracyControl, QuantizationJobSpec
 
-from . import calibrate, data
+from . import data
 from .errors import last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
 from .workdir import MODEL_FILE, WorkDir
@@ -213,6 +213,8 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         measure_step) -> Outcome:
     """Rank and fall back from the best plain candidate `plain`. `measure_step(dir)` measures one
     model on the whole evaluation set as verify measures candidates (a MeasuredCandidate's fields)."""
+    from . import calibrate     # imports paddle and paddleslim: only when the fallback runs
+
     t0 = time.perf_counter()
     q, ctl, v = spec.quantization, spec.quantization.accuracy_control, spec.verification
     deadline = t0 + ctl.max_seconds
