@@ -274,7 +274,12 @@ def queued_verdict(job: Obj, queue: Queue | None) -> Verdict:
     if true("QuotaReserved"):
         return Verdict(c.PENDING, reasons.QUEUED,
                        f"Job {name} has quota in ClusterQueue {cq} (LocalQueue {lq}); Kueue waits for its admission checks.")
-    reserved = conds.get("QuotaReserved") or {}
+    reserved = conds.get("QuotaReserved")
+    if reserved is None:
+        # Not Queued yet: the status is only rewritten when its reason changes, and Kueue's answer
+        # (why there is no quota) must be in the first Queued message.
+        return Verdict(c.PENDING, "", f"Job {name} is in Kueue LocalQueue {lq}; Kueue has not yet evaluated its Workload "
+                                      f"{(wl.get('metadata') or {}).get('name', '')}.")
     why = _cut(reserved.get("message") or "")
     if reserved.get("reason") == "Inadmissible":
         if _LOCAL_QUEUE_MISSING.match(why):

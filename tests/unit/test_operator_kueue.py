@@ -54,6 +54,7 @@ HELD = job(queue=LQ, suspend=True)
 # (id, job, what the pass learnt, reason, words the message must hold)
 CASES = [
     ("no workload yet", HELD, Queue(), "", [f"LocalQueue {LQ}", "create its Workload"]),
+    ("workload not evaluated yet", HELD, Queue(trim_workload(workload())), "", [f"LocalQueue {LQ}", "not yet evaluated"]),
     ("waiting for quota", HELD, Queue(trim_workload(PENDING_QUOTA)), reasons.QUEUED,
      [f"Kueue LocalQueue {LQ}", "insufficient unused quota for nvidia.com/gpu", "1 more needed"]),
     ("local queue missing", HELD, Queue(trim_workload(NO_LQ)), reasons.LOCAL_QUEUE_NOT_FOUND,
