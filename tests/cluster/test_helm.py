@@ -99,9 +99,14 @@ def test_one_replica_without_leader_election_is_recreated(helm):
     assert not [d for d in docs if d["kind"] == "Role"]
 
 
-def test_more_replicas_without_leader_election_are_refused(helm):
-    proc = helm("template", "kubeslim", str(CHART), "--kube-version", "1.34.4", "--set", "operator.leaderElection.enabled=false", check=False)
-    assert proc.returncode != 0 and "operator.replicas > 1 needs operator.leaderElection.enabled=true" in proc.stderr
+@pytest.mark.parametrize("values,message", [
+    (["operator.leaderElection.enabled=false"], "operator.replicas > 1 needs operator.leaderElection.enabled=true"),
+    (["operator.leaderElection.renewDeadlineSeconds=15"], "renewDeadlineSeconds must be less than leaseDurationSeconds"),
+])
+def test_unsafe_leader_election_values_are_refused(helm, values, message):
+    sets = [arg for v in values for arg in ("--set", v)]
+    proc = helm("template", "kubeslim", str(CHART), "--kube-version", "1.34.4", *sets, check=False)
+    assert proc.returncode != 0 and message in proc.stderr
 
 
 def test_admission_policy_is_on_by_default_and_binds_the_operator_only(helm):
