@@ -153,7 +153,8 @@ class BadResultMessage(ValueError):
 
 def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
     """Compact JSON of at most `limit` bytes. Detail is shed before meaning: stage details first,
-    then candidate rows, then the message is shortened, never the verdict."""
+    then candidate rows, then the ONNX finding's sentence, then the message is shortened, never
+    the verdict."""
     doc = result.dump()
     text = _compact(doc)
     if len(text.encode()) <= limit:
@@ -164,6 +165,11 @@ def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
         doc["results"]["candidates"] = [
             {k: c[k] for k in ("algo", "fp32Layers", "top1", "agreement", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
         ]
+        text = _compact(doc)
+    onnx = doc.get("results", {}).get("onnx")
+    if len(text.encode()) > limit and onnx and onnx.get("message"):
+        # the ONNX finding keeps its reason and figures; its sentence is spelled out in report.json
+        onnx.pop("message")
         text = _compact(doc)
     while len(text.encode()) > limit and len(doc.get("message", "")) > 40:
         doc["message"] = doc["message"][: len(doc["message"]) // 2] + "…"

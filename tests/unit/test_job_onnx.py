@@ -181,3 +181,26 @@ def test_the_operator_reports_the_onnx_export_as_a_condition(onnx, uri, conditio
     assert conds.get("OnnxExported") == condition
     assert st["artifacts"].get("onnx") == uri
     assert (st["results"].get("onnx") or None) == (onnx.dump() if onnx else None)
+
+
+def test_contract_v1_reads_messages_from_before_and_after_these_fields():
+    """Optional fields only: a message from an older job (no onnx, fp16) and one from a newer job
+    (a results key this build does not know) both decode."""
+    old = encode(_verify_result(None, None))
+    assert "onnx" not in old and "fp16" not in old
+    back = decode(old)
+    assert back.results.onnx is None and back.results.fp16 is None and back.artifacts.onnx is None
+    newer = old.replace('"backend":', '"fromTheFuture":{"x":1},"backend":', 1)
+    assert decode(newer).results == back.results
+
+
+def test_a_crowded_message_sheds_the_onnx_sentence_before_the_verdicts_message():
+    unsupported = onnx_export.conversion_failure(UNSUPPORTED_LOG, -6, "paddle2onnx 1.2.11", 13)
+    res = _verify_result(unsupported, None)
+    res.message = "the verify stage's own sentence"
+    full = len(encode(res).encode())
+    limit = full - len(unsupported.message) // 2      # too small for both sentences, big enough for one
+    back = decode(encode(res, limit=limit))
+    assert back.message == "the verify stage's own sentence"
+    assert back.results.onnx.message == "" and back.results.onnx.reason == "UnsupportedOperators"
+    assert back.results.onnx.unsupported_operators == ["cumprod"]
