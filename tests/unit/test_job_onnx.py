@@ -116,7 +116,13 @@ def test_an_onnxruntime_failure_is_a_finding():
     assert r.message.startswith("onnxruntime ") and "cannot run the converted model.onnx" in r.message
 
 
-def test_the_converter_and_runtime_are_named_by_their_installed_versions():
+def test_the_converter_and_runtime_are_named_by_their_installed_versions_which_are_the_pins():
+    import tomllib
+    from pathlib import Path
+
+    job = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["job"]
+    assert "paddle2onnx==1.2.11" in job and "onnxruntime==1.32.0" in job
     assert onnx_export.converter_name() == "paddle2onnx 1.2.11"
     assert onnx_export.runtime_name() == "onnxruntime 1.32.0 (CPUExecutionProvider)"
 
