@@ -15,6 +15,7 @@ convergence after the last disturbance, and the lag between a Job concluding and
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import re
@@ -30,11 +31,13 @@ from kubeslim_api.contract import Artifacts, Gate, StageResult, encode
 
 from kubeslim_operator.constants import LABEL_GENERATION, LABEL_OWNER_UID
 
-from operator_harness import RESULTS, fake
+from operator_harness import REPO, RESULTS, fake
 
 # small: inside `make test` (about a minute per file); full: `make chaos` (bench/results/chaos.json).
 SCALE = os.environ.get("KUBESLIM_CHAOS_SCALE", "small")
 full_only = pytest.mark.skipif(SCALE != "full", reason="make chaos only (KUBESLIM_CHAOS_SCALE=full)")
+
+RESULTS_FILE = REPO / "bench" / "results" / "chaos.json"
 
 OK, GATE, BAD_INPUT, OOM, CRASH = "ok", "gate", "bad-input", "oom", "crash"
 OUTCOMES = (OK, GATE, BAD_INPUT, OOM, CRASH)
@@ -127,6 +130,17 @@ def wrong(name: str, gen: int, plan: Plan, status: dict[str, Any]) -> str | None
 
 def random_plan(rng: random.Random, max_duration: int) -> Plan:
     return Plan(rng.choice(OUTCOMES), rng.choice((0, 1)), rng.randint(0, max_duration))
+
+
+def record(section: str, figures: dict) -> None:
+    """Print a run's figures; a full run also keeps them in bench/results/chaos.json."""
+    print(json.dumps({section: figures}, indent=1))
+    if SCALE != "full":
+        return
+    doc = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
+    doc.update({"benchmark": "chaos", "machine": {"cpus": os.cpu_count()}, section: figures})
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 # -- recording ------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos_harness import SCALE, OUTCOMES, Plan, Recorder, TcpProxy, analyse, full_only, job_index, random_plan, spec_of
-from operator_harness import REPO, OperatorProcess, crd, operator_identity, qj, qj_manifest  # noqa: F401
+from chaos_harness import (OUTCOMES, SCALE, Plan, Recorder, TcpProxy, analyse, full_only, job_index, random_plan, record,
+                           spec_of)
+from operator_harness import REPO, OperatorProcess, crd, operator_identity, qj_manifest  # noqa: F401
 
 SCALES = {
     # jobs, kills, bumped generations, longest pod run (s), outage (s; kopf's retries add up to 54 s)
@@ -30,21 +31,9 @@ SCALES = {
     "full": {"jobs": 80, "kills": 25, "bumps": 12, "max_duration": 25, "outage": 120},
 }[SCALE]
 SEED = int(os.environ.get("KUBESLIM_CHAOS_SEED") or time.time())
-RESULTS_FILE = REPO / "bench" / "results" / "chaos.json"
 FINAL_TIMEOUT = 180
 
 pytestmark = pytest.mark.timeout(900 if SCALE == "full" else 300)
-
-
-def record(section: str, figures: dict) -> None:
-    """Print a run's figures; a full run also keeps them in bench/results/chaos.json."""
-    print(json.dumps({section: figures}, indent=1))
-    if SCALE != "full":
-        return
-    doc = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
-    doc.update({"benchmark": "chaos", "scale": SCALES, "machine": {"cpus": os.cpu_count()}, section: figures})
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def plans_for(rng: random.Random, n: int, max_duration: int) -> dict[str, dict[int, Plan]]:

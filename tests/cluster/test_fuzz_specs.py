@@ -28,9 +28,8 @@ from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
 from kubeslim_operator.status import job_rejection
 
-from chaos_harness import SCALE
+from chaos_harness import SCALE, record
 from operator_harness import JOB_IMAGE, OperatorProcess, crd, operator_identity  # noqa: F401
-from test_chaos import record
 from tests.invalid_specs import VALID_SPEC
 
 EXAMPLES = int(os.environ.get("KUBESLIM_FUZZ_EXAMPLES") or (500 if SCALE == "full" else 150))
