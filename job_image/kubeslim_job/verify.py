@@ -19,11 +19,12 @@ Best candidate: highest spec metric, ties broken by lower latency. Gate: fp32 - 
 maxAccuracyDrop. Every int8 candidate's `agreement` (the share of evaluation images whose top-1
 class equals fp32's; fp32's own is 1.0) is reported; with metric agreement it is also what the
 choice and the gate use (1 - agreement <= maxAccuracyDrop), and the labels are not read, so
-top1/top5 are absent. With spec.output.onnx.enabled and a passed gate, the best model also goes through
-onnx_export (paddle2onnx, then onnxruntime on the same evaluation set) and model.onnx is uploaded
-beside it when it converts and scores within maxAccuracyDelta of Paddle's int8. On success the
-best model goes to output.uri (model.pdmodel, model.pdiparams) with report.json, report.html and the plots; on a failed gate only the report is uploaded (a model
-that failed its gate must not be picked up by a deploy pipeline watching output.uri).
+top1/top5 are absent. With spec.output.onnx.enabled and a passed gate, the best model also goes
+through onnx_export (paddle2onnx, then onnxruntime on the same evaluation set) and model.onnx is
+uploaded beside it when it converts and scores within maxAccuracyDelta of Paddle's int8. On
+success the best model goes to output.uri (model.pdmodel, model.pdiparams) with report.json,
+report.html and the plots; on a failed gate only the report is uploaded (a model that failed its
+gate must not be picked up by a deploy pipeline watching output.uri).
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kubeslim_api import reasons
-from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, ModelMetrics, OnnxResult, Results, StageResult, decode, encode
+from kubeslim_api.contract import (Artifacts, Gate, Int8Metrics, ModelMetrics, OnnxResult, Results, StageResult, decode,
+                                   encode)
 from kubeslim_api.spec import OnnxOutput, SpecError, parse_spec
 from kubeslim_job import onnx_export
 from kubeslim_job.handoff import MeasuredCandidate
