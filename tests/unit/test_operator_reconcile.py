@@ -213,7 +213,7 @@ def test_the_handlers_keep_their_state_in_the_operator_memo(monkeypatch):
     from kubeslim_operator import main
 
     info = kopf.ConnectionInfo(server="https://127.0.0.1:1", token="t")
-    monkeypatch.setattr(main, "_login", lambda settings, **_: info)
+    monkeypatch.setattr(main, "login_info", lambda settings, **_: info)
     phases = []
     monkeypatch.setattr(main.metrics, "start", lambda port, collect: phases.append(collect))
     memo, settings = kopf.Memo(config=CONFIG), kopf.OperatorSettings()
