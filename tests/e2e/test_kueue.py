@@ -106,7 +106,8 @@ def test_two_of_three_gpu_runs_are_admitted_and_the_third_waits_for_a_slot(opera
     kubectl("-n", ns, "delete", "qj", admitted[0], "--wait=false")
     survivor, last = admitted[1], waiting[0]
     for name in (survivor, last):
-        kubectl("-n", ns, "wait", "--for=condition=Ready", f"qj/{name}", "--timeout=600s", timeout=620)
+        wait_until(lambda: _status(kubectl, ns, name).get("phase") in ("Succeeded", "Failed"),
+                   timeout=600, interval=2, what=f"{name} to finish")
     for name in (survivor, last):
         qj = get_qj(kubectl, ns, name)
         assert qj["status"]["phase"] == "Succeeded", qj["status"]
