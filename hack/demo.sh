@@ -59,7 +59,7 @@ kubectl -n "$NS" get qj digits
 echo
 phase="$(kubectl -n "$NS" get qj digits -o jsonpath='{.status.phase}')"
 if [ "$phase" = Succeeded ]; then
-  kubectl -n "$NS" get qj digits -o jsonpath='{"  backend:      "}{.status.results.backend}{"\n  int8 model:   "}{.status.artifacts.model}{"\n  report:       "}{.status.artifacts.report}{"\n  speedup:      "}{.status.results.speedup}{"x\n"}'
+  kubectl -n "$NS" get qj digits -o jsonpath='{"  backend:      "}{.status.results.backend}{"\n  int8 model:   "}{.status.artifacts.model}{"\n  report:       "}{.status.artifacts.report}{"\n  latency:      fp32 "}{.status.results.fp32.latencyMs}{" ms, int8 "}{.status.results.int8.latencyMs}{" ms per batch of "}{.spec.verification.batchSize}{"\n  speedup:      "}{.status.results.speedup}{"x\n"}'
   echo "  more: kubectl -n $NS get qj digits -o yaml   (source .devenv/env first)"
 else
   kubectl -n "$NS" get qj digits -o jsonpath='{"  reason:  "}{.status.reason}{"\n  message: "}{.status.message}{"\n"}'
