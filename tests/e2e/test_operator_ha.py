@@ -39,9 +39,12 @@ def ha_release(devenv, node_images, namespace, kubectl):
                            "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "-f", str(node_images.values_file),
                            "--set", f"operator.watchNamespaces={{{namespace}}}", "--wait", "--timeout", "180s"],
                           capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    yield {"release": release, "name": f"{release}-kubeslim", "selector": f"app.kubernetes.io/instance={release}"}
-    subprocess.run([*helm, "uninstall", release, "-n", namespace, "--wait"], capture_output=True)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        yield {"release": release, "name": f"{release}-kubeslim", "selector": f"app.kubernetes.io/instance={release}"}
+    finally:
+        # Also after a failed install: the admission policy is cluster-scoped and outlives the namespace.
+        subprocess.run([*helm, "uninstall", release, "-n", namespace, "--wait"], capture_output=True)
 
 
 def holder(kubectl, namespace: str, lease: str) -> str:
