@@ -155,6 +155,9 @@ JOB_REF="$IMAGE_PREFIX/job-cpu:$TAG"
 timed build_operator build_target operator "$OPERATOR_REF"
 timed build_job build_target job-cpu "$JOB_REF"
 for ref in "$PAUSE_REF" "$OPERATOR_REF" "$JOB_REF"; do name="${ref#"$IMAGE_PREFIX"/}"; timed "import_${name%%:*}" import "$ref"; done
+# BuildKit keeps every layer it ever built (about 1 GB per job-image code change; 21 GB after a
+# day of edits filled the kubelet's disk-pressure threshold): only the newest few GB stay.
+docker builder prune -f --keep-storage "${KUBESLIM_BUILD_CACHE_KEEP:-6GB}" >/dev/null || log "WARNING: docker builder prune failed"
 
 cat >"$DEVENV/images.env" <<EOF
 KUBESLIM_OPERATOR_IMAGE=$OPERATOR_REF
