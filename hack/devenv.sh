@@ -465,6 +465,9 @@ down() {
   done
   pids="$(devenv_pids)"
   [ -z "$pids" ] || die "could not stop devenv processes: $pids" "make devenv-down"
+  # Kueue (hack/kueue.sh), if started: its process went with the others (its command line names
+  # $DEVENV); its objects go with the cluster's etcd, so only its files are left to remove.
+  rm -rf "$DEVENV/kueue" "$DEVENV/logs/kueue.log" "$DEVENV/.kueue.lock"
   rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$SUPERVISE_DIR" "$PROMETHEUS_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml,kcm-flexvolume}
   [ "$node_rc" = 0 ] || die "the real node did not leave the host as it found it (see above)" "make devenv-down"
   log "devenv stopped; no devenv process left"
