@@ -441,6 +441,13 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
             return Verdict(c.RUNNING, "", f"Pod {name} is starting the {s['name']} stage.", c.STAGE_NAMES[s["name"]],
                            scheduled=scheduled, config=Fact(True, "Found", "The credentials and CA bundle are available."))
         break
+    else:
+        if started:
+            # Every stage exited and the kubelet has not yet set the pod's phase: the run is over,
+            # not starting (users saw Running -> Pending -> Succeeded).
+            return Verdict(c.RUNNING, "", f"Pod {name} finished its stages; waiting for the Job to complete.",
+                           c.STAGE_NAMES["verify"], scheduled=scheduled,
+                           config=Fact(True, "Found", "The credentials and CA bundle are available."))
     config = Fact(True, "Found", "The credentials and CA bundle are available.") if started else None
     if scheduled is not None:
         return Verdict(c.PENDING, "", f"Pod {name} is scheduled and starting.", scheduled=scheduled, config=config)

@@ -109,6 +109,9 @@ CASES = [
     ("between export and calibrate", job(), [pod(export=term(), calibrate=wait("PodInitializing"), verify=wait("PodInitializing"))],
      "Running", "Calibrating", ""),
     ("between calibrate and verify", job(), [pod(phase="Running", **DONE, verify=wait("PodInitializing"))], "Running", "Verifying", ""),
+    # verify exited 0; the kubelet sets phase Succeeded a moment later: still Running, never Pending.
+    ("all stages exited, phase not yet updated", job(), [pod(phase="Running", **DONE, verify=term(message=OK_MSG))],
+     "Running", "Verifying", ""),
     ("missing secret", job(), [pod(export=wait("CreateContainerConfigError", 'secret "s3-creds" not found'))],
      "Pending", "", "SecretNotFound"),
     ("missing key", job(), [pod(export=wait("CreateContainerConfigError",
