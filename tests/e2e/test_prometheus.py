@@ -13,9 +13,12 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture
-def scraped_release(operator_release, k8s):
-    path = prometheus.scrape_release(k8s, operator_release["namespace"], operator_release["release"])
-    yield operator_release["release"]
+def scraped_release(operator_release, k8s, wait_for):
+    release = operator_release["release"]
+    path = prometheus.scrape_release(k8s, operator_release["namespace"], release)
+    listed = len(json.loads(path.read_text())[0]["targets"])
+    wait_for(lambda: _all_targets_up(release, listed), timeout=60, what=f"Prometheus scraping all {listed} operator pods of {release}")
+    yield release
     path.unlink(missing_ok=True)
 
 
@@ -24,14 +27,15 @@ def _value(promql: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
-def _target_up(release: str) -> bool:
-    active = prometheus.api("targets", state="active")["activeTargets"]
-    return any(t["labels"].get("release") == release and t["health"] == "up" for t in active)
+def _all_targets_up(release: str, expected: int) -> bool:
+    """Every listed pod (the leader and the standby) scraped and up: a counter read before the
+    leader's first scrape would be the standby's zero alone."""
+    active = [t for t in prometheus.api("targets", state="active")["activeTargets"] if t["labels"].get("release") == release]
+    return len(active) == expected and all(t["health"] == "up" for t in active)
 
 
 def test_prometheus_scrapes_the_operator_and_counts_a_finished_run(scraped_release, e2e_namespace, digits_manifest, kubectl, wait_for):
     release = scraped_release
-    wait_for(lambda: _target_up(release), timeout=60, what=f"Prometheus scraping the operator of release {release}")
     finished = f'sum(kubeslim_runs_finished_total{{release="{release}",phase="Succeeded"}})'
     created = f'sum(kubeslim_job_creation_latency_seconds_count{{release="{release}"}})'
     succeeded_now = f'max(kubeslim_quantizationjobs{{release="{release}",phase="Succeeded"}})'
