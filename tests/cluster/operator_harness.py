@@ -232,6 +232,16 @@ def operator(crd, operator_identity, namespace, tmp_path) -> OperatorProcess:
         print(op.log())
 
 
+@pytest.fixture
+def operator_on_real_node(crd, operator_identity, namespace, tmp_path, node_images) -> OperatorProcess:
+    """The operator (a child process, the ClusterRole's token) whose Jobs run the job-cpu image
+    this checkout built, on the real node; import it as `operator` where real pods must run."""
+    op = OperatorProcess(Path(operator_identity["kubeconfig"]), namespace, tmp_path,
+                         env={"KUBESLIM_JOB_IMAGE": node_images.job, "KUBESLIM_JOB_IMAGE_PULL_POLICY": "Never"}).start()
+    yield op
+    op.stop()
+
+
 class QJ:
     """Reads of QuantizationJobs and their children in one namespace, via the admin kubectl."""
 

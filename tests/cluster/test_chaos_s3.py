@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from chaos_harness import TcpProxy, full_only, record
 from kubeslim_dev import demo
-from operator_harness import OperatorProcess, crd, operator_identity, qj  # noqa: F401
+from operator_harness import crd, operator_identity, qj  # noqa: F401
+from operator_harness import operator_on_real_node as operator  # noqa: F401
 
 pytestmark = [pytest.mark.timeout(600), full_only]     # a real Paddle run: make chaos
-
-
-@pytest.fixture
-def operator(crd, operator_identity, namespace, tmp_path, node_images):
-    op = OperatorProcess(Path(operator_identity["kubeconfig"]), namespace, tmp_path,
-                         env={"KUBESLIM_JOB_IMAGE": node_images.job, "KUBESLIM_JOB_IMAGE_PULL_POLICY": "Never"}).start()
-    yield op
-    op.stop()
 
 
 @pytest.fixture

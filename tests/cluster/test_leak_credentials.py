@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 
-from operator_harness import OperatorProcess, crd, operator_identity, qj, qj_manifest  # noqa: F401
+from operator_harness import crd, operator_identity, qj, qj_manifest  # noqa: F401
+from operator_harness import operator_on_real_node as operator  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def operator(crd, operator_identity, namespace, tmp_path, node_images):
-    op = OperatorProcess(Path(operator_identity["kubeconfig"]), namespace, tmp_path,
-                         env={"KUBESLIM_JOB_IMAGE": node_images.job, "KUBESLIM_JOB_IMAGE_PULL_POLICY": "Never"}).start()
-    yield op
-    op.stop()
 
 
 def test_planted_credentials_leak_nowhere(operator, qj, namespace, kubectl, s3_env, bucket, real_node):
