@@ -12,6 +12,7 @@ import base64
 import copy
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -107,10 +108,21 @@ def qj_manifest(name: str, namespace: str, annotations: dict[str, str] | None = 
             "metadata": {"name": name, "namespace": namespace}, "spec": body}
 
 
+# Below the kernel's ephemeral range (32768-60999 here): the operator keeps its ports across
+# restarts, and a port the kernel hands out for outgoing connections was once taken by one between
+# a SIGKILL and the next start ("address already in use" for the health endpoint).
+_PORTS = range(20000, 32000)
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in random.sample(_PORTS, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 class OperatorProcess:
