@@ -154,27 +154,28 @@ ensure_supervisor() {
     "${args[@]}" >>"$DEVENV/logs/supervise.log" 2>&1 </dev/null 8>&- &
   echo $! >"$SUPERVISE_DIR/pid"
 }
+running() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+# stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL.
+stop_pid() {
+  local _
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do running "$1" || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
 stop_supervisor() {
   supervisor_running || return 0
-  local pid; pid="$(cat "$SUPERVISE_DIR/pid")"
-  kill "$pid" 2>/dev/null || true
-  local i; for i in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  stop_pid "$(cat "$SUPERVISE_DIR/pid")"
 }
-running() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 probe_target_of() { { probe_targets; prometheus_target; } | grep "^$1="; }
 
 # stop NAME: held down (the supervisor leaves it), for outage tests; start NAME: back and ready.
 stop_component() {
-  local name="$1" pid i
+  local name="$1" pid
   grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "hack/devenv.sh stop|start|restart <component>"
   supervisor_running || die "the devenv is not running (no supervisor)"
   touch "$SUPERVISE_DIR/hold/$name"
   pid="$(cat "$(pidfile_of "$name")" 2>/dev/null || true)"
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
-    ! running "$pid" || kill -9 "$pid" 2>/dev/null || true
-  fi
+  [ -z "$pid" ] || stop_pid "$pid"
   log "$name stopped (held until: hack/devenv.sh start $name)"
 }
 start_component() {
@@ -450,11 +451,7 @@ down() {
     local pid; pid="$(cat "$S3_DIR/pid")"
     if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$S3_BIN/versitygw" ]; then kill "$pid" 2>/dev/null || true; fi
   fi
-  if prometheus_running; then
-    local prom_pid; prom_pid="$(cat "$PROMETHEUS_DIR/pid")"
-    kill "$prom_pid" 2>/dev/null || true
-    local _; for _ in $(seq 1 100); do running "$prom_pid" || break; sleep 0.1; done
-  fi
+  ! prometheus_running || stop_pid "$(cat "$PROMETHEUS_DIR/pid")"
   # Whatever is left (a crashed kwokctl, an interrupted start): stop it by pid, then insist.
   local pids i
   for i in $(seq 1 50); do
