@@ -47,6 +47,14 @@ INVALID_SPECS: list[tuple[str, Callable[[dict], None], str]] = [
     ("input-shape-missing", _delete("model.inputShape"), "spec.model.inputShape"),
     ("input-shape-two-dims", _set("model.inputShape", [28, 28]), "spec.model.inputShape"),
     ("input-shape-zero", _set("model.inputShape", [1, 0, 28]), "spec.model.inputShape"),
+    ("input-shape-and-inputs", _set("model.inputs", [{"name": "image", "shape": [1, 28, 28]}]), "spec.model.inputs"),
+    ("inputs-name-twice", lambda s: (s["model"].pop("inputShape"), s["model"].update(inputs=[
+        {"name": "x", "shape": [1, 28, 28]}, {"name": "x", "shape": [2]}])), "spec.model.inputs"),
+    ("inputs-dimension-zero", lambda s: (s["model"].pop("inputShape"), s["model"].update(inputs=[
+        {"name": "x", "shape": [1, 0, 28]}])), "spec.model.inputs[0].shape"),
+    ("inputs-dtype-unknown", lambda s: (s["model"].pop("inputShape"), s["model"].update(inputs=[
+        {"name": "ids", "shape": [128], "dtype": "long"}])), "spec.model.inputs[0].dtype"),
+    ("min-cosine-above-one", _set("verification.minCosine", 1.5), "spec.verification.minCosine"),
     ("image-list-without-list-file", _delete("data.evaluation.listFile"), "listFile"),
     ("calibration-uri-not-s3", _set("data.calibration.uri", "http://datasets/digits.npz"), "spec.data.calibration.uri"),
     ("output-uri-no-bucket", _set("output.uri", "s3://"), "spec.output.uri"),

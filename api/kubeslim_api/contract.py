@@ -11,8 +11,9 @@ up to spec.runPolicy.backoffLimit.
 
 Version 1 grows only by optional fields (a reader ignores keys it does not know, and every new
 field may be absent), so an operator and a job image of different builds still read each other:
-the TensorRT fp16 baseline (`Results.fp16`, `speedupVsFp16`) and the ONNX export
-(`Results.onnx`, `Artifacts.onnx`) came that way.
+the TensorRT fp16 baseline (`Results.fp16`, `speedupVsFp16`), the ONNX export
+(`Results.onnx`, `Artifacts.onnx`) and the output fidelity (`ModelMetrics.fidelity`,
+`Candidate.fidelity`, `Gate.minCosine`) came that way.
 """
 from __future__ import annotations
 
@@ -45,6 +46,27 @@ class _Camel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class OutputFidelity(_Camel):
+    """One model output of int8 against fp32's on the evaluation set. `comparable` is False (with
+    `reason`) where the two cannot be matched element for element, e.g. an NMS output whose box
+    count differs; its figures are then absent."""
+    name: str
+    comparable: bool
+    cosine: float | None = None            # mean over samples of the cosine similarity of the flattened outputs
+    sqnr_db: float | None = None           # 10 log10(sum fp32^2 / sum (fp32 - int8)^2) over the whole set; None: identical
+    max_abs_error: float | None = None
+    reason: str | None = None
+
+
+class Fidelity(_Camel):
+    """Every output of a model against fp32's. The summary is the worst comparable output: the
+    lowest cosine and SQNR, the largest error (fp32 against itself: cosine 1, error 0, no SQNR)."""
+    cosine: float | None = None            # None: no output was comparable
+    sqnr_db: float | None = None
+    max_abs_error: float | None = None
+    per_output: list[OutputFidelity] = Field(default_factory=list)
+
+
 class ModelMetrics(_Camel):
     top1: float | None = None              # None where the evaluation labels are not read (metric agreement)
     top5: float | None = None
@@ -53,6 +75,16 @@ class ModelMetrics(_Camel):
     latency_p95_ms: float | None = None
     throughput: float | None = None        # images per second
     size_bytes: int | None = None
+    fidelity: Fidelity | None = None       # every output against fp32's (fp32's: the reference itself)
+
+
+def metric_value(m: Any, metric: str) -> float | None:
+    """The value of spec.verification.metric for a model's metrics or a candidate (higher is
+    better): top1/top5/agreement as they are, fidelity as the worst output cosine."""
+    if metric == "fidelity":
+        fid = getattr(m, "fidelity", None)
+        return fid.cosine if fid is not None else None
+    return getattr(m, metric)
 
 
 class Int8Metrics(ModelMetrics):
@@ -71,6 +103,7 @@ class Candidate(_Camel):
     size_bytes: int | None = None
     calibration_seconds: float | None = None
     error: str | None = None               # a candidate that failed to calibrate or run
+    fidelity: Fidelity | None = None
 
 
 class OnnxResult(_Camel):
@@ -125,6 +158,7 @@ class Gate(_Camel):
     metric: str
     max_accuracy_drop: float
     passed: bool
+    min_cosine: float | None = None        # metric fidelity: the lowest accepted output cosine
 
 
 class Artifacts(_Camel):
@@ -163,9 +197,17 @@ def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
     text = _compact(doc)
     if len(text.encode()) > limit and doc.get("results", {}).get("candidates"):
         doc["results"]["candidates"] = [
-            {k: c[k] for k in ("algo", "fp32Layers", "top1", "agreement", "accuracyDrop", "error") if k in c} for c in doc["results"]["candidates"]
+            {**{k: c[k] for k in ("algo", "fp32Layers", "top1", "agreement", "accuracyDrop", "error") if k in c},
+             **({"fidelity": {"cosine": c["fidelity"].get("cosine")}} if "fidelity" in c else {})}
+            for c in doc["results"]["candidates"]
         ]
         text = _compact(doc)
+    for key in ("fp32", "int8", "fp16"):
+        fid = (doc.get("results", {}).get(key) or {}).get("fidelity")
+        if len(text.encode()) > limit and fid and fid.get("perOutput"):
+            # a model with many outputs: the per-output rows stay in report.json, the summary here
+            fid["perOutput"] = [o for o in fid["perOutput"] if not o.get("comparable", True)][:4]
+            text = _compact(doc)
     onnx = doc.get("results", {}).get("onnx")
     if len(text.encode()) > limit and onnx and onnx.get("message"):
         # the ONNX finding keeps its reason and figures; its sentence is spelled out in report.json

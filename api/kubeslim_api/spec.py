@@ -75,11 +75,32 @@ class CustomModel(_Camel):
     weights: str | None = None
 
 
+# Paddle's feed dtypes a model input may declare (paddle.static.data / InputSpec).
+InputDtype = Literal["float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"]
+DYNAMIC = -1      # a dimension the model leaves open (Paddle's -1 / None)
+
+
+class ModelInput(_Camel):
+    """One named model input: a feed variable of the static program. `shape` is per sample (the
+    batch dimension is always dynamic and left out), -1 where the model accepts any size."""
+    name: str = Field(min_length=1, max_length=256)
+    shape: list[int] = Field(max_length=8)
+    dtype: InputDtype = "float32"
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, value: list[int]) -> list[int]:
+        if any(d != DYNAMIC and d < 1 for d in value):
+            raise ValueError("dimensions must be positive, or -1 for a dynamic one (the batch dimension is left out)")
+        return value
+
+
 class ModelSpec(_Camel):
     inference: InferenceModel | None = None
     builtin: BuiltinModel | None = None
     custom: CustomModel | None = None
     input_shape: list[int] | None = None
+    inputs: list[ModelInput] | None = Field(None, min_length=1, max_length=32)
 
     @property
     def source(self) -> Literal["inference", "builtin", "custom"]:
@@ -155,11 +176,18 @@ class QuantizationSpec(_Camel):
     accuracy_control: AccuracyControl = Field(default_factory=AccuracyControl)
 
 
+Metric = Literal["top1", "top5", "agreement", "fidelity"]
+CLASSIFIER_METRICS = ("top1", "top5", "agreement")     # read the first output as [N, classes] scores
+
+
 class VerificationSpec(_Camel):
     # agreement: the fraction of evaluation images whose int8 top-1 class equals fp32's. It needs no
     # labels; the gate holds 1 - agreement (fp32 agrees with itself: 1.0) to maxAccuracyDrop.
-    metric: Literal["top1", "top5", "agreement"] = "top1"
+    # fidelity: every output of int8 against fp32's (mean per-sample cosine); any model, no labels;
+    # the gate holds the lowest output cosine to minCosine.
+    metric: Metric = "top1"
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    min_cosine: float = Field(0.99, ge=0, le=1)
     batch_size: int = Field(64, ge=1)
     backend: Literal["auto", "cpu", "gpu", "tensorrt"] = "auto"
 
@@ -380,8 +408,16 @@ class QuantizationJobSpec(_Camel):
         sources = [n for n in ("inference", "builtin", "custom") if getattr(self.model, n) is not None]
         if len(sources) != 1:
             raise SpecError("spec.model", f"set exactly one of inference, builtin or custom (found: {', '.join(sources) or 'none'})")
-        if sources[0] != "inference" and not self.model.input_shape:
-            raise SpecError("spec.model.inputShape", "required unless spec.model.inference is used, e.g. [3, 224, 224]")
+        if self.model.input_shape is not None and self.model.inputs is not None:
+            raise SpecError("spec.model.inputs", "set either inputShape (one image input, C, H, W) or inputs (named "
+                                                 "inputs), not both")
+        if sources[0] != "inference" and not self.model.input_shape and not self.model.inputs:
+            raise SpecError("spec.model.inputShape", "required unless spec.model.inference is used, e.g. [3, 224, 224] "
+                                                     "(or spec.model.inputs for a model with named or several inputs)")
+        if self.model.inputs is not None:
+            names = [i.name for i in self.model.inputs]
+            if len(set(names)) != len(names):
+                raise SpecError("spec.model.inputs", f"names an input twice ({', '.join(names)})")
         if self.model.input_shape is not None and (len(self.model.input_shape) != 3 or min(self.model.input_shape) < 1):
             raise SpecError("spec.model.inputShape", "must be three positive integers C, H, W, e.g. [3, 224, 224]")
         if self.model.custom is not None and (self.model.custom.code is None) == (self.model.custom.module is None):
@@ -396,7 +432,7 @@ class QuantizationJobSpec(_Camel):
             if ds.format == "imagePrefix" and self.needs_labels(name):
                 raise SpecError(f"spec.data.{name}.format", f"imagePrefix has no labels and {name} needs them; use "
                                                             "imageList ('relative/path.jpg label' lines) or npz with labels, "
-                                                            "or spec.verification.metric agreement")
+                                                            "or spec.verification.metric agreement or fidelity")
         pp = self.data.preprocess
         if len(pp.mean) != len(pp.std):
             raise SpecError("spec.data.preprocess.std", "must have as many entries as mean")
@@ -428,8 +464,8 @@ class QuantizationJobSpec(_Camel):
     def needs_labels(self, dataset: Literal["calibration", "evaluation"]) -> bool:
         """Whether a dataset's labels are read (and so required): the one place that decides it.
         Calibration only feeds images; evaluation scores top1/top5 against the labels, but the
-        agreement metric compares int8 with fp32 and reads none."""
-        return dataset == "evaluation" and self.verification.metric != "agreement"
+        agreement and fidelity metrics compare int8 with fp32 and read none."""
+        return dataset == "evaluation" and self.verification.metric in ("top1", "top5")
 
     @property
     def calibration_samples(self) -> int:

@@ -56,3 +56,25 @@ def test_preprocess_fields_left_out_stay_left_out_through_the_operator_dump():
         spec = parse_spec(json.loads(parse_spec(raw).model_dump_json(by_alias=True)))
         assert spec.data.preprocess.model_fields_set == given
         assert spec.data.preprocess.crop == (28 if given else 224) and spec.data.preprocess.mean == [0.485, 0.456, 0.406]
+
+
+def test_named_inputs_replace_the_input_shape_with_dynamic_dimensions_and_dtypes():
+    model = {"builtin": VALID_SPEC["model"]["builtin"],
+             "inputs": [{"name": "image", "shape": [3, -1, -1]}, {"name": "scale_factor", "shape": [2]},
+                        {"name": "input_ids", "shape": [-1], "dtype": "int64"}]}
+    spec = parse_spec({**VALID_SPEC, "model": model})
+    assert [(i.name, i.shape, i.dtype) for i in spec.model.inputs] == [
+        ("image", [3, -1, -1], "float32"), ("scale_factor", [2], "float32"), ("input_ids", [-1], "int64")]
+    assert spec.model.input_shape is None
+
+
+@pytest.mark.parametrize("metric, labels", [("top1", True), ("top5", True), ("agreement", False), ("fidelity", False)])
+def test_only_accuracy_metrics_read_evaluation_labels(metric, labels):
+    spec = parse_spec({**VALID_SPEC, "verification": {"metric": metric}})
+    assert spec.needs_labels("evaluation") is labels and not spec.needs_labels("calibration")
+    assert spec.verification.min_cosine == 0.99
+
+
+def test_fidelity_evaluates_on_an_unlabelled_image_prefix():
+    data = {**VALID_SPEC["data"], "evaluation": {"uri": "s3://d/imgs/", "format": "imagePrefix"}}
+    assert parse_spec({**VALID_SPEC, "data": data, "verification": {"metric": "fidelity"}}).data.evaluation.format == "imagePrefix"
