@@ -32,11 +32,21 @@ from __future__ import annotations
 
 import zlib  # noqa: F401  -- must precede any paddle import (libpaddle bundles a clashing zlib)
 
-import argparse
-import importlib
-import json
 import os
-import sys
+
+# Paddle 3 reads this flag once, when paddle is imported. With PIR on (its default) jit.save writes
+# PIR JSON and PaddleSlim's quant_post_static fails with a bare AssertionError; off, Paddle 3 writes
+# and quantizes legacy .pdmodel programs that Paddle 2.6 Inference runs too. Forced, not defaulted:
+# a PIR setting inherited from the user's shell would break calibration. Paddle 2.6 has the same
+# flag, off already. Set here, before any stage imports paddle, so `kubeslim-job run` outside the
+# image (whose ENV sets it too) behaves the same; child processes inherit it.
+PIR_FLAG = "FLAGS_enable_pir_api"
+os.environ[PIR_FLAG] = "0"
+
+import argparse  # noqa: E402  -- after the Paddle flag above, by design
+import importlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
 import tempfile
 import time
 import traceback

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from kubeslim_api.spec import QuantizationJobSpec
 
-from . import data
+from . import data, model_format
 from .errors import BadInput, last_line
 from .handoff import ExportFacts
 from .storage import Storage, join_uri, parse_uri
@@ -35,9 +35,8 @@ FEED_NAME = "x"
 def preflight(spec: QuantizationJobSpec, storage: Storage) -> None:
     """Cheap checks before any heavy work: every input object exists and the output bucket is there."""
     m = spec.model
-    if m.inference:
-        for name in (m.inference.model_file, m.inference.params_file):
-            storage.size_of(join_uri(m.inference.uri, name), "spec.model.inference.uri")
+    if m.inference:   # both files exist, and the model is not Paddle 3 PIR JSON (Paddle 2.6 segfaults on it)
+        model_format.preflight_inference(storage, m.inference)
     for field, uri in spec.s3_uris().items():
         if field.endswith((".weights", ".code")):
             storage.size_of(uri, field)
@@ -63,6 +62,7 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> ExportFac
     if source == "inference":
         inf = spec.model.inference
         storage.download(join_uri(inf.uri, inf.model_file), prefix + ".pdmodel", "spec.model.inference.uri")
+        model_format.require_legacy_file(prefix + ".pdmodel", join_uri(inf.uri, inf.model_file))
         storage.download(join_uri(inf.uri, inf.params_file), prefix + ".pdiparams", "spec.model.inference.uri")
     else:
         layer, field = _build_layer(spec, storage, work)

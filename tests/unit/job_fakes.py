@@ -33,4 +33,4 @@ class MemStorage(Storage):
         return keys[start:start + max_keys], (str(start + max_keys) if more else None)
 
     def size_of(self, uri, field):
-        return len(self.objects[uri])
+        return self.get_range(uri, field, 0, 0)[1]   # a missing key raises NoSuchKey, as on S3

@@ -81,3 +81,24 @@ def test_a_full_sweep_result_fits_the_termination_message():
     assert len(text.encode()) <= 4096
     back = decode(text)
     assert back.results.int8.algo == "hist" and len(back.results.candidates) == 7 and back.gate.passed
+
+
+def _pir_flag_seen_by_paddle(import_cli_first: bool) -> bool:
+    """FLAGS_enable_pir_api as the paddle imported in a fresh process reads it, with PIR asked for
+    in the environment (as a user's shell or a Paddle 3 default would)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import zlib, os\n" + ("import kubeslim_job.cli\n" if import_cli_first else "")
+            + "import paddle\nprint(paddle.get_flags(['FLAGS_enable_pir_api'])['FLAGS_enable_pir_api'])")
+    env = {**os.environ, "FLAGS_enable_pir_api": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_cli_turns_pir_off_before_paddle_loads():
+    # Without it Paddle 3 writes PIR JSON and quant_post_static fails; the control run shows the
+    # environment really asked for PIR, on Paddle 2.6 and 3.x alike.
+    assert _pir_flag_seen_by_paddle(import_cli_first=False)
+    assert not _pir_flag_seen_by_paddle(import_cli_first=True)
