@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml hack/dev/pyproject.toml
 	$(PY) -m pip install -q -e hack/dev
 	@# paddleslim 2.6.0 pins opencv-python==4.6 and more; its real imports are in the job extra.
 	$(PY) -m pip install -q --no-deps paddleslim==2.6.0
+	@# The model zoo's architecture code (hack/dev/kubeslim_dev/zoo.py); their pins would downgrade numpy.
+	$(PY) -m pip install -q --no-deps paddledet==2.6.0 paddleclas==2.6.0
 	@touch $@
 
 .PHONY: venv host-packages

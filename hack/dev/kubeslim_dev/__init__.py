@@ -5,4 +5,5 @@
   demo       seeding S3 with the demo's model and data, the example manifest
   devenv     the local devenv's kubeconfig guard, S3 settings and client
   manifests  editing QuantizationJob manifests
+  zoo        the architectures users quantize (PicoDet, PP-OCR det/rec, PP-LCNet, ERNIE) exported with data by input name
 """
