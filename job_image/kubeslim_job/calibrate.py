@@ -20,7 +20,7 @@ import numpy as np
 import paddle
 from kubeslim_api.spec import QuantizationJobSpec, QuantizationSpec
 
-from . import data
+from . import data, progress
 from .errors import BadInput, last_line
 from .handoff import CalibratedCandidate, CalibrationFacts, ExportFacts
 from .storage import Storage
@@ -41,7 +41,11 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
     fetch_s = time.perf_counter() - t0
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
-    candidates = [quantize(algo, q, calib, facts, work, batch_nums) for algo in q.algos]
+    progress.plan(progress.calibration_samples(q.algos, calib.n), "samples")
+    candidates = []
+    for algo in q.algos:
+        progress.step(algo)
+        candidates.append(quantize(algo, q, calib, facts, work, batch_nums))
     doc = CalibrationFacts(samples=calib.n, batch_size=q.batch_size, batch_nums=batch_nums, bytes_read=stats.bytes_read,
                            bytes_used=stats.bytes_used, fetch_seconds=round(fetch_s, 3), candidates=candidates,
                            seconds=round(time.perf_counter() - t0, 3))
@@ -119,5 +123,6 @@ class _Samples(paddle.io.Dataset):
         return self.n
 
     def __getitem__(self, i: int):
+        progress.advance("samples")     # what PaddleSlim's sampling loop has read (DataLoader's reader thread)
         arr = np.fromfile(self.path, np.float32, count=self.per, offset=i * self.per * 4)
         return (arr.reshape(self.shape),)

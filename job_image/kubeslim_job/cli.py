@@ -57,6 +57,7 @@ from kubeslim_api.contract import (EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_
                                    encode)
 from kubeslim_api.spec import QuantizationJobSpec, SpecError, parse_manifest, parse_spec
 
+from . import progress
 from .errors import JobError, last_line
 
 if TYPE_CHECKING:
@@ -111,7 +112,15 @@ STAGE_MODULES: dict[Stage, str] = {"export": ".export", "calibrate": ".calibrate
 
 
 def run_stage(stage: Stage, spec: QuantizationJobSpec, work_dir: str) -> StageResult:
-    """Run one stage and return its StageResult; a JobError becomes a not-ok result (never raises)."""
+    """Run one stage and return its StageResult; a JobError becomes a not-ok result (never raises).
+    Progress lines for the operator (progress.py) go to stderr from start to end."""
+    progress.start(stage)
+    res = _run_stage(stage, spec, work_dir)
+    progress.finish(res.ok)
+    return res
+
+
+def _run_stage(stage: Stage, spec: QuantizationJobSpec, work_dir: str) -> StageResult:
     from .storage import Storage
     from .workdir import WorkDir
 

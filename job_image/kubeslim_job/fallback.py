@@ -37,7 +37,7 @@ import numpy as np
 from kubeslim_api.contract import Fallback, Gate
 from kubeslim_api.spec import AccuracyControl, QuantizationJobSpec
 
-from . import data
+from . import data, progress
 from .errors import last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
 from .workdir import MODEL_FILE, WorkDir
@@ -223,6 +223,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
     with _program(os.path.join(work.fp32, MODEL_FILE)) as program:
         layers = quantizable_layers(program, list(q.quantizable_op_types), list(q.skip_tensors))
     subset = evalset.head(ctl.ranking_samples)
+    progress.plan(len(layers) + min(ctl.max_fp32_layers, max(0, len(layers) - 1)), "steps", step="fallback")
     batch = min(v.batch_size, subset.n)
 
     def passes(c: MeasuredCandidate) -> bool:
@@ -253,6 +254,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
             sens.append(Sensitivity(layer, flips, dist, round(time.perf_counter() - t, 3)))
         except Exception as exc:     # a layer that cannot run alone is ranked last, not fatal
             sens.append(Sensitivity(layer, None, None, round(time.perf_counter() - t, 3), last_line(exc)))
+        progress.advance("steps")
     ranked = rank(sens) if stop is None else []
 
     # 2. fall back: the k most sensitive layers in fp32, k = 1, 2, ...
@@ -276,6 +278,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
                 row = row.model_copy(update={**dict(m), "fp32_layers": k,
                                              "accuracy_drop": round(getattr(fp32, metric) - getattr(m, metric), 6)})
         steps.append(row)
+        progress.advance("steps")
     best = choose_step(plain, steps, passes)
     if stop is None:
         stop = ("GatePassed" if best is not None and ctl.mode == "onGateFailure" else

@@ -40,7 +40,7 @@ from kubeslim_api import reasons
 from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, OnnxResult, Results
 from kubeslim_api.spec import OnnxOutput, QuantizationJobSpec
 
-from . import data, fallback, onnx_export, report
+from . import data, fallback, onnx_export, progress, report
 from .errors import BadInput, GateFailed, last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement, Verification
 from .storage import Storage, join_uri
@@ -174,6 +174,7 @@ def score(infer: Callable[[np.ndarray], np.ndarray], evalset: data.TensorFile, b
         if first is None:
             first = np.resize(x, (batch_size, *x.shape[1:])).astype(np.float32)  # a full batch for timing
         logits = infer(x)
+        progress.advance("batches")
         k = min(5, logits.shape[1])
         top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
         preds.append(np.argmax(logits, axis=1))
@@ -276,6 +277,8 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
     evalset, stats = data.load(storage, spec.data.evaluation, "spec.data.evaluation", spec.data.evaluation.limit,
                                prep, work.eval, facts.num_classes, spec.needs_labels("evaluation"))
     feed, shape = facts.feed_name, facts.input_shape
+    progress.plan(progress.evaluation_batches(evalset.n, v.batch_size, 1 + (backend == GPU_TENSORRT) + spec.output.onnx.enabled
+                                              + sum(c.error is None for c in calib.candidates)), "batches", step="fp32")
     fp32 = measure(work.fp32, backend, False, evalset, v.batch_size, feed, shape)
     fp16 = measure(work.fp32, backend, False, evalset, v.batch_size, feed, shape, fp16=True, reference=fp32) \
         if backend == GPU_TENSORRT else None
@@ -284,6 +287,7 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
     for c in calib.candidates:
         row = MeasuredCandidate(algo=c.algo, calibration_seconds=c.calibration_seconds, dir=c.dir, error=c.error)
         if c.error is None:
+            progress.step(c.algo)
             try:
                 m = measure(os.path.join(work.root, c.dir), backend, True, evalset, v.batch_size, feed, shape,
                             reference=fp32)

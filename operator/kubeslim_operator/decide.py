@@ -20,6 +20,7 @@ from . import constants as c
 from .config import OperatorConfig
 from .constants import Obj
 from .objects import deleting, job_finished, job_generation, pod_belongs_to
+from .progress import ProgressLine, status_progress
 from .status import Fact, JobRejection, Queue, build_status, is_final_for, observe, visible
 
 
@@ -126,8 +127,10 @@ def progress_wait(prev: Obj, new: Obj, since_write: float | None, progress_secon
 
 
 def decide_status(seen: Seen, jobs: JobsDecision, attempt: Attempt | None, *, now: str,
-                  since_write: float | None, config: OperatorConfig, queue: Queue | None = None) -> StatusDecision:
-    """`queue`: what the pass read of the Workload of `queued_job(...)`, if any."""
+                  since_write: float | None, config: OperatorConfig, queue: Queue | None = None,
+                  progress: ProgressLine | None = None) -> StatusDecision:
+    """`queue`: what the pass read of the Workload of `queued_job(...)`, if any; `progress`: the
+    last progress line read from the running stage's log (progress.py), if any."""
     a = attempt or Attempt()
     if a.created:
         # The Job's own watch event follows at once; the first status is written by the pass it
@@ -146,6 +149,7 @@ def decide_status(seen: Seen, jobs: JobsDecision, attempt: Attempt | None, *, no
                       job_rejection=a.rejection, queue=queue, now=now)
     new = build_status(verdict, generation=seen.generation,
                        job_name=current.get("metadata", {}).get("name") if current else None, prev=seen.prev, now=now)
+    new["progress"] = status_progress(new, seen.prev, progress)
     write = None
     if not verdict.hold and visible(new) != visible(seen.prev):
         wait = progress_wait(seen.prev, new, since_write, config.status_progress_seconds)

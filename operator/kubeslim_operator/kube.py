@@ -71,7 +71,10 @@ class Kube:
             self._session = None
 
     async def request(self, method: str, path: str, *, resource: str, body: Any = None,
-                      params: dict[str, str] | None = None, content_type: str = "application/json") -> Obj:
+                      params: dict[str, str] | None = None, content_type: str = "application/json",
+                      raw: bool = False) -> Any:
+        """The answer's JSON; with `raw`, its text as is (a pod log: decoded leniently, since a
+        program may print any bytes)."""
         if self._session is None:
             async with self._lock:
                 if self._session is None:
@@ -79,8 +82,8 @@ class Kube:
         for attempt in (1, 2):
             data = None if body is None else json.dumps(body, separators=(",", ":"))
             async with self._session.request(method, self._info.server.rstrip("/") + path, data=data, params=params,
-                                             headers={"Content-Type": content_type, "Accept": "application/json"}) as resp:
-                text = await resp.text()
+                                             headers={"Content-Type": content_type, "Accept": "*/*" if raw else "application/json"}) as resp:
+                text = (await resp.read()).decode("utf-8", "replace") if raw else await resp.text()
                 self._on_request(method, resource, resp.status)
                 if resp.status == 401 and attempt == 1 and self._relogin is not None:
                     # A rotated ServiceAccount token: log in again once.
@@ -90,6 +93,8 @@ class Kube:
                         old, self._session = self._session, self._new_session()
                         await old.close()
                         continue
+                if raw and resp.status < 400:
+                    return text
                 try:
                     doc = json.loads(text) if text else {}
                 except json.JSONDecodeError:
@@ -130,6 +135,13 @@ class Kube:
         doc = await self.request("GET", c.KUEUE_WORKLOADS_PATH.format(namespace=namespace), resource="workloads",
                                  params={"labelSelector": f"{c.LABEL_KUEUE_JOB_UID}={job_uid}"})
         return doc.get("items") or []
+
+    async def read_log(self, namespace: str, pod: str, container: str, *, tail_lines: int, since_seconds: int,
+                       limit_bytes: int) -> str:
+        """The tail of a container's log (the API server fetches it from the node's kubelet)."""
+        return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", resource="pods/log", raw=True,
+                                  params={"container": container, "tailLines": str(tail_lines),
+                                          "sinceSeconds": str(since_seconds), "limitBytes": str(limit_bytes)})
 
     async def patch_status(self, namespace: str, name: str, status: Obj) -> Obj | None:
         try:

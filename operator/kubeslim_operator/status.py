@@ -671,11 +671,11 @@ def build_status(v: Verdict, *, generation: int, job_name: str | None, prev: Obj
 
 
 def visible(status: Obj | None) -> tuple:
-    """What a status says at a glance (and what an event announces). A change here is written;
-    a change of message or conditions alone waits for the next such change."""
+    """What a status says at a glance. A change here is written (progress at most once per
+    status_progress_seconds); a change of message or conditions alone waits for the next such change."""
     status = status or {}
     return (status.get("observedGeneration"), status.get("phase"), status.get("reason") or "", status.get("stage") or "",
-            status.get("results"), status.get("artifacts"), status.get("jobName"))
+            status.get("results"), status.get("artifacts"), status.get("jobName"), status.get("progress"))
 
 
 def is_final_for(status: Obj | None, generation: int) -> bool:

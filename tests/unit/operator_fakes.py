@@ -16,7 +16,9 @@ KEY = (NS, NAME)
 class FakeApi:
     """Records every request in order in `calls`; answers from `jobs`, `configmaps` and
     `workloads` (Job uid → Kueue Workloads). `create_error`: what a Job create raises (after
-    recording it); `workloads_error`: what listing Workloads raises."""
+    recording it); `workloads_error`: what listing Workloads raises. Pod log reads go to
+    `log_reads` (not `calls`: a pass reads a running stage's log besides its other requests) and
+    are answered from `logs` ((pod, container) → text, or an exception to raise)."""
 
     def __init__(self, *, jobs=None, configmaps=None, create_error: ApiError | None = None,
                  workloads=None, workloads_error: ApiError | None = None):
@@ -26,6 +28,8 @@ class FakeApi:
         self.create_error = create_error
         self.workloads_error = workloads_error
         self.calls: list[tuple] = []
+        self.logs: dict[tuple[str, str], str | Exception] = {}
+        self.log_reads: list[tuple[str, str]] = []
 
     def of(self, verb: str) -> list[tuple]:
         return [x for x in self.calls if x[0] == verb]
@@ -56,6 +60,13 @@ class FakeApi:
         if self.workloads_error is not None:
             raise self.workloads_error
         return self.workloads.get(job_uid, [])
+
+    async def read_log(self, namespace, pod, container, *, tail_lines, since_seconds, limit_bytes):
+        self.log_reads.append((pod, container))
+        answer = self.logs.get((pod, container), "")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def patch_status(self, namespace, name, status):
         self.calls.append(("status", status))

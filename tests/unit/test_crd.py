@@ -101,7 +101,7 @@ def test_patterns_match_model_patterns(version):
 
 def test_printer_columns_show_accuracy_at_a_glance(version):
     cols = [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert cols == ["PHASE", "STAGE", "ALGO", "FP32", "INT8", "DROP", "AGE"]
+    assert cols == ["PHASE", "STAGE", "PROGRESS", "ALGO", "FP32", "INT8", "DROP", "AGE"]
 
 
 def test_names_and_status_subresource(crd, version):

@@ -8,6 +8,7 @@ import pytest
 from kubeslim_api import reasons
 from kubeslim_api.spec import SpecError, parse_spec
 from kubeslim_operator.config import OperatorConfig
+from kubeslim_operator.progress import status_progress
 from kubeslim_operator.decide import (Attempt, JobRef, JobsDecision, Seen, decide_jobs, decide_status, progress_wait,
                                       settled)
 from kubeslim_operator.status import Fact, job_rejection
@@ -23,7 +24,9 @@ G1, G2 = "qj-g1", "qj-g2"
 
 
 def status(generation=1, phase="Pending", reason="", stage="", job_name=G1):
-    return {"observedGeneration": generation, "phase": phase, "reason": reason, "stage": stage, "jobName": job_name}
+    st = {"observedGeneration": generation, "phase": phase, "reason": reason, "stage": stage, "jobName": job_name}
+    st["progress"] = status_progress(st, {}, None)    # as the operator writes it when no progress line was read
+    return st
 
 
 def seen(generation=1, prev=None, jobs=(), pods=(), recent=None, spec=SPEC, spec_error=None, deleting=False):

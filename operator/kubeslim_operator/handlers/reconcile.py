@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 
@@ -28,7 +29,7 @@ from kubeslim_api.spec import QuantizationJobSpec, SpecError, parse_spec
 
 from .. import constants as c
 from ..constants import Obj
-from .. import metrics
+from .. import metrics, progress
 from ..config import OperatorConfig
 from ..decide import Attempt, JobRef, Seen, decide_jobs, decide_status, queued_job, settled
 from ..jobs import Owner, build_job, job_name
@@ -73,6 +74,7 @@ class Memory:
     parsed: tuple[int, QuantizationJobSpec | None, SpecError | None] | None = None    # per generation
     recent_jobs: dict[int, tuple[float, Obj]] = dataclasses.field(default_factory=dict)  # generation → (until, Job)
     first_seen: dict[int, float] = dataclasses.field(default_factory=dict)              # generation → monotonic
+    reading: progress.Reading = dataclasses.field(default_factory=progress.Reading)     # the running stage's log
 
 
 class Reconciler:
@@ -135,15 +137,21 @@ class Reconciler:
         attempt = await self._attempt(qj, seen) if jobs.create else None
         held = queued_job(jobs, attempt)
         queue = await self._queue(held) if held is not None else None
-        memory = self._memory.get(qj["metadata"]["uid"])
-        last = memory.last_write if memory is not None else None
+        memory = self._remember(qj["metadata"]["uid"])
+        # The running stage's progress line, read from its log when due (progress.py).
+        target = progress.log_target(attempt.job if attempt is not None and jobs.create else jobs.current, seen.pods)
+        await progress.read(self.kube, key[0], target, memory.reading)
+        last = memory.last_write
         status = decide_status(seen, jobs, attempt, now=utcnow(), config=self.config, queue=queue,
-                               since_write=None if last is None else time.monotonic() - last)
+                               since_write=None if last is None else time.monotonic() - last,
+                               progress=memory.reading.line)
         if status.write is not None:
             await self._write(qj, seen.prev, status.write)
         if status.stop is not None:
             await self._stop(qj, seen.generation, status.stop)
-        return status.requeue
+        if target is None:
+            return status.requeue
+        return min(memory.reading.wait(), status.requeue if status.requeue is not None else math.inf)
 
     def _see(self, key: Key, qj: Obj) -> Seen:
         meta = qj.get("metadata") or {}
