@@ -72,16 +72,17 @@ class Kube:
 
     async def request(self, method: str, path: str, *, resource: str, body: Any = None,
                       params: dict[str, str] | None = None, content_type: str = "application/json",
-                      raw: bool = False) -> Any:
+                      raw: bool = False, timeout: float | None = None) -> Any:
         """The answer's JSON; with `raw`, its text as is (a pod log: decoded leniently, since a
-        program may print any bytes)."""
+        program may print any bytes). `timeout`: seconds, instead of the session's 30."""
         if self._session is None:
             async with self._lock:
                 if self._session is None:
                     self._session = self._new_session()
         for attempt in (1, 2):
             data = None if body is None else json.dumps(body, separators=(",", ":"))
-            async with self._session.request(method, self._info.server.rstrip("/") + path, data=data, params=params,
+            extra = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout is not None else {}
+            async with self._session.request(method, self._info.server.rstrip("/") + path, data=data, params=params, **extra,
                                              headers={"Content-Type": content_type, "Accept": "*/*" if raw else "application/json"}) as resp:
                 text = (await resp.read()).decode("utf-8", "replace") if raw else await resp.text()
                 self._on_request(method, resource, resp.status)
@@ -137,9 +138,10 @@ class Kube:
         return doc.get("items") or []
 
     async def read_log(self, namespace: str, pod: str, container: str, *, tail_lines: int, since_seconds: int,
-                       limit_bytes: int) -> str:
+                       limit_bytes: int, timeout: float | None = None) -> str:
         """The tail of a container's log (the API server fetches it from the node's kubelet)."""
         return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", resource="pods/log", raw=True,
+                                  timeout=timeout,
                                   params={"container": container, "tailLines": str(tail_lines),
                                           "sinceSeconds": str(since_seconds), "limitBytes": str(limit_bytes)})
 

@@ -56,6 +56,13 @@ MAX_BACKOFF_SECONDS = 60.0
 TAIL_LINES = 50
 SINCE_SECONDS = 60
 LIMIT_BYTES = 64 * 1024
+# The API server fetches a log from the node's kubelet; a node that does not answer (lost, or a
+# kwok node with no kubelet) must not hold the reconciler's shared connection pool (which status
+# writes and Job creates use) for the session's 30 s. So a read gives up after READ_TIMEOUT_SECONDS,
+# and at most MAX_CONCURRENT_READS run at once: a pass that finds them all busy reads next time.
+READ_TIMEOUT_SECONDS = 5.0
+MAX_CONCURRENT_READS = 4
+_reads_in_flight = 0
 
 
 def log_target(job: Obj | None, pods: list[Obj] | tuple[Obj, ...]) -> tuple[str, str] | None:
@@ -96,16 +103,21 @@ async def read(kube: Kube, namespace: str, target: tuple[str, str] | None, readi
                now: float | None = None) -> None:
     """Read the target's log tail into `reading` when due; any failure only delays the next read
     (progress is a courtesy: the pass goes on without it)."""
+    global _reads_in_flight
     now = time.monotonic() if now is None else now
     if target != reading.target:
         reading.target, reading.line, reading.due, reading.misses = target, None, 0.0, 0
     if target is None or now < reading.due:
         return
+    if _reads_in_flight >= MAX_CONCURRENT_READS:
+        reading.due = now + READ_SECONDS
+        return
     pod, container = target
     line = None
+    _reads_in_flight += 1
     try:
         text = await kube.read_log(namespace, pod, container, tail_lines=TAIL_LINES, since_seconds=SINCE_SECONDS,
-                                   limit_bytes=LIMIT_BYTES)
+                                   limit_bytes=LIMIT_BYTES, timeout=READ_TIMEOUT_SECONDS)
         line = last_line(text)
     except ApiError as exc:
         if exc.status == 403:
@@ -114,6 +126,8 @@ async def read(kube: Kube, namespace: str, target: tuple[str, str] | None, readi
             log.debug("%s/%s: no log for %s (HTTP %s)", namespace, pod, container, exc.status)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log.debug("%s/%s: reading the log of %s failed: %s", namespace, pod, container, exc)
+    finally:
+        _reads_in_flight -= 1
     if line is not None and line.stage == container:
         reading.line, reading.misses = line, 0
     else:

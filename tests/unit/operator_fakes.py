@@ -2,6 +2,7 @@
 watches (kopf's indexes) hold them, trimmed."""
 from __future__ import annotations
 
+import asyncio
 import copy
 
 from kubeslim_operator import constants as c
@@ -18,7 +19,8 @@ class FakeApi:
     `workloads` (Job uid → Kueue Workloads). `create_error`: what a Job create raises (after
     recording it); `workloads_error`: what listing Workloads raises. Pod log reads go to
     `log_reads` (not `calls`: a pass reads a running stage's log besides its other requests) and
-    are answered from `logs` ((pod, container) → text, or an exception to raise)."""
+    are answered from `logs` ((pod, container) → text, an exception to raise, or an asyncio.Event
+    the read waits for, then answering "")."""
 
     def __init__(self, *, jobs=None, configmaps=None, create_error: ApiError | None = None,
                  workloads=None, workloads_error: ApiError | None = None):
@@ -28,7 +30,7 @@ class FakeApi:
         self.create_error = create_error
         self.workloads_error = workloads_error
         self.calls: list[tuple] = []
-        self.logs: dict[tuple[str, str], str | Exception] = {}
+        self.logs: dict[tuple[str, str], str | Exception | asyncio.Event] = {}
         self.log_reads: list[tuple[str, str]] = []
 
     def of(self, verb: str) -> list[tuple]:
@@ -61,9 +63,12 @@ class FakeApi:
             raise self.workloads_error
         return self.workloads.get(job_uid, [])
 
-    async def read_log(self, namespace, pod, container, *, tail_lines, since_seconds, limit_bytes):
+    async def read_log(self, namespace, pod, container, *, tail_lines, since_seconds, limit_bytes, timeout=None):
         self.log_reads.append((pod, container))
         answer = self.logs.get((pod, container), "")
+        if isinstance(answer, asyncio.Event):           # a node that answers when the test says so
+            await answer.wait()
+            answer = ""
         if isinstance(answer, Exception):
             raise answer
         return answer

@@ -175,3 +175,24 @@ def test_no_read_for_a_finished_run():
     r.bind({KEY: [qj(status={"observedGeneration": 1, "phase": "Succeeded", "jobName": "qj-g1"})]}, {KEY: [j]},
            {KEY: [pod(j, export=done(), calibrate=RUNNING, phase="Running")]})
     assert asyncio.run(r.reconcile(KEY)) is None and api.log_reads == []
+
+
+def test_reads_of_nodes_that_do_not_answer_never_take_more_than_their_share():
+    async def scenario():
+        api, release = FakeApi(), asyncio.Event()
+        pods = [f"p{i}" for i in range(progress.MAX_CONCURRENT_READS + 1)]
+        for p in pods:
+            api.logs[(p, "verify")] = release
+        readings = [progress.Reading() for _ in pods]
+        hanging = [asyncio.create_task(progress.read(api, "ml", (p, "verify"), r, now=0.0))
+                   for p, r in zip(pods[:-1], readings)]
+        await asyncio.sleep(0)
+        await progress.read(api, "ml", (pods[-1], "verify"), readings[-1], now=0.0)     # returns at once
+        assert api.log_reads == [(p, "verify") for p in pods[:-1]]
+        assert readings[-1].wait(now=0.0) == progress.READ_SECONDS and readings[-1].misses == 0
+        release.set()
+        await asyncio.gather(*hanging)
+        await progress.read(api, "ml", (pods[-1], "verify"), readings[-1], now=progress.READ_SECONDS)
+        assert api.log_reads[-1] == (pods[-1], "verify")
+
+    asyncio.run(scenario())
