@@ -37,10 +37,13 @@ kubectl -n "$NS" delete qj digits --ignore-not-found --cascade=foreground --wait
 sed "s#endpoint: http://10.77.0.1:16900#endpoint: ${AWS_ENDPOINT_URL}#" examples/digits.yaml | kubectl -n "$NS" apply -f -
 start=$(date +%s); last=""
 while :; do
-  now="$(kubectl -n "$NS" get qj digits -o jsonpath='{.status.phase} {.status.stage} {.status.reason}' 2>/dev/null || true)"
-  if [ "$now" != "$last" ]; then
-    printf '  %4ss  %s\n' "$(( $(date +%s) - start ))" "${now:-(waiting for the operator)}"
-    last="$now"
+  # status.progress.percent: how far the running stage is (the job pod's progress lines).
+  raw="$(kubectl -n "$NS" get qj digits -o jsonpath='{.status.phase} {.status.stage} {.status.reason}|{.status.progress.percent}' 2>/dev/null || true)"
+  now="${raw%|*}"; percent="${raw##*|}"
+  shown="$now${percent:+  $percent%}"
+  if [ "$shown" != "$last" ]; then
+    printf '  %4ss  %s\n' "$(( $(date +%s) - start ))" "${shown:-(waiting for the operator)}"
+    last="$shown"
   fi
   case "$now" in Succeeded*|Failed*) break ;; esac
   if [ -z "${now// /}" ] && [ $(( $(date +%s) - start )) -gt 90 ]; then
