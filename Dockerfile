@@ -1,8 +1,12 @@
 # Three images from one file (BuildKit):
 #   docker build --target operator -t kubeslim-operator .
 #   docker build --target job      -t kubeslim-job .        # GPU: CUDA + TensorRT + paddlepaddle-gpu
-#   docker build --target job-cpu  -t kubeslim-job-cpu .    # CPU: paddlepaddle (oneDNN int8)
+#   docker build --target job-cpu  -t kubeslim-job-cpu .    # CPU: paddlepaddle 3.x (oneDNN int8)
 # Versions are pinned here and must match pyproject.toml / the Makefile (tests/unit/test_dockerfile.py).
+# Paddle: the CPU image runs 3.3.x (PyPI's newest), the GPU image 2.6.2 (PyPI's newest GPU wheel; 3.x
+# GPU wheels are only on Paddle's own index), the dev venv 2.6.2 (pyproject's job extra). All job
+# processes run with FLAGS_enable_pir_api=0, so Paddle 3 writes and quantizes the legacy .pdmodel
+# programs PaddleSlim 2.6 needs, and the int8 models run on Paddle 2.6 and 3.x Inference alike.
 #
 # All run as a numeric non-root user (Pod Security "restricted" can verify runAsNonRoot only for a
 # numeric USER) and need no writable path in the image: the job writes only to /work and /tmp,
@@ -57,26 +61,32 @@ ENTRYPOINT ["kubeslim-operator"]
 
 # ---- job, CPU: the devenv's real node and CPU clusters ----------------------------------------------
 FROM python AS job-cpu
-ARG PADDLE_VERSION=2.6.2
+# Paddle 3 (hack/images.sh puts this version in the devenv's wheelhouse). numpy stays on the job
+# extra's <2, which paddle 2.6.2 (GPU image, dev venv) needs and paddle 3.3 (numpy>=1.21) accepts:
+# every job image runs the same numpy.
+ARG PADDLE_VERSION=3.3.1
 ARG PADDLESLIM_VERSION=2.6.0
 ARG PIP_OFFLINE=
 # paddle links libgomp from the system; the slim Python images lack it, the offline base has it.
 RUN ldconfig -p | grep -q libgomp.so.1 \
  || { apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*; }
-# paddleslim goes in --no-deps: it pins opencv-python==4.6 and more; its real imports are in the job extra.
+# paddleslim goes in --no-deps: it pins opencv-python==4.6 and more (with paddle 3 it would pull numpy 2
+# and an opencv built for numpy 1); its real imports (six, requests, ...) are in the job extra.
 RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse paddlepaddle==${PADDLE_VERSION} -r /wheels/job-requirements.txt \
  && pip install --no-deps /wheels/kubeslim-*.whl \
  && pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps paddleslim==${PADDLESLIM_VERSION} \
  && python -m compileall -q /opt/kubeslim
 # Everything that wants to write goes to the mounted volumes (/tmp and /work are emptyDirs).
-ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache
+# FLAGS_enable_pir_api=0 before any paddle import (kubeslim-job's CLI forces it too): legacy programs.
+ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache FLAGS_enable_pir_api=0
 WORKDIR /work
 USER 65532:65532
 ENTRYPOINT ["kubeslim-job"]
 
 # ---- job, GPU -----------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS job
+# 2.6.2 until PyPI serves a paddlepaddle-gpu 3.x: the job code runs on 2.6.2 and 3.x alike.
 ARG PADDLE_VERSION=2.6.2
 ARG PADDLESLIM_VERSION=2.6.0
 ARG TENSORRT_VERSION=8.6.1.6-1+cuda12.0
@@ -98,7 +108,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
  && pip install --no-deps /wheels/kubeslim-*.whl \
  && pip install --no-deps paddleslim==${PADDLESLIM_VERSION} \
  && python -m compileall -q /opt/kubeslim
-ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache
+ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache FLAGS_enable_pir_api=0
 WORKDIR /work
 USER 65532:65532
 ENTRYPOINT ["kubeslim-job"]

@@ -66,20 +66,33 @@ base_image() {
 }
 
 # pyproject's requirements (all extras the images install) and paddleslim, which goes in --no-deps.
+# The job extra's paddlepaddle is the dev venv's (2.6.2); the job-cpu image installs the Paddle its
+# Dockerfile stage pins (3.x) instead, so that one goes in the wheelhouse.
 requirements() {
-  python3 - "$REPO/pyproject.toml" <<'PY'
+  python3 - "$REPO/pyproject.toml" "$(job_cpu_paddle_pin)" <<'PY'
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(["setuptools>=77", "wheel", *p["dependencies"], *p["optional-dependencies"]["operator"], *p["optional-dependencies"]["job"]]))
+job = [r for r in p["optional-dependencies"]["job"] if not r.startswith("paddlepaddle")]
+print("\n".join(["setuptools>=77", "wheel", *p["dependencies"], *p["optional-dependencies"]["operator"], *job,
+                 f"paddlepaddle=={sys.argv[2]}"]))
 PY
 }
 paddleslim_pin() { sed -n 's/^ARG PADDLESLIM_VERSION=//p' "$REPO/Dockerfile" | head -1; }
+# PADDLE_VERSION of the job-cpu stage (the GPU stage pins its own).
+job_cpu_paddle_pin() {
+  local v; v="$(sed -n '/^FROM .* AS job-cpu$/,/^FROM /s/^ARG PADDLE_VERSION=//p' "$REPO/Dockerfile")"
+  [ -n "$v" ] || die "no ARG PADDLE_VERSION= in the Dockerfile's job-cpu stage"
+  echo "$v"
+}
 
 # The venv's exact versions (make venv) pin the wheelhouse: the images run what the tests ran,
-# and pip never backtracks through hundreds of boto3 releases.
+# and pip never backtracks through hundreds of boto3 releases. Paddle is the exception (see
+# requirements): its pin comes from the Dockerfile; what only paddle 3 needs (networkx,
+# safetensors) takes pip's choice within paddle's own bounds.
 constraints() {
   [ -x "$REPO/.venv/bin/python" ] || die "no .venv: run make venv first (its versions pin the images)"
-  "$REPO/.venv/bin/python" -m pip freeze --exclude-editable | grep -v '^paddleslim=='
+  # Packages installed from a file or URL (`name @ file://...`) cannot be constraints: pip refuses links.
+  "$REPO/.venv/bin/python" -m pip freeze --exclude-editable | grep -v -E '^(paddleslim|paddlepaddle)==| @ '
 }
 
 wheelhouse_image() {

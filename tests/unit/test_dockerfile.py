@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -87,8 +88,6 @@ def test_entrypoint_is_a_packaged_console_script(target, script):
 @pytest.mark.parametrize("target, paddle", [("job", "paddlepaddle-gpu"), ("job-cpu", "paddlepaddle")])
 def test_paddle_pins_match_the_packaging(target, paddle):
     args = _args(target)
-    job_extra = PYPROJECT["project"]["optional-dependencies"]["job"]
-    assert args["PADDLE_VERSION"] == _pin(job_extra, "paddlepaddle")
     makefile = (REPO / "Makefile").read_text()
     assert f"paddleslim=={args['PADDLESLIM_VERSION']}" in makefile
     run = " ".join(a for i, a in _stages()[target] if i == "RUN")
@@ -98,6 +97,38 @@ def test_paddle_pins_match_the_packaging(target, paddle):
     assert "[job]" not in run
     other = "paddlepaddle==" if target == "job" else "paddlepaddle-gpu"
     assert other not in run
+
+
+def test_the_gpu_image_runs_the_paddle_of_the_dev_venv():
+    # PyPI has no paddlepaddle-gpu 3.x: the GPU image stays on the job extra's 2.6.2, the Paddle
+    # `make venv` installs and every non-image test runs.
+    job_extra = PYPROJECT["project"]["optional-dependencies"]["job"]
+    assert _args("job")["PADDLE_VERSION"] == _pin(job_extra, "paddlepaddle") == "2.6.2"
+
+
+def test_the_cpu_image_runs_paddle_3_3():
+    assert re.fullmatch(r"3\.3\.\d+", _args("job-cpu")["PADDLE_VERSION"]), _args("job-cpu")["PADDLE_VERSION"]
+
+
+def test_the_wheelhouse_holds_the_cpu_images_paddle():
+    # hack/images.sh builds the offline wheelhouse: it must read job-cpu's own pin (the GPU stage
+    # has another), and drop the venv's paddle from pyproject and from its constraints.
+    script = (REPO / "hack" / "images.sh").read_text()
+    body = re.search(r"^job_cpu_paddle_pin\(\) \{\n(.*?)^\}", script, re.S | re.M).group(1)
+    sed = re.search(r"sed -n '([^']+)'", body).group(1)
+    out = subprocess.run(["sed", "-n", sed, str(REPO / "Dockerfile")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == _args("job-cpu")["PADDLE_VERSION"]
+    assert 'f"paddlepaddle=={sys.argv[2]}"' in script and 'not r.startswith("paddlepaddle")' in script
+    assert re.search(r"grep -v -E '\^\(paddleslim\|paddlepaddle\)==", script)
+
+
+@pytest.mark.parametrize("target", JOB_TARGETS)
+def test_job_images_turn_paddle_3_pir_off(target):
+    # Paddle reads the flag at import: only the environment the process starts with sets it in
+    # time for every process (kubeslim-job's CLI sets it too, for runs outside the images).
+    env = " ".join(a for i, a in _stages()[target] if i == "ENV")
+    pairs = dict(kv.split("=", 1) for kv in shlex.split(env) if "=" in kv)
+    assert pairs.get("FLAGS_enable_pir_api") == "0", target
 
 
 def test_only_the_engines_builtin_frontend_is_needed():
