@@ -140,8 +140,12 @@ def _time(seconds: float) -> str:
 
 
 def from_line(line: ProgressLine) -> Obj:
-    out: Obj = {"stage": c.STAGE_NAMES[line.stage], "step": line.step or None, "done": line.done,
-                "total": line.total, "unit": line.unit or None, "percent": line.percent,
+    """A line as status.progress. A stage with nothing countable planned yet (export; the data
+    download before calibration) is at 0 %: PROGRESS shows a number throughout a run."""
+    counted = line.total is not None
+    out: Obj = {"stage": c.STAGE_NAMES[line.stage], "step": line.step or None,
+                "done": line.done if counted else None, "total": line.total, "unit": (line.unit or None) if counted else None,
+                "percent": line.percent if line.percent is not None else 0,
                 "eta": _time(line.time + line.eta_seconds) if line.eta_seconds is not None else None,
                 "updatedAt": _time(line.time)}
     return {k: v for k, v in out.items() if v is not None}

@@ -112,6 +112,14 @@ def test_a_line_becomes_the_status_progress():
         "eta": "2025-12-04T14:54:02Z", "updatedAt": "2025-12-04T14:53:20Z"}
 
 
+def test_a_stage_with_nothing_counted_yet_is_at_zero():
+    exporting = ProgressLine(stage="export", time=T0)
+    assert progress.status_progress(st("Running", "Exporting"), {}, exporting) == {
+        "stage": "Exporting", "percent": 0, "updatedAt": "2025-12-04T14:53:20Z"}
+    finished = exporting.model_copy(update={"finished": True})
+    assert progress.status_progress(st("Running", "Exporting"), {}, finished)["percent"] == 100
+
+
 KEPT = {"stage": "Calibrating", "percent": 40, "updatedAt": "2025-12-04T14:53:20Z"}
 
 
