@@ -2,9 +2,28 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
+import re
 from collections.abc import Mapping
+
+from kubeslim_api.spec import DNS_SUBDOMAIN
+
+# The job image's repository: the chart's default (helm/kubeslim/values.yaml, job.image) is the one
+# name, this is the operator's fallback outside the chart; tests/unit/test_chart_shipping.py keeps
+# them equal. The tag is the package's version, which the chart's appVersion equals (RELEASING.md).
+JOB_IMAGE_REPOSITORY = "ghcr.io/kubeslim/kubeslim-job"
+# A Secret name (DNS-1123 subdomain), as the kubelet needs it for imagePullSecrets.
+_SECRET_NAME = re.compile(DNS_SUBDOMAIN)
+
+
+def _default_job_image() -> str:
+    try:
+        version = importlib.metadata.version("kubeslim")
+    except importlib.metadata.PackageNotFoundError:   # run from a source tree without installing
+        version = "latest"
+    return f"{JOB_IMAGE_REPOSITORY}:{version}"
 
 
 class ConfigError(ValueError):
@@ -15,8 +34,11 @@ class ConfigError(ValueError):
 class OperatorConfig:
     # The job image every pod runs. Never taken from the CR: users must not choose what runs
     # with the operator's pod template privileges.
-    job_image: str = "ghcr.io/kubeslim/kubeslim-job:0.1.0"
+    job_image: str = dataclasses.field(default_factory=_default_job_image)
     job_image_pull_policy: str = "IfNotPresent"
+    # Secrets (in each QuantizationJob's namespace) the kubelet pulls the job image with; the
+    # chart's admission policy admits Jobs with exactly these and no other.
+    job_image_pull_secrets: tuple[str, ...] = ()
     # Used when a QuantizationJob sets no spec.scheduling.nodeSelector / tolerations of its own
     # (e.g. a cluster's GPU pool label and taint), so users need not repeat them.
     default_node_selector: tuple[tuple[str, str], ...] = ()
@@ -85,6 +107,11 @@ class OperatorConfig:
         pull = env.get("KUBESLIM_JOB_IMAGE_PULL_POLICY", "").strip() or d.job_image_pull_policy
         if pull not in ("IfNotPresent", "Always", "Never"):
             raise ConfigError(f"KUBESLIM_JOB_IMAGE_PULL_POLICY must be IfNotPresent, Always or Never, got {pull!r}")
+        pull_secrets = tuple(n.strip() for n in env.get("KUBESLIM_JOB_IMAGE_PULL_SECRETS", "").split(",") if n.strip())
+        for name in pull_secrets:
+            if len(name) > 253 or not _SECRET_NAME.match(name):
+                raise ConfigError(f"KUBESLIM_JOB_IMAGE_PULL_SECRETS must list Secret names (comma-separated DNS-1123 "
+                                  f"subdomains; the chart's job.imagePullSecrets[].name), got {name!r}")
         raw_ns = env.get("KUBESLIM_WATCH_NAMESPACES") or env.get("KUBESLIM_NAMESPACES") or ""
         namespaces = tuple(sorted({n.strip() for n in raw_ns.split(",") if n.strip()}))
         liveness = env.get("KUBESLIM_LIVENESS_ENDPOINT")
@@ -114,6 +141,7 @@ class OperatorConfig:
         return cls(
             job_image=image,
             job_image_pull_policy=pull,
+            job_image_pull_secrets=pull_secrets,
             default_node_selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())),  # type: ignore[union-attr]
             default_tolerations=tuple(json.dumps(t, sort_keys=True) for t in tolerations),  # type: ignore[union-attr]
             namespaces=namespaces,

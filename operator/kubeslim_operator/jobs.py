@@ -175,6 +175,8 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         "containers": [verify],
         "volumes": volumes,
     }
+    if config.job_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in config.job_image_pull_secrets]
     sch = spec.scheduling
     node_selector = dict(sch.node_selector) or dict(config.default_node_selector)
     # Only what the user wrote: the typed core/v1 models hold None for every field left out.
