@@ -2,7 +2,7 @@
 # Builds the devenv's binaries from pinned Go modules, once per version, into
 # $KUBESLIM_CACHE/<tool>-<version>/bin. Safe to rerun: a cached tool is skipped.
 # Each build records its wall time in <tool>-<version>/build.json (read by `make bench-devenv`).
-#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes gitops kueue]   (default: all)
+#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes gitops kueue actionlint]   (default: all)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR
@@ -181,7 +181,7 @@ build_gitops_judges() {
   record "$out" gitops-judges "$ARGOCD_VERSION" "$start"
 }
 
-want="${*:-etcd kwok helm s3 kubernetes gitops kueue}"
+want="${*:-etcd kwok helm s3 kubernetes gitops kueue actionlint}"
 for tool in $want; do
   case "$tool" in
     etcd) build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3=etcd ;;
@@ -194,7 +194,9 @@ for tool in $want; do
     gitops) build_gitops_judges ;;
     kueue) LDFLAGS_EXTRA="-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
              build_simple kueue "$KUEUE_VERSION" sigs.k8s.io/kueue sigs.k8s.io/kueue/cmd/kueue ;;
-    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes gitops kueue)" ;;
+    actionlint) LDFLAGS_EXTRA="-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+                  build_simple actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint ;;
+    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes gitops kueue actionlint)" ;;
   esac
 done
 log "tools ready in $CACHE: $want"

@@ -93,6 +93,9 @@ SHAPES: list[tuple[str, Callable[[dict], None], str]] = [
         {"serviceAccountToken": {"path": "token"}}]}}), "volumes may only be emptyDir or configMap"),
     ("hostPath", lambda j: _mount(j, {"name": "host", "hostPath": {"path": "/"}}), "volumes may only be emptyDir or configMap"),
     ("token mounted", lambda j: _pod(j).update(automountServiceAccountToken=True), "the pod gets no ServiceAccount token"),
+    # The e2e release configures no job.imagePullSecrets: any pull Secret is a credential it did not grant.
+    ("pull secret", lambda j: _pod(j).update(imagePullSecrets=[{"name": "s3-creds"}]),
+     "imagePullSecrets are exactly the configured job.imagePullSecrets []"),
     ("other image", lambda j: _pod(j)["containers"][0].update(image="busybox:1"), "in the configured job image"),
     ("other command", lambda j: _pod(j)["initContainers"][0].update(command=["sh", "-c", "env"]), "every container runs kubeslim-job"),
     ("hostNetwork", lambda j: _pod(j).update(hostNetwork=True), "no hostNetwork"),

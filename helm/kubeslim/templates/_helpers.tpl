@@ -31,3 +31,11 @@ app.kubernetes.io/component: operator
 {{- define "kubeslim.image" -}}
 {{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) -}}
 {{- end -}}
+
+{{- /* The names of job.imagePullSecrets as a JSON list: the Job's imagePullSecrets and the only ones the
+admission policy admits. */ -}}
+{{- define "kubeslim.jobPullSecretNames" -}}
+{{- $names := list -}}
+{{- range .Values.job.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
+{{- toJson $names -}}
+{{- end -}}
