@@ -27,9 +27,20 @@ speedup, the speedup of the same two model files timed in the same run by bench/
 (plain Paddle Inference: enable_mkldnn + enable_mkldnn_int8, same batch and threads), the ratio
 (target >= 0.9), calibration seconds per algo (KL included) and the agreement.
 
-    bench/bench_pipeline.py [--only digits|networks]
+The architectures users have (issue 16; "zoo" in the results): kubeslim_dev.zoo's PicoDet-S
+detector (inputs image + scale_factor, NMS output), PP-OCR DB text detector (dynamic H/W) and
+SVTR-LCNet recognizer (height 48, dynamic width), PP-LCNet classifier and ERNIE-style encoder
+(int64 input_ids + token_type_ids), each exported as a static inference model with seeded weights
+and run as `spec.model.inference` with npz data keyed by input name and verification.metric
+fidelity (the fp32 fallback off: plain PTQ is measured). Per model: fp32 and int8 latency as
+kubeslim reports them, its speedup, the plain script's speedup on the same two model files fed
+the evaluation npz by input name (--data), their ratio, the fidelity (worst output cosine, per
+output cosine / SQNR / comparability) and calibration seconds per algo.
 
---only keeps the other part of an existing pipeline.json.
+    bench/bench_pipeline.py [--only digits|networks|zoo|picodet|ocr_det|ocr_rec|lcnet|ernie]
+
+--only keeps the other parts (and, for one zoo model, the other zoo rows) of an existing
+pipeline.json.
 """
 from __future__ import annotations
 
@@ -52,7 +63,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "job_image"))
 
-from kubeslim_dev import devenv, digits  # noqa: E402
+from kubeslim_dev import devenv, digits, zoo  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "pipeline.json"
 FOUR = ["hist", "avg", "mse", "abs_max"]
@@ -71,6 +82,7 @@ NET_MARGIN = 10.0                   # their target logit (the others 0)
 # A fitted head on random features is no trained network; the gate asks that at least 9 in 10
 # evaluation images keep fp32's top-1 class under int8.
 NET_MAX_DISAGREEMENT = 0.1
+ZOO_ALGOS = ["avg", "hist"]
 
 
 def s3_env() -> dict[str, str]:
@@ -275,11 +287,14 @@ def upload_images(s3, bucket: str, prefix: str, images: list[np.ndarray]) -> Non
         list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"{prefix}/{i:05d}.png", Body=blobs[i]), range(len(blobs))))
 
 
-def plain_speedup(fp32_dir: Path, int8_dir: Path, threads: int, env: dict[str, str]) -> dict:
-    """bench/plain_inference.py on the same two model files, batch and threads."""
+def plain_speedup(fp32_dir: Path, int8_dir: Path, threads: int, env: dict[str, str], batch: int = NET_BATCH,
+                  data: Path | None = None) -> dict:
+    """bench/plain_inference.py on the same two model files, batch and threads: fed a random
+    NET_SHAPE image batch, or every input by name from the npz `data`."""
     seconds = os.environ.get("KUBESLIM_LATENCY_SECONDS", "1.5")    # the budget kubeslim's verify used
+    feed = ["--data", str(data)] if data else ["--shape", *map(str, NET_SHAPE)]
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "plain_inference.py"), "--fp32", str(fp32_dir),
-                           "--int8", str(int8_dir), "--shape", *map(str, NET_SHAPE), "--batch", str(NET_BATCH),
+                           "--int8", str(int8_dir), *feed, "--batch", str(batch),
                            "--threads", str(threads), "--seconds", seconds, "--min-runs", "10"],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -345,13 +360,65 @@ def networks_part(s3, bucket: str, tmp: Path, env: dict[str, str]) -> dict:
             | {f"agreementGatePassed:{r['architecture']}": bool(r["gate"] and r["gate"]["passed"]) for r in rows}}
 
 
+def zoo_row(s3, bucket: str, tmp: Path, env: dict[str, str], key: str) -> dict:
+    """One kubeslim_dev.zoo model through the pod stages (metric fidelity), then the plain script
+    on the same files and the same evaluation npz."""
+    model, settings = zoo.MODELS[key], zoo.RUN_SETTINGS[key]
+    print(f"{key}: export with seeded weights, data ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    up = zoo.upload(s3, bucket, f"zoo/{key}", key, tmp / "zoo-export", settings["calibration"], settings["evaluation"])
+    setup_s = time.perf_counter() - t0
+    spec = zoo.manifest(key, key, up, f"s3://{bucket}/out/zoo/{key}/", algos=ZOO_ALGOS)["spec"]
+    spec["quantization"]["accuracyControl"] = {"mode": "off"}    # plain PTQ; bench-fallback times the fallback
+    spec["verification"]["backend"] = "cpu"
+    work = tmp / f"zoo-{key}"
+    print(f"{key}: export, calibrate ({', '.join(ZOO_ALGOS)}), verify ...", file=sys.stderr, flush=True)
+    run = pipeline(spec, work, env, gate_may_fail=True)
+    r, threads = run["results"], run["_details"]["verify"]["threads"]
+    calib = json.loads((work / "calibration.json").read_text())
+    best_dir = next(work / c["dir"] for c in calib["candidates"] if c["algo"] == r["int8"]["algo"])
+    print(f"{key}: plain Paddle Inference on the same models ...", file=sys.stderr, flush=True)
+    plain = plain_speedup(work / "fp32", best_dir, threads, env, batch=settings["batch"], data=up.evaluation_file)
+    fidelity = r["int8"].get("fidelity") or {}
+    return {
+        "model": key, "kind": model.kind, "architecture": model.title, "inputs": model.inputs,
+        "evaluationShapes": {k: list(v.shape[1:]) for k, v in np.load(up.evaluation_file).items()},
+        "weights": "seeded init; BatchNorm statistics from one calibration batch (kubeslim_dev.zoo)",
+        "calibrationSamples": settings["calibration"], "evaluationSamples": settings["evaluation"],
+        "batch": settings["batch"], "threads": threads, "backend": r["backend"], "int8Algo": r["int8"]["algo"],
+        "fp32LatencyMs": r["fp32"]["latencyMs"], "int8LatencyMs": r["int8"]["latencyMs"],
+        "kubeslimSpeedup": r["speedup"], "plain": plain, "plainSpeedup": plain["speedup"],
+        "ratio": round(r["speedup"] / plain["speedup"], 3) if r["speedup"] else None,
+        "cosine": fidelity.get("cosine"), "fidelity": fidelity, "minCosine": settings["min_cosine"],
+        "gate": run["gate"],
+        "calibrationSeconds": {c["algo"]: c["calibrationSeconds"] for c in r["candidates"]},
+        "candidates": [{"algo": c.get("algo"), "cosine": (c.get("fidelity") or {}).get("cosine"),
+                        **{k: c.get(k) for k in ("latencyMs", "sizeBytes", "calibrationSeconds", "error")}}
+                       for c in r["candidates"]],
+        "fp32SizeBytes": r["fp32"]["sizeBytes"],
+        "stageSeconds": {k: v["seconds"] for k, v in run["stages"].items()},
+        "exportAndDataSeconds": round(setup_s, 3),
+    }
+
+
+def zoo_part(s3, bucket: str, tmp: Path, env: dict[str, str], keys: list[str], previous: dict | None) -> dict:
+    rows = {r["model"]: r for r in (previous or {}).get("rows", [])}
+    for key in keys:
+        rows[key] = zoo_row(s3, bucket, tmp, env, key)
+    ordered = [rows[k] for k in zoo.MODELS if k in rows]
+    return {"rows": ordered,
+            "targets": {f"speedupRatio>=0.9:{r['model']}": bool(r["ratio"] and r["ratio"] >= 0.9) for r in ordered}
+            | {f"fidelityGatePassed:{r['model']}": bool(r["gate"] and r["gate"]["passed"]) for r in ordered}}
+
+
 def main() -> None:
     import boto3
     import paddle
     from botocore.config import Config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["digits", "networks"], help="run one part, keep the other from the last results")
+    ap.add_argument("--only", choices=["digits", "networks", "zoo", *zoo.MODELS],
+                    help="run one part (or one zoo model), keep the rest from the last results")
     args = ap.parse_args()
     env_s3 = s3_env()
     s3 = boto3.client("s3", endpoint_url=env_s3["AWS_ENDPOINT_URL"], aws_access_key_id=env_s3["AWS_ACCESS_KEY_ID"],
@@ -367,10 +434,13 @@ def main() -> None:
     s3.create_bucket(Bucket=bucket)
     doc = json.loads(OUT.read_text()) if args.only and OUT.exists() else {}
     try:
-        if args.only != "networks":
+        if args.only in (None, "digits"):
             doc.update(digits_part(s3, bucket, tmp, env))
-        if args.only != "digits":
+        if args.only in (None, "networks"):
             doc["networks"] = networks_part(s3, bucket, tmp, env)
+        if args.only in (None, "zoo", *zoo.MODELS):
+            keys = [args.only] if args.only in zoo.MODELS else list(zoo.MODELS)
+            doc["zoo"] = zoo_part(s3, bucket, tmp, env, keys, doc.get("zoo"))
         doc["machine"] = {"cpus": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),
                           "paddle": paddle.__version__, "s3": "devenv versitygw (loopback)"}
         OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -381,6 +451,10 @@ def main() -> None:
             print(f"{row['architecture']}: fp32 {row['fp32LatencyMs']} ms, int8 {row['int8LatencyMs']} ms "
                   f"({row['int8Algo']}), kubeslim {row['kubeslimSpeedup']}x, plain {row['plainSpeedup']}x, "
                   f"ratio {row['ratio']}, agreement {row['agreement']}, calibration s {row['calibrationSeconds']}")
+        for row in doc.get("zoo", {}).get("rows", []):
+            print(f"{row['model']}: fp32 {row['fp32LatencyMs']} ms, int8 {row['int8LatencyMs']} ms ({row['int8Algo']}), "
+                  f"kubeslim {row['kubeslimSpeedup']}x, plain {row['plainSpeedup']}x, ratio {row['ratio']}, "
+                  f"cosine {row['cosine']}, calibration s {row['calibrationSeconds']}")
         print(f"wrote {OUT}")
     finally:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
