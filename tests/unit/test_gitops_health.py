@@ -65,3 +65,21 @@ def test_deleting_is_terminating_for_kstatus_and_progressing_for_argocd():
     deleting = _obj(status=SUCCEEDED, deleting=True)
     assert kstatus(deleting) == "Terminating"
     assert argocd_health(deleting) == ("Progressing", "Pending deletion")
+
+
+@pytest.mark.parametrize("progress", [
+    None,
+    {"stage": "Calibrating", "percent": 0},
+    {"stage": "Calibrating", "step": "hist", "done": 300, "total": 1024, "unit": "samples", "percent": 29,
+     "eta": "2026-11-25T10:01:00Z", "updatedAt": "2026-11-25T10:00:00Z"},
+    {"stage": "Calibrating", "step": "mse", "done": 1024, "total": 1024, "unit": "samples", "percent": 99,
+     "updatedAt": "2026-11-25T10:00:40Z"},
+])
+def test_progress_changes_do_not_change_the_verdicts(progress):
+    # status.progress moves every few seconds while a stage runs; it is no condition, and neither
+    # tool may read it as one (no Healthy at 99 %, no Degraded at 0 %).
+    obj = _obj(status={**RUNNING, **({"progress": progress} if progress else {})})
+    assert argocd_health(obj) == ("Progressing", "Calibrating")
+    assert kstatus(obj) == "InProgress"
+    done = _obj(status={**SUCCEEDED, "progress": {"percent": 100}})
+    assert argocd_health(done)[0] == "Healthy" and kstatus(done) == "Current"
