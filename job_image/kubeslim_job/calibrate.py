@@ -62,6 +62,9 @@ def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: Expo
     of layers to leave unquantized besides spec.quantization.skipTensors (the fallback's steps)."""
     from paddleslim.quant import quant_post_static
 
+    from . import fast_thresholds
+    fast_thresholds.install()   # KL/hist: Paddle's thresholds without its Python loops (see fast_thresholds.py)
+
     out = out or work.int8(algo)
     for name in (MODEL_FILE, PARAMS_FILE):
         if os.path.exists(os.path.join(out, name)):
