@@ -130,7 +130,7 @@ class Fallback(_Camel):
     that predate it ignore it."""
     mode: str                              # onGateFailure | always
     algo: str                              # the candidate it started from (the best plain one)
-    plain_accuracy_drop: float             # that candidate's drop before any layer went back to fp32
+    plain_accuracy_drop: float | None      # that candidate's drop before any layer went back to fp32 (fidelity: 1 - cosine)
     ranked_layers: int                     # quantized layers ranked by sensitivity
     steps: int                             # fallback steps calibrated and verified
     passed: bool                           # the chosen model passes the gate

@@ -16,7 +16,6 @@ import math
 import os
 import time
 
-import numpy as np
 import paddle
 from kubeslim_api.spec import QuantizationJobSpec, QuantizationSpec
 
@@ -35,9 +34,9 @@ QUANT_OP_TYPES = ("quantize_linear", "fake_quantize_abs_max", "fake_quantize_ran
 def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> CalibrationFacts:
     t0 = time.perf_counter()
     facts = work.load(ExportFacts)
-    prep = data.Prep.from_spec(spec.data.preprocess, facts.input_shape)
+    prep = data.prep_for(spec.data.preprocess, facts.inputs)
     calib, stats = data.load(storage, spec.data.calibration, "spec.data.calibration", spec.calibration_samples, prep,
-                             work.calib, facts.num_classes, spec.needs_labels("calibration"))
+                             work.calib, facts.num_classes, spec.needs_labels("calibration"), inputs=facts.inputs)
     fetch_s = time.perf_counter() - t0
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
@@ -74,8 +73,10 @@ def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: Expo
     try:
         main, startup = paddle.static.Program(), paddle.static.Program()
         with paddle.static.program_guard(main, startup):
-            x = paddle.static.data(facts.feed_name, [None, *facts.input_shape], "float32")
-            loader = paddle.io.DataLoader(_Samples(calib), feed_list=[x], places=paddle.CPUPlace(),
+            # one feed per model input, at the shapes the calibration data has (a dynamic dimension
+            # is calibrated at the data's size, never resized to fit)
+            feeds = [paddle.static.data(i.name, [None, *i.shape], i.dtype) for i in calib.inputs]
+            loader = paddle.io.DataLoader(_Samples(calib), feed_list=feeds, places=paddle.CPUPlace(),
                                           batch_size=q.batch_size, shuffle=False, drop_last=False, return_list=False)
         exe = paddle.static.Executor(paddle.CPUPlace())
         scope = paddle.static.Scope()   # a fresh scope per algo: no state leaks between candidates
@@ -117,15 +118,12 @@ class _Samples(paddle.io.Dataset):
 
     def __init__(self, tf: data.TensorFile):
         super().__init__()
-        self.path = os.path.join(tf.dir, "images.f32")
-        self.shape = tf.shape
+        self.tf = tf
         self.n = tf.n
-        self.per = int(np.prod(tf.shape))
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
         progress.advance("samples")     # what PaddleSlim's sampling loop has read (DataLoader's reader thread)
-        arr = np.fromfile(self.path, np.float32, count=self.per, offset=i * self.per * 4)
-        return (arr.reshape(self.shape),)
+        return tuple(self.tf.sample(i).values())      # in the feed_list's order: the model's inputs

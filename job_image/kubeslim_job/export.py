@@ -3,10 +3,15 @@
 - inference: fetch the two files, check they load and run once on the input shape.
 - builtin: paddle.vision.models.<architecture>(num_classes=numClasses) + a paddle.save state dict.
 - custom: a Python file from S3 (or a module in the image), factory(**kwargs) + state dict.
-builtin and custom are saved with paddle.jit.save and a dynamic batch InputSpec [None, C, H, W].
+builtin and custom are saved with paddle.jit.save: one InputSpec per spec.model.inputs entry
+([None, *shape], -1 dimensions as None, its dtype and name), or [None, C, H, W] float32 named "x"
+for spec.model.inputShape.
 
 Every model is then loaded once as a static program to record what the later stages need in
-work/export.json (handoff.ExportFacts): input shape, feed name, number of classes, op and parameter counts.
+work/export.json (handoff.ExportFacts): its inputs (feed names, per-sample shapes, dtypes: from the
+model, checked against spec.model.inputs / inputShape where given), its outputs, the number of
+classes where the first output is [N, classes] scores (what top1/top5/agreement read), op and
+parameter counts. Where every input shape is fixed the model runs once on a probe batch.
 """
 from __future__ import annotations
 
@@ -21,15 +26,13 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from kubeslim_api.spec import QuantizationJobSpec
+from kubeslim_api.spec import CLASSIFIER_METRICS, DYNAMIC, ModelInput, ModelSpec, QuantizationJobSpec
 
 from . import data, model_format
 from .errors import BadInput, last_line
-from .handoff import ExportFacts
+from .handoff import ExportFacts, OutputFacts
 from .storage import Storage, join_uri, parse_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
-
-FEED_NAME = "x"
 
 
 def preflight(spec: QuantizationJobSpec, storage: Storage) -> None:
@@ -66,14 +69,18 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> ExportFac
         storage.download(join_uri(inf.uri, inf.params_file), prefix + ".pdiparams", "spec.model.inference.uri")
     else:
         layer, field = _build_layer(spec, storage, work)
-        c, h, w = spec.model.input_shape
-        spec_in = paddle.static.InputSpec([None, c, h, w], "float32", FEED_NAME)
+        inputs = spec.model.inputs or data.image_inputs(spec.model.input_shape)
+        specs_in = [paddle.static.InputSpec([None, *(None if d == DYNAMIC else d for d in i.shape)], i.dtype, i.name)
+                    for i in inputs]
         try:
-            paddle.jit.save(layer, prefix, input_spec=[spec_in])
+            paddle.jit.save(layer, prefix, input_spec=specs_in)
         except Exception as exc:
-            raise BadInput("ExportFailed", f"{field}: paddle.jit.save failed for input [N, {c}, {h}, {w}] "
-                                           f"({last_line(exc)}); check spec.model.inputShape and the model's forward") from None
-    facts = inspect_static(prefix, spec.model.input_shape, source)
+            raise BadInput("ExportFailed", f"{field}: paddle.jit.save failed for inputs {describe(inputs)} "
+                                           f"({last_line(exc)}); check spec.model.inputs (or inputShape) and the model's "
+                                           "forward") from None
+    facts = inspect_static(prefix, spec, source)
+    for name in ("calibration", "evaluation"):      # an npz that misses an input fails now, not after calibration
+        data.check_npz(storage, getattr(spec.data, name), f"spec.data.{name}", facts.inputs)
     if spec.model.builtin and facts.num_classes != spec.model.builtin.num_classes:
         raise BadInput("ShapeMismatch", f"spec.model.builtin.numClasses is {spec.model.builtin.num_classes} but the model "
                                         f"outputs {facts.num_classes} classes")
@@ -180,9 +187,54 @@ def _load_weights(layer, storage: Storage, uri: str, field: str, work: WorkDir) 
     layer.set_state_dict(state)
 
 
-def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> ExportFacts:
-    """Load a static inference model once: feed/fetch, shape, classes, op and parameter counts."""
+def describe(inputs: list[ModelInput]) -> str:
+    return ", ".join(f"{i.name} {i.dtype} {i.shape}" for i in inputs)
+
+
+def resolve_inputs(declared: list[ModelInput], model: ModelSpec, field: str) -> list[ModelInput]:
+    """The model's inputs (its feeds, in its order) with what the spec fixes: spec.model.inputs by
+    name (a -1 there keeps the model's dimension, a number fixes a dynamic one), or inputShape for
+    the one image input. Anything that contradicts the model is BadInput naming the spec field."""
+    if model.inputs is not None:
+        given = {i.name: (k, i) for k, i in enumerate(model.inputs)}
+        if set(given) != {d.name for d in declared}:
+            raise BadInput("ShapeMismatch", f"spec.model.inputs names {', '.join(given)} but the model ({field}) has inputs "
+                                            f"{describe(declared)}; list exactly these by name")
+        out = []
+        for d in declared:
+            k, g = given[d.name]
+            merged = [x if x != DYNAMIC else y for x, y in zip(g.shape, d.shape)]
+            if len(g.shape) != len(d.shape) or not data.fits(tuple(merged), d.shape):
+                raise BadInput("ShapeMismatch", f"spec.model.inputs[{k}].shape {g.shape} does not fit the model's input "
+                                                f"{d.name} {d.shape} (per sample, -1 dynamic); fix it or leave "
+                                                "spec.model.inputs out to read the inputs from the model")
+            if g.dtype != d.dtype:
+                raise BadInput("DtypeMismatch", f"spec.model.inputs[{k}].dtype {g.dtype} does not match the model's input "
+                                                f"{d.name} ({d.dtype}); set dtype {d.dtype}")
+            out.append(d.model_copy(update={"shape": merged}))
+        return out
+    if model.input_shape is not None:
+        image = data.image_input(declared)
+        shape = [int(v) for v in model.input_shape]
+        if image is None or not data.fits(tuple(shape), image.shape):
+            what = f"image input {image.name} {image.shape}" if image else f"inputs {describe(declared)}"
+            raise BadInput("ShapeMismatch", f"spec.model.inputShape {shape} does not match the model's {what}; fix it, or "
+                                            "describe the inputs by name in spec.model.inputs")
+        return [i.model_copy(update={"shape": shape}) if i is image else i for i in declared]
+    return declared
+
+
+def _probe(inp: ModelInput) -> np.ndarray:
+    """One sample for a shape check: zeros, but ones for float side inputs (a detector's
+    scale_factor divides)."""
+    fill = 0 if len(inp.shape) == 3 or not inp.dtype.startswith("float") else 1
+    return np.full([1, *inp.shape], fill, inp.dtype)
+
+
+def inspect_static(prefix: str, spec: QuantizationJobSpec, source: str) -> ExportFacts:
+    """Load a static inference model once: inputs, outputs, classes, op and parameter counts."""
     import paddle
+    from paddle.base.data_feeder import convert_dtype
 
     field = "spec.model.inference.uri" if source == "inference" else f"spec.model.{source}"
     paddle.enable_static()
@@ -196,29 +248,20 @@ def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> E
                 raise BadInput("BadModel", f"{field}: {MODEL_FILE}/{PARAMS_FILE} do not load as a Paddle inference "
                                            f"model ({last_line(exc)}); export it with paddle.jit.save or "
                                            "paddle.static.save_inference_model") from None
-            if len(feeds) != 1:
-                raise BadInput("BadModel", f"{field}: the model has {len(feeds)} inputs ({', '.join(feeds)}); only "
-                                           "single-input image classifiers are supported")
-            var = program.global_block().var(feeds[0])
-            declared = [int(d) for d in var.shape[1:]]
-            if input_shape:
-                shape = [int(v) for v in input_shape]
-                if len(declared) != 3 or any(d not in (-1, s) for d, s in zip(declared, shape)):
-                    raise BadInput("ShapeMismatch", f"spec.model.inputShape {shape} does not match the model's input "
-                                                    f"{feeds[0]} {[-1] + declared}")
-            else:
-                if len(declared) != 3 or min(declared) < 1:
-                    raise BadInput("ShapeMismatch", f"spec.model.inputShape is required: the model's input {feeds[0]} "
-                                                    f"has shape {[-1] + declared}")
-                shape = declared
-            try:
-                out = exe.run(program, feed={feeds[0]: np.zeros([1, *shape], np.float32)}, fetch_list=fetches)[0]
-            except Exception as exc:
-                raise BadInput("ShapeMismatch", f"{field}: the model fails on input [1, {', '.join(map(str, shape))}] "
-                                                f"({last_line(exc)}); check spec.model.inputShape") from None
-            if np.ndim(out) != 2:
-                raise BadInput("BadModel", f"{field}: output {fetches[0].name} has shape {list(np.shape(out))}; "
-                                           "expected [N, classes] logits or probabilities")
+            block = program.global_block()
+            declared = [ModelInput(name=n, shape=[DYNAMIC if int(d) < 0 else int(d) for d in block.var(n).shape[1:]],
+                                   dtype=convert_dtype(block.var(n).dtype)) for n in feeds]
+            inputs = resolve_inputs(declared, spec.model, field)
+            shapes = [[int(d) for d in v.shape] for v in fetches]
+            if all(DYNAMIC not in i.shape for i in inputs):
+                try:
+                    outs = exe.run(program, feed={i.name: _probe(i) for i in inputs}, fetch_list=fetches,
+                                   return_numpy=False)
+                except Exception as exc:
+                    raise BadInput("ShapeMismatch", f"{field}: the model fails on one sample of inputs {describe(inputs)} "
+                                                    f"({last_line(exc)}); check spec.model.inputs (or inputShape)") from None
+                shapes = [list(np.shape(np.array(o))) for o in outs]
+            outputs = [OutputFacts(name=v.name, shape=shape, dtype=convert_dtype(v.dtype)) for v, shape in zip(fetches, shapes)]
             ops = Counter(op.type for block in program.blocks for op in block.ops if op.type not in ("feed", "fetch"))
             params = [v for v in program.list_vars() if v.persistable and v.name not in ("feed", "fetch")]
             n_params = 0
@@ -232,14 +275,22 @@ def inspect_static(prefix: str, input_shape: list[int] | None, source: str) -> E
                     pass
     finally:
         paddle.disable_static()
+    first = outputs[0]
+    num_classes = first.shape[1] if len(first.shape) == 2 and first.shape[1] > 0 and first.dtype.startswith("float") else None
+    metric = spec.verification.metric
+    if metric in CLASSIFIER_METRICS and num_classes is None:
+        raise BadInput("BadModel", f"{field}: output {first.name} has shape {first.shape}; spec.verification.metric "
+                                   f"{metric} reads the first output as [N, classes] scores. For a model that is not a "
+                                   "classifier use metric fidelity (every output compared with fp32's)")
+    image = data.image_input(inputs)
     return ExportFacts(
         source=source,
-        input_shape=shape,
-        feed_name=feeds[0],
-        num_classes=int(np.shape(out)[1]),
+        inputs=inputs,
+        outputs=outputs,
+        input_shape=list(image.shape) if image is not None else None,
+        num_classes=num_classes,
         ops=int(sum(ops.values())),
         op_types=dict(ops.most_common(12)),
         params=n_params,
         size_bytes=os.path.getsize(prefix + ".pdmodel") + os.path.getsize(prefix + ".pdiparams"),
     )
-

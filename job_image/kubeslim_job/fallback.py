@@ -6,7 +6,8 @@ fp32 model, the calibration samples and the evaluation set in the work dir.
    quant_post_static's skip_tensor_list takes) is quantized *alone*, everything else fp32, and run
    on the real int8 backend over the first rankingSamples evaluation samples. Its sensitivity is
    the share of samples whose top-1 class then differs from fp32's (no labels needed), ties broken
-   by 1 - the mean cosine similarity of the logits. This is the method of PaddleSlim 2.6's
+   by 1 - the mean cosine similarity of the logits; with metric fidelity (any model, not only
+   classifiers) by 1 - the worst output's mean cosine with fp32's. This is the method of PaddleSlim 2.6's
    `paddleslim.quant.analysis.Analysis.metric_error_analyse` (one PTQ per layer, the others
    skipped). Analysis itself is not used: it scores a simulated program in the Paddle executor,
    not the int8 kernels that ship; with onnx_format and an eval function it fails on an undefined
@@ -185,20 +186,30 @@ class Outcome:
     sensitivity: list[Sensitivity] = field(default_factory=list)
 
 
-def _logits(model_dir: str, backend: str, precision: str, subset: data.TensorFile, batch_size: int,
-            facts: ExportFacts) -> np.ndarray:
-    from .verify import predictor
+def _outputs(model_dir: str, backend: str, precision: str, subset: data.TensorFile, batch_size: int) -> list[list[np.ndarray]]:
+    """Every output of the model on each batch of the ranking subset (a few hundred samples)."""
+    from .verify import predictor, runner
 
-    pred = predictor(model_dir, backend, precision, batch_size, facts.feed_name, facts.input_shape)
-    inp = pred.get_input_handle(pred.get_input_names()[0])
-    out = pred.get_output_handle(pred.get_output_names()[0])
-    chunks = []
-    for x, _ in subset.batches(batch_size):
-        inp.reshape(list(x.shape))
-        inp.copy_from_cpu(x)
-        pred.run()
-        chunks.append(out.copy_to_cpu().reshape(len(x), -1).astype(np.float64))
-    return np.concatenate(chunks)
+    infer = runner(predictor(model_dir, backend, precision, batch_size, subset.shapes))
+    return [list(infer(x).values()) for x, _ in subset.batches(batch_size)]
+
+
+def sensitivity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], metric: str) -> tuple[float | None, float]:
+    """(flip rate, distance) of a model's outputs from fp32's on the ranking subset. Classifier
+    metrics: the share of samples whose top-1 class changes, and 1 - the mean cosine of the logits
+    (the first output). fidelity: no flip rate; 1 - the worst output's mean cosine."""
+    if metric != "fidelity":
+        first = [np.concatenate([b[0].reshape(len(b[0]), -1) for b in bs]).astype(np.float64) for bs in (ref, got)]
+        return compare(*first)
+    from .verify import FidelityMeter
+
+    meter = FidelityMeter([str(k) for k in range(len(ref[0]))])
+    for r, g in zip(ref, got):
+        meter.add(r, g, len(r[0]) if r[0].ndim else 1)
+    cosine = meter.result().cosine
+    if cosine is None:
+        raise ValueError("no output of this model can be compared with fp32's")
+    return None, round(1.0 - cosine, 6)
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
@@ -213,7 +224,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         measure_step) -> Outcome:
     """Rank and fall back from the best plain candidate `plain`. `measure_step(dir)` measures one
     model on the whole evaluation set as verify measures candidates (a MeasuredCandidate's fields)."""
-    from . import calibrate     # imports paddle and paddleslim: only when the fallback runs
+    from . import calibrate, verify     # import paddle and paddleslim: only when the fallback runs
 
     t0 = time.perf_counter()
     q, ctl, v = spec.quantization, spec.quantization.accuracy_control, spec.verification
@@ -227,7 +238,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
     batch = min(v.batch_size, subset.n)
 
     def passes(c: MeasuredCandidate) -> bool:
-        return getattr(fp32, metric) - getattr(c, metric) <= gate.max_accuracy_drop + 1e-9
+        return verify.passes(fp32, c, v)
 
     def quantize(name: str, fp32_layers: list[str]):
         out = work.path("fallback", name)
@@ -238,7 +249,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         return cand, out
 
     # 1. rank: each layer quantized alone
-    ref = _logits(work.fp32, backend, "fp32", subset, batch, facts)
+    ref = _outputs(work.fp32, backend, "fp32", subset, batch)
     sens: list[Sensitivity] = []
     stop = None
     for i, layer in enumerate(layers):
@@ -250,7 +261,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         try:
             if cand.error is not None:
                 raise RuntimeError(cand.error)
-            flips, dist = compare(ref, _logits(out, backend, "int8", subset, batch, facts))
+            flips, dist = sensitivity(ref, _outputs(out, backend, "int8", subset, batch), metric)
             sens.append(Sensitivity(layer, flips, dist, round(time.perf_counter() - t, 3)))
         except Exception as exc:     # a layer that cannot run alone is ranked last, not fatal
             sens.append(Sensitivity(layer, None, None, round(time.perf_counter() - t, 3), last_line(exc)))
@@ -275,8 +286,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
             except Exception as exc:
                 row.error = f"inference failed: {last_line(exc)}"
             else:
-                row = row.model_copy(update={**dict(m), "fp32_layers": k,
-                                             "accuracy_drop": round(getattr(fp32, metric) - getattr(m, metric), 6)})
+                row = row.model_copy(update={**dict(m), "fp32_layers": k, "accuracy_drop": verify.drop_of(fp32, m, metric)})
         steps.append(row)
         progress.advance("steps")
     best = choose_step(plain, steps, passes)
@@ -286,7 +296,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
     chosen = best or plain
     kept = ranked[:chosen.fp32_layers or 0]
     summary = Fallback(
-        mode=ctl.mode, algo=plain.algo, plain_accuracy_drop=round(getattr(fp32, metric) - getattr(plain, metric), 6),
+        mode=ctl.mode, algo=plain.algo, plain_accuracy_drop=verify.drop_of(fp32, plain, metric),
         ranked_layers=len([s for s in sens if s.error is None]), steps=len(steps), passed=best is not None,
         stop_reason=stop, fp32_layers=kept,
         latency_cost=round(chosen.latency_ms / plain.latency_ms, 3) if chosen.latency_ms and plain.latency_ms else None,

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from kubeslim_api import reasons
-from kubeslim_api.contract import Artifacts, Candidate, Gate, ModelMetrics, Results, Stage, StageResult
-from kubeslim_api.spec import QuantizationJobSpec
+from kubeslim_api.contract import Artifacts, Candidate, Gate, ModelMetrics, Results, Stage, StageResult, metric_value
+from kubeslim_api.spec import ModelInput, QuantizationJobSpec
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -45,15 +45,24 @@ class Handoff(_Camel):
     PRODUCED_BY: ClassVar[Stage]
 
 
+class OutputFacts(_Camel):
+    """One fetch target of the static program: its shape (batch dimension first; -1 where it
+    varies) as the model declares it, or as a probe run gave it where every input shape is fixed."""
+    name: str
+    shape: list[int]
+    dtype: str
+
+
 class ExportFacts(Handoff):
     """work/export.json: the fp32 model as loaded once as a static program."""
     FILE: ClassVar[str] = "export.json"
     PRODUCED_BY: ClassVar[Stage] = "export"
 
     source: str
-    input_shape: list[int]
-    feed_name: str
-    num_classes: int
+    inputs: list[ModelInput]           # the feeds, in the model's order; per-sample shapes, -1 dynamic
+    outputs: list[OutputFacts]
+    input_shape: list[int] | None = None   # the image input's C, H, W, where the model has one
+    num_classes: int | None = None     # where the first output is [N, classes] scores
     ops: int
     op_types: dict[str, int]           # the 12 most common
     params: int
@@ -64,9 +73,12 @@ class ExportFacts(Handoff):
     def to_result(self) -> StageResult:
         return StageResult(
             stage="export", ok=True, reason=reasons.SUCCEEDED,
-            message=(f"exported {self.source} model: input {self.input_shape}, {self.num_classes} classes, "
-                     f"{self.ops} ops, {self.params} parameters"),
-            details=self.dump(include={"source", "input_shape", "num_classes", "ops", "params", "size_bytes"}))
+            message=(f"exported {self.source} model: inputs {', '.join(f'{i.name} {i.dtype} {i.shape}' for i in self.inputs)}; "
+                     f"outputs {', '.join(f'{o.name} {o.shape}' for o in self.outputs)}"
+                     + (f" ({self.num_classes} classes)" if self.num_classes else "")
+                     + f", {self.ops} ops, {self.params} parameters"),
+            details=self.dump(include={"source", "inputs", "outputs", "input_shape", "num_classes", "ops", "params",
+                                       "size_bytes"}))
 
 
 class CalibratedCandidate(_Camel):
@@ -132,8 +144,9 @@ class Verification(_Camel):
         r, g = self.results, self.gate
         i8 = r.int8
         assert i8 is not None     # verify raises before it has no candidate
-        message = (f"int8 {i8.algo}: {g.metric} {getattr(i8, g.metric):.4f} vs fp32 "
-                   f"{getattr(r.fp32, g.metric):.4f} (drop {r.accuracy_drop:.4f}), "
+        digits = 6 if g.metric == "fidelity" else 4     # a cosine's loss shows in the 4th-6th decimal
+        message = (f"int8 {i8.algo}: {g.metric} {metric_value(i8, g.metric):.{digits}f} vs fp32 "
+                   f"{metric_value(r.fp32, g.metric):.{digits}f} (drop {r.accuracy_drop:.{digits}f}), "
                    f"{r.speedup}x faster on {r.backend}"
                    + (f" ({r.speedup_vs_fp16}x against TensorRT fp16)" if r.speedup_vs_fp16 is not None else "")
                    + f"; model at {self.artifacts.model}"

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 from kubeslim_api import reasons
-from kubeslim_api.contract import OnnxResult
+from kubeslim_api.contract import OnnxResult, metric_value
 from kubeslim_api.spec import OnnxOutput
 
 from .errors import last_line
@@ -142,8 +142,9 @@ def convert(model_dir: str, opset: int, timeout: float = CONVERT_TIMEOUT_S) -> C
     return Conversion(dest, used_opset(log, opset), converter, size_bytes=os.path.getsize(dest))
 
 
-def session(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """An onnxruntime CPU session on `path` as a function: a batch of inputs → the first output."""
+def session(path: str, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """An onnxruntime CPU session on `path` as a function: {input name: batch} → {output name: array}
+    (paddle2onnx keeps the Paddle feed names and the outputs' order)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -151,8 +152,9 @@ def session(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3          # warnings about unused initializers would bury the pod log
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+    inputs = [i.name for i in sess.get_inputs()]
+    outputs = [o.name for o in sess.get_outputs()]
+    return lambda feeds: dict(zip(outputs, sess.run(None, {n: feeds[n] for n in inputs})))
 
 
 def runtime_failed(conv: Conversion, exc: BaseException) -> OnnxResult:
@@ -166,7 +168,7 @@ def judge(conv: Conversion, cfg: OnnxOutput, metric: str, *, paddle: MeasuredCan
           top1: float | None, top5: float | None, predictions: np.ndarray, latency_ms: float) -> OnnxResult:
     """onnxruntime's numbers against Paddle int8's: within maxAccuracyDelta in the gate's metric,
     model.onnx is exported (uploaded); beyond it, not."""
-    paddle_value = float(getattr(paddle, metric))
+    paddle_value = float(metric_value(paddle, metric))
     delta = round(onnx_value - paddle_value, 6)
     agreement = round(float(np.mean(np.asarray(paddle.predictions) == predictions)), 6) \
         if len(paddle.predictions) == len(predictions) and len(predictions) else None

@@ -9,7 +9,7 @@ import json
 import os
 from typing import Any
 
-from kubeslim_api.contract import Gate, Results
+from kubeslim_api.contract import Gate, Results, metric_value
 from kubeslim_api.spec import QuantizationJobSpec
 
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate
@@ -26,7 +26,8 @@ def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: 
     doc = {
         "results": results.dump(),
         "gate": gate.dump(),
-        "model": facts.dump(include={"source", "input_shape", "num_classes", "ops", "params", "size_bytes", "op_types"}),
+        "model": facts.dump(include={"source", "inputs", "outputs", "input_shape", "num_classes", "ops", "params",
+                                     "size_bytes", "op_types"}),
         "calibration": calib.dump(include={"samples", "batch_size", "batch_nums", "seconds"}),
         "quantization": spec.quantization.model_dump(by_alias=True),
         "verification": {**spec.verification.model_dump(by_alias=True), **details},
@@ -50,6 +51,19 @@ def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: 
 
 def _label(r: MeasuredCandidate) -> str:
     return f"{r.algo}+{r.fp32_layers} fp32" if r.fp32_layers else r.algo
+
+
+def _gate_line(results: Results, gate: Gate) -> tuple[float, str]:
+    """Where the gate sits on the metric's axis, and its label."""
+    if gate.min_cosine is not None:
+        return gate.min_cosine, f"gate (minCosine {gate.min_cosine})"
+    return metric_value(results.fp32, gate.metric) - gate.max_accuracy_drop, f"gate (fp32 - {gate.max_accuracy_drop})"
+
+
+def _value(m, metric: str) -> float:
+    """The metric for a plot; a model without a value (nothing comparable) at 0."""
+    value = metric_value(m, metric)
+    return 0.0 if value is None else value
 
 
 def _is_chosen(r: MeasuredCandidate, results: Results) -> bool:
@@ -86,13 +100,13 @@ def _plots(results: Results, gate: Gate, rows: list[MeasuredCandidate]) -> dict[
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     algos = [_label(r) for r in ok]
-    int8_vals = [getattr(r, metric) for r in ok]
-    fp32_val = getattr(fp32, metric)
+    int8_vals = [_value(r, metric) for r in ok]
+    fp32_val = _value(fp32, metric)
+    gate_val, gate_label = _gate_line(results, gate)
     ax.bar(algos, int8_vals, color=["#2a9d8f" if _is_chosen(r, results) else "#8ab17d" for r in ok])
     ax.axhline(fp32_val, color="#264653", label=f"fp32 {fp32_val:.4f}")
-    ax.axhline(fp32_val - gate.max_accuracy_drop, color="#e76f51", linestyle="--",
-               label=f"gate (fp32 - {gate.max_accuracy_drop})")
-    vals = int8_vals + [fp32_val - gate.max_accuracy_drop, fp32_val]
+    ax.axhline(gate_val, color="#e76f51", linestyle="--", label=gate_label)
+    vals = int8_vals + [gate_val, fp32_val]
     lo, hi = min(vals), max(vals)
     ax.set_ylim(max(0.0, lo - (hi - lo) * 0.5 - 0.01), min(1.0, hi + (hi - lo) * 0.3 + 0.01))
     ax.set_ylabel(metric)
@@ -124,12 +138,15 @@ def _fallback_plots(results: Results, gate: Gate, rows: list[MeasuredCandidate],
     save = _saver(plt, out)
     fb, metric = results.fallback, gate.metric
     assert fb is not None
-    ranked = sorted((s for s in sensitivity if s.get("flipRate") is not None), key=lambda s: -s["flipRate"])
+    # classifier metrics rank by top-1 flips, fidelity by cosine loss (no flip rate)
+    key, xlabel = (("logitDistance", "1 - output cosine with fp32 (layer int8 alone)") if metric == "fidelity" else
+                   ("flipRate", "share of ranking samples whose top-1 changes (layer int8 alone)"))
+    ranked = sorted((s for s in sensitivity if s.get(key) is not None), key=lambda s: -s[key])
     fig, ax = plt.subplots(figsize=(6, 0.8 + 0.3 * max(1, len(ranked))))
     names = [s["layer"] for s in ranked][::-1]
-    ax.barh(names, [s["flipRate"] for s in ranked][::-1],
+    ax.barh(names, [s[key] for s in ranked][::-1],
             color=["#e76f51" if n in fb.fp32_layers else "#8ab17d" for n in names])
-    ax.set_xlabel("share of ranking samples whose top-1 changes (layer int8 alone)")
+    ax.set_xlabel(xlabel)
     ax.set_title("layer sensitivity (red: kept in fp32)")
     ax.tick_params(axis="y", labelsize=7)
     save(fig, "sensitivity.png")
@@ -138,8 +155,8 @@ def _fallback_plots(results: Results, gate: Gate, rows: list[MeasuredCandidate],
     path.sort(key=lambda r: r.fp32_layers or 0)
     xs = [r.fp32_layers or 0 for r in path]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(xs, [getattr(r, metric) for r in path], "o-", color="#2a9d8f", label=f"int8 {metric}")
-    ax.axhline(getattr(results.fp32, metric) - gate.max_accuracy_drop, color="#e76f51", linestyle="--", label="gate")
+    ax.plot(xs, [_value(r, metric) for r in path], "o-", color="#2a9d8f", label=f"int8 {metric}")
+    ax.axhline(_gate_line(results, gate)[0], color="#e76f51", linestyle="--", label="gate")
     ax.set_xlabel("layers kept in fp32")
     ax.set_ylabel(metric)
     ax2 = ax.twinx()
@@ -160,7 +177,7 @@ def _fallback_html(doc: dict[str, Any]) -> str:
     e = html.escape
     kept = ", ".join(fb.get("fp32Layers") or []) or "none"
     return (f"<h2>Accuracy-aware fallback</h2><p>Mode {e(fb['mode'])}, from {e(fb['algo'])} (drop "
-            f"{fb['plainAccuracyDrop']:.4f}): {fb['rankedLayers']} layers ranked, {fb['steps']} steps, stopped: "
+            f"{_fmt(fb.get('plainAccuracyDrop'))}): {fb['rankedLayers']} layers ranked, {fb['steps']} steps, stopped: "
             f"{e(fb['stopReason'])}; gate {'passed' if fb['passed'] else 'not passed'}. Kept in fp32: <b>{e(kept)}</b>; "
             f"latency {e(_fmt(fb.get('latencyCost')))}x the plain int8 model's; {fb['seconds']:.1f} s.</p>")
 
@@ -170,9 +187,10 @@ def _html(doc: dict[str, Any], results: Results, gate: Gate, pngs: dict[str, byt
     r = results.dump()
     verdict = "passed" if gate.passed else "FAILED"
     rows = "".join(
-        "<tr>" + "".join(f"<td>{e(_fmt(c.get(k)))}</td>" for k in
-                         ("algo", "fp32Layers", "top1", "top5", "agreement", "accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds",
-                          "error"))
+        "<tr>" + "".join(f"<td>{e(_fmt(c.get(k)))}</td>" for k in ("algo", "fp32Layers", "top1", "top5", "agreement"))
+        + f"<td>{e(_fmt((c.get('fidelity') or {}).get('cosine')))}</td>"
+        + "".join(f"<td>{e(_fmt(c.get(k)))}</td>" for k in
+                  ("accuracyDrop", "latencyMs", "sizeBytes", "calibrationSeconds", "error"))
         + "</tr>" for c in doc["candidates"])
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}"></figure>'
                    for n, d in pngs.items())
@@ -183,17 +201,33 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}figure{{displa
 </head><body>
 <h1>int8 quantization report</h1>
 <p>Backend <b>{e(r['backend'])}</b>. Best algo <b>{e(r['int8']['algo'])}</b>: {e(gate.metric)}
-{r['int8'][gate.metric]:.4f} vs fp32 {r['fp32'][gate.metric]:.4f} (drop {r['accuracyDrop']:.4f},
-gate maxAccuracyDrop {gate.max_accuracy_drop}: <b>{verdict}</b>), speedup {e(_fmt(r.get('speedup')))}x.</p>
+{e(_fmt(metric_value(results.int8, gate.metric)))} vs fp32 {e(_fmt(metric_value(results.fp32, gate.metric)))} (drop
+{e(_fmt(r.get('accuracyDrop')))}, gate {e(_gate_line(results, gate)[1])}: <b>{verdict}</b>), speedup
+{e(_fmt(r.get('speedup')))}x.</p>
+{_fidelity_html(r)}
 <h2>fp32</h2><pre>{e(json.dumps(r['fp32'], indent=1))}</pre>
 {_fp16_html(r)}{_onnx_html(r, gate.metric)}{_fallback_html(doc)}
 <h2>Candidates</h2>
-<table><tr><th>algo</th><th>fp32 layers</th><th>top1</th><th>top5</th><th>agreement with fp32</th><th>drop</th><th>latency ms</th><th>size bytes</th>
+<table><tr><th>algo</th><th>fp32 layers</th><th>top1</th><th>top5</th><th>agreement with fp32</th><th>output cosine</th><th>drop</th><th>latency ms</th><th>size bytes</th>
 <th>calibration s</th><th>error</th></tr>{rows}</table>
 <h2>Plots</h2>{imgs}
 <h2>Details</h2><pre>{e(json.dumps({k: doc[k] for k in ('model', 'calibration', 'quantization', 'verification')}, indent=1))}</pre>
 </body></html>
 """
+
+
+def _fidelity_html(r: dict[str, Any]) -> str:
+    """The chosen int8 model's outputs against fp32's, one row per output."""
+    fid = r["int8"].get("fidelity")
+    if not fid:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(o['name'])}</th>" + "".join(f"<td>{e(_fmt(o.get(k)))}</td>" for k in
+                                                             ("cosine", "sqnrDb", "maxAbsError"))
+                   + f"<td>{e('' if o.get('comparable', True) else 'not comparable: ' + o.get('reason', ''))}</td></tr>"
+                   for o in fid.get("perOutput", []))
+    return ("<h2>Output fidelity (int8 against fp32)</h2><table><tr><th>output</th><th>mean cosine</th><th>SQNR dB</th>"
+            f"<th>max abs error</th><th></th></tr>{rows}</table>")
 
 
 def _fp16_html(r: dict[str, Any]) -> str:

@@ -15,8 +15,16 @@ slower than fp32 (it runs fake-quantize ops in float) and would be a lie. verifi
 the image has CUDA and a GPU is visible, else CPU; cpu forces CPU; gpu and tensorrt both mean
 GPU + TensorRT (the only GPU path with int8 kernels) and fail if no GPU is visible.
 
+Output fidelity (every metric): fp32's outputs on the evaluation set are kept on disk batch by batch
+(work/outputs/fp32) and every int8 model's outputs are compared with them output by output: mean
+per-sample cosine similarity, SQNR and max abs error (FidelityMeter). An output whose shape differs
+between the two in some batch (NMS boxes of different counts) is reported not comparable, with the
+reason, and left out of the summary. With metric fidelity the summary's cosine (the worst output's)
+is what the choice and the gate use: cosine >= minCosine; top1/top5/agreement are then computed only
+for a model whose first output is [N, classes] scores (ExportFacts.num_classes).
+
 Best candidate: highest spec metric, ties broken by lower latency. Gate: fp32 - best <=
-maxAccuracyDrop. Every int8 candidate's `agreement` (the share of evaluation images whose top-1
+maxAccuracyDrop (fidelity: best cosine >= minCosine). Every int8 candidate's `agreement` (the share of evaluation images whose top-1
 class equals fp32's; fp32's own is 1.0) is reported; with metric agreement it is also what the
 choice and the gate use (1 - agreement <= maxAccuracyDrop), and the labels are not read, so
 top1/top5 are absent. With spec.output.onnx.enabled and a passed gate, the best model also goes
@@ -37,8 +45,9 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 from kubeslim_api import reasons
-from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, OnnxResult, Results
-from kubeslim_api.spec import OnnxOutput, QuantizationJobSpec
+from kubeslim_api.contract import (Artifacts, Fidelity, Gate, Int8Metrics, OnnxResult, OutputFidelity, Results,
+                                   metric_value)
+from kubeslim_api.spec import OnnxOutput, QuantizationJobSpec, VerificationSpec
 
 from . import data, fallback, onnx_export, progress, report
 from .errors import BadInput, GateFailed, last_line
@@ -102,7 +111,7 @@ def pick_backend(requested: str) -> str:
     return GPU_TENSORRT
 
 
-def configure(config: Any, backend: str, precision: Precision, batch_size: int, feed: str, shape: list[int],
+def configure(config: Any, backend: str, precision: Precision, batch_size: int, shapes: dict[str, list[int]],
               threads: int) -> None:
     """Set a paddle.inference.Config up for one backend and precision, and refuse one that did not
     take: a model timed without the kernels it was meant for would report a lie. Touches nothing
@@ -130,29 +139,144 @@ def configure(config: Any, backend: str, precision: Precision, batch_size: int, 
     # calibration would replace them); fp32 and fp16 need none.
     config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=batch_size, min_subgraph_size=3,
                                   precision_mode=mode, use_static=False, use_calib_mode=False)
-    config.set_trt_dynamic_shape_info({feed: [1, *shape]}, {feed: [batch_size, *shape]}, {feed: [batch_size, *shape]})
+    config.set_trt_dynamic_shape_info({n: [1, *s] for n, s in shapes.items()}, {n: [batch_size, *s] for n, s in shapes.items()},
+                                      {n: [batch_size, *s] for n, s in shapes.items()})
     if not config.tensorrt_engine_enabled() or config.tensorrt_precision_mode() != mode:
         raise RuntimeError(f"TensorRT {precision} could not be enabled; refusing to time it without TensorRT")
 
 
-def predictor(model_dir: str, backend: str, precision: Precision, batch_size: int, feed: str, shape: list[int]):
+def predictor(model_dir: str, backend: str, precision: Precision, batch_size: int, shapes: dict[str, list[int]]):
     from paddle.inference import Config, create_predictor
 
     config = Config(os.path.join(model_dir, MODEL_FILE), os.path.join(model_dir, PARAMS_FILE))
-    configure(config, backend, precision, batch_size, feed, shape, cpu_threads())
+    configure(config, backend, precision, batch_size, shapes, cpu_threads())
     return create_predictor(config)
+
+
+Outputs = dict[str, np.ndarray]       # a model's outputs for one batch, by name, in the model's order
+Infer = Callable[[dict[str, np.ndarray]], Outputs]
+
+
+def runner(pred) -> Infer:
+    """A Paddle Inference predictor as a function: {input name: batch} -> {output name: array}."""
+    inputs = {n: pred.get_input_handle(n) for n in pred.get_input_names()}
+    outputs = {n: pred.get_output_handle(n) for n in pred.get_output_names()}
+
+    def infer(feeds: dict[str, np.ndarray]) -> Outputs:
+        for name, handle in inputs.items():
+            x = np.ascontiguousarray(feeds[name])
+            handle.reshape(list(x.shape))
+            handle.copy_from_cpu(x)
+        pred.run()
+        return {n: h.copy_to_cpu() for n, h in outputs.items()}
+    return infer
+
+
+class OutputStore:
+    """One model's outputs on the evaluation set, batch by batch on disk (the reference the int8
+    models are compared with; disk keeps memory flat for large outputs)."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.dir, f"batch-{index:06d}.npz")
+
+    def put(self, index: int, outputs: Outputs) -> None:
+        np.savez(self._path(index), *outputs.values())
+
+    def get(self, index: int) -> list[np.ndarray]:
+        with np.load(self._path(index), allow_pickle=False) as z:
+            return [z[f"arr_{k}"] for k in range(len(z.files))]
+
+
+@dataclass
+class _OutputStats:
+    name: str
+    cosines: float = 0.0
+    rows: int = 0
+    signal: float = 0.0
+    noise: float = 0.0
+    max_error: float = 0.0
+    reason: str | None = None
+
+
+class FidelityMeter:
+    """Compares a model's outputs with the reference's, batch by batch, output by output (by
+    position: ONNX may rename them). Per output: the mean over samples of the cosine similarity of
+    the flattened sample (rows are samples where the output's first dimension is the batch, else
+    the whole batch is one row), SQNR over all elements, and the max abs error. An output whose
+    shapes differ in any batch is not comparable; int8 NaN/Inf count as cosine 0."""
+
+    def __init__(self, names: list[str]):
+        self.stats = [_OutputStats(n) for n in names]
+
+    def add(self, ref: list[np.ndarray], got: list[np.ndarray], batch: int) -> None:
+        if len(ref) != len(got):
+            for st in self.stats:
+                st.reason = st.reason or f"the model has {len(got)} outputs, fp32 {len(ref)}"
+            return
+        for st, r, g in zip(self.stats, ref, got):
+            if st.reason is not None:
+                continue
+            if r.shape != g.shape:
+                st.reason = (f"shape differs from fp32's in a batch ({list(g.shape)} vs {list(r.shape)}): a variable-"
+                             "length output such as NMS boxes cannot be matched element for element")
+                continue
+            r64 = r.astype(np.float64)
+            if not np.isfinite(r64).all():
+                st.reason = "fp32's output holds NaN or Inf"
+                continue
+            g64 = g.astype(np.float64)
+            bad = ~np.isfinite(g64)
+            g64[bad] = 0.0
+            per = batch if r64.ndim and r64.shape[0] == batch else 1
+            rr, gg = r64.reshape(per, -1), g64.reshape(per, -1)
+            nr, ng = np.linalg.norm(rr, axis=1), np.linalg.norm(gg, axis=1)
+            both_zero = (nr == 0) & (ng == 0)
+            cos = np.where(both_zero, 1.0, (rr * gg).sum(1) / np.maximum(nr * ng, 1e-300))
+            cos[bad.reshape(per, -1).any(axis=1)] = 0.0
+            st.cosines += float(np.clip(cos, -1.0, 1.0).sum())
+            st.rows += per
+            st.signal += float((rr ** 2).sum())
+            st.noise += float(((rr - gg) ** 2).sum())
+            if rr.size:
+                st.max_error = max(st.max_error, float(np.abs(rr - gg).max()))
+
+    def result(self) -> Fidelity:
+        rows = []
+        for st in self.stats:
+            if st.reason is not None or not st.rows:
+                rows.append(OutputFidelity(name=st.name, comparable=False, reason=st.reason or "no samples"))
+                continue
+            sqnr = round(10.0 * float(np.log10(st.signal / st.noise)), 4) if st.noise > 0 and st.signal > 0 else None
+            rows.append(OutputFidelity(name=st.name, comparable=True, cosine=round(st.cosines / st.rows, 6), sqnr_db=sqnr,
+                                       max_abs_error=round(st.max_error, 6)))
+        ok = [o for o in rows if o.comparable]
+        sqnrs = [o.sqnr_db for o in ok if o.sqnr_db is not None]
+        return Fidelity(cosine=min(o.cosine for o in ok) if ok else None, sqnr_db=min(sqnrs) if sqnrs else None,
+                        max_abs_error=max(o.max_abs_error for o in ok) if ok else None, per_output=rows)
+
+
+def reference_fidelity(names: list[str]) -> Fidelity:
+    """fp32 against itself: every output identical."""
+    return Fidelity(cosine=1.0, max_abs_error=0.0,
+                    per_output=[OutputFidelity(name=n, comparable=True, cosine=1.0, max_abs_error=0.0) for n in names])
 
 
 @dataclass(frozen=True)
 class Scores:
     """One model's answers on the evaluation set; top1/top5/correct are None where its labels were
-    not read (metric agreement), agreement None where no reference was given."""
+    not read (metric agreement or fidelity) or the model is no classifier, agreement None where no
+    reference was given, fidelity None where no reference outputs were."""
     top1: float | None
     top5: float | None
     correct: int | None
-    predictions: np.ndarray     # the top-1 class of every sample, in order
-    batch: np.ndarray           # a full batch of batch_size samples, for timing
+    predictions: np.ndarray     # the top-1 class of every sample, in order (empty: not a classifier)
+    batch: dict[str, np.ndarray]  # a full batch of batch_size samples per input, for timing
     agreement: float | None = None
+    fidelity: Fidelity | None = None
 
 
 def agreement(predictions: np.ndarray, reference: np.ndarray) -> float:
@@ -162,19 +286,32 @@ def agreement(predictions: np.ndarray, reference: np.ndarray) -> float:
     return round(float((predictions == reference).mean()), 6)
 
 
-def score(infer: Callable[[np.ndarray], np.ndarray], evalset: data.TensorFile, batch_size: int,
-          reference: np.ndarray | None = None) -> Scores:
-    """Run `infer` (a batch of inputs -> logits) over the evaluation set: top-1/top-5 (if labelled),
-    the predictions and their agreement with `reference` (another model's predictions). The same
-    for every runtime, so Paddle's and onnxruntime's numbers compare."""
+def score(infer: Infer, evalset: data.TensorFile, batch_size: int, reference: np.ndarray | None = None, *,
+          classify: bool = True, record: OutputStore | None = None, against: OutputStore | None = None) -> Scores:
+    """Run `infer` ({input: batch} -> {output: array}) over the evaluation set. With `classify`
+    (the first output is [N, classes] scores): top-1/top-5 (if labelled), the predictions and their
+    agreement with `reference` (another model's predictions). `record`: keep the outputs (the fp32
+    reference); `against`: compare them with a recorded reference (fidelity). The same for every
+    runtime, so Paddle's and onnxruntime's numbers compare."""
     top1 = top5 = 0
-    first: np.ndarray | None = None
+    first: dict[str, np.ndarray] | None = None
     preds: list[np.ndarray] = []
-    for x, y in evalset.batches(batch_size):
-        if first is None:
-            first = np.resize(x, (batch_size, *x.shape[1:])).astype(np.float32)  # a full batch for timing
-        logits = infer(x)
+    meter: FidelityMeter | None = None
+    names: list[str] = []
+    for index, (x, y) in enumerate(evalset.batches(batch_size)):
+        if first is None:    # a full batch for timing
+            first = {k: np.resize(v, (batch_size, *v.shape[1:])).astype(v.dtype) for k, v in x.items()}
+        outs = infer(x)
         progress.advance("batches")
+        names = names or list(outs)
+        if record is not None:
+            record.put(index, outs)
+        if against is not None:
+            meter = meter or FidelityMeter(names)
+            meter.add(against.get(index), list(outs.values()), len(y))
+        if not classify:
+            continue
+        logits = next(iter(outs.values()))
         k = min(5, logits.shape[1])
         top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
         preds.append(np.argmax(logits, axis=1))
@@ -182,38 +319,37 @@ def score(infer: Callable[[np.ndarray], np.ndarray], evalset: data.TensorFile, b
         top5 += int((top == y[:, None]).any(axis=1).sum())
     n = evalset.n
     assert first is not None
-    predictions = np.concatenate(preds)
-    agreed = agreement(predictions, reference) if reference is not None else None
-    if not evalset.labelled:
-        return Scores(top1=None, top5=None, correct=None, predictions=predictions, batch=first, agreement=agreed)
+    fidelity = meter.result() if meter is not None else reference_fidelity(names) if record is not None else None
+    predictions = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    agreed = agreement(predictions, reference) if reference is not None and classify else None
+    if not evalset.labelled or not classify:
+        return Scores(top1=None, top5=None, correct=None, predictions=predictions, batch=first, agreement=agreed,
+                      fidelity=fidelity)
     return Scores(top1=round(top1 / n, 6), top5=round(top5 / n, 6), correct=top1, predictions=predictions,
-                  batch=first, agreement=agreed)
+                  batch=first, agreement=agreed, fidelity=fidelity)
 
 
-def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, batch_size: int, feed: str,
-            shape: list[int], *, fp16: bool = False, reference: Measurement | None = None) -> Measurement:
+def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, batch_size: int, *,
+            fp16: bool = False, reference: Measurement | None = None, classify: bool = True,
+            outputs: OutputStore | None = None) -> Measurement:
     """Score and time one model; `fp16` builds the (fp32) model as a TensorRT fp16 engine.
-    `reference`: the fp32 measurement its agreement is taken against; without one the model is
-    the reference itself (agreement 1.0)."""
-    pred = predictor(model_dir, backend, "int8" if int8 else "fp16" if fp16 else "fp32", batch_size, feed, shape)
-    inp = pred.get_input_handle(pred.get_input_names()[0])
-    out = pred.get_output_handle(pred.get_output_names()[0])
-
-    def infer(x: np.ndarray) -> np.ndarray:
-        inp.reshape(list(x.shape))
-        inp.copy_from_cpu(x)
-        pred.run()
-        return out.copy_to_cpu()
-
-    s = score(infer, evalset, batch_size, np.asarray(reference.predictions) if reference is not None else None)
+    `reference`: the fp32 measurement its agreement is taken against, `outputs` fp32's recorded
+    outputs its fidelity is; without a reference the model is the reference itself (agreement 1.0,
+    its outputs recorded into `outputs`). `classify`: the first output is [N, classes] scores."""
+    pred = predictor(model_dir, backend, "int8" if int8 else "fp16" if fp16 else "fp32", batch_size, evalset.shapes)
+    infer = runner(pred)
+    s = score(infer, evalset, batch_size, np.asarray(reference.predictions) if reference is not None else None,
+              classify=classify, record=outputs if reference is None else None,
+              against=outputs if reference is not None else None)
     lat = _latency(lambda: infer(s.batch))
     size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in (MODEL_FILE, PARAMS_FILE))
     p50 = float(np.percentile(lat, 50))
-    return Measurement(top1=s.top1, top5=s.top5, agreement=s.agreement if reference is not None else 1.0,
+    return Measurement(top1=s.top1, top5=s.top5,
+                       agreement=(s.agreement if reference is not None else 1.0) if classify else None,
                        latency_ms=round(p50, 4),
                        latency_p95_ms=round(float(np.percentile(lat, 95)), 4),
                        throughput=round(batch_size / (p50 / 1000.0), 2), size_bytes=size, correct=s.correct,
-                       predictions=s.predictions.tolist())
+                       predictions=s.predictions.tolist(), fidelity=s.fidelity)
 
 
 def _latency(fn) -> list[float]:
@@ -236,7 +372,8 @@ def speedup(baseline: Measurement, model: Measurement | MeasuredCandidate) -> fl
 
 
 def verify_onnx(cfg: OnnxOutput, best: MeasuredCandidate, best_dir: str, evalset: data.TensorFile, metric: str,
-                batch_size: int, fp32: Measurement) -> OnnxResult:
+                batch_size: int, fp32: Measurement, fp32_outputs: OutputStore | None = None,
+                classify: bool = True) -> OnnxResult:
     """The best int8 model through paddle2onnx into best_dir/model.onnx, then scored and timed by
     onnxruntime on the same evaluation set and judged against Paddle's int8 numbers."""
     conv = onnx_export.convert(best_dir, cfg.opset_version)
@@ -244,27 +381,50 @@ def verify_onnx(cfg: OnnxOutput, best: MeasuredCandidate, best_dir: str, evalset
         return conv.failure
     try:
         infer = onnx_export.session(conv.path, cpu_threads())
-        s = score(infer, evalset, batch_size, np.asarray(fp32.predictions))
+        s = score(infer, evalset, batch_size, np.asarray(fp32.predictions), classify=classify, against=fp32_outputs)
         lat = float(np.percentile(_latency(lambda: infer(s.batch)), 50))
     except Exception as exc:    # onnxruntime refusing the file is a finding about the file, not a crash
         return onnx_export.runtime_failed(conv, exc)
     # agreement, like Paddle int8's, is with fp32's top-1
-    return onnx_export.judge(conv, cfg, metric, paddle=best, onnx_value=getattr(s, metric), top1=s.top1, top5=s.top5,
+    return onnx_export.judge(conv, cfg, metric, paddle=best, onnx_value=metric_value(s, metric), top1=s.top1, top5=s.top5,
                              predictions=s.predictions, latency_ms=round(lat, 4))
 
 
-def judge(fp32: Measurement, best: MeasuredCandidate, metric: str, max_drop: float) -> tuple[float, Gate]:
+def drop_of(fp32: Measurement, model: Any, metric: str) -> float | None:
+    """fp32's metric minus the model's (fidelity: 1 - cosine); None where the model has no value
+    (fidelity with no comparable output)."""
+    value = metric_value(model, metric)
+    return None if value is None else round(metric_value(fp32, metric) - value, 6)
+
+
+def passes(fp32: Measurement, model: Any, v: VerificationSpec) -> bool:
+    """The gate: the drop within maxAccuracyDrop, or for fidelity the cosine at least minCosine."""
+    value = metric_value(model, v.metric)
+    if value is None:
+        return False
+    if v.metric == "fidelity":
+        return value >= v.min_cosine - EPS
+    return metric_value(fp32, v.metric) - value <= v.max_accuracy_drop + EPS
+
+
+def judge(fp32: Measurement, best: MeasuredCandidate, v: VerificationSpec) -> tuple[float | None, Gate]:
     """The drop of `best` against fp32 in the metric, and the gate's verdict on it."""
-    drop = getattr(fp32, metric) - getattr(best, metric)
-    return drop, Gate(metric=metric, max_accuracy_drop=max_drop, passed=drop <= max_drop + EPS)
+    return drop_of(fp32, best, v.metric), Gate(metric=v.metric, max_accuracy_drop=v.max_accuracy_drop,
+                                               passed=passes(fp32, best, v),
+                                               min_cosine=v.min_cosine if v.metric == "fidelity" else None)
 
 
 def choose(candidates: list[MeasuredCandidate], metric: str) -> MeasuredCandidate | None:
-    """Highest metric; ties (within 1e-9) go to the lower latency."""
+    """Highest metric; ties (within 1e-9) go to the lower latency; a candidate without a value
+    (fidelity: nothing comparable) last."""
     ok = [c for c in candidates if c.error is None]
     if not ok:
         return None
-    return min(ok, key=lambda c: (-round(getattr(c, metric), 9), c.latency_ms or float("inf")))
+
+    def key(c: MeasuredCandidate):
+        value = metric_value(c, metric)
+        return (value is None, -round(value or 0.0, 9), c.latency_ms or float("inf"))
+    return min(ok, key=key)
 
 
 def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verification:
@@ -273,15 +433,16 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
     calib = work.load(CalibrationFacts)
     v = spec.verification
     backend = pick_backend(v.backend)
-    prep = data.Prep.from_spec(spec.data.preprocess, facts.input_shape)
+    prep = data.prep_for(spec.data.preprocess, facts.inputs)
     evalset, stats = data.load(storage, spec.data.evaluation, "spec.data.evaluation", spec.data.evaluation.limit,
-                               prep, work.eval, facts.num_classes, spec.needs_labels("evaluation"))
-    feed, shape = facts.feed_name, facts.input_shape
+                               prep, work.eval, facts.num_classes, spec.needs_labels("evaluation"), inputs=facts.inputs)
+    classify = facts.num_classes is not None       # top1/top5/agreement read the first output as class scores
+    fp32_outputs = OutputStore(work.path("outputs", "fp32"))
     progress.plan(progress.evaluation_batches(evalset.n, v.batch_size, 1 + (backend == GPU_TENSORRT) + spec.output.onnx.enabled
                                               + sum(c.error is None for c in calib.candidates)), "batches", step="fp32")
-    fp32 = measure(work.fp32, backend, False, evalset, v.batch_size, feed, shape)
-    fp16 = measure(work.fp32, backend, False, evalset, v.batch_size, feed, shape, fp16=True, reference=fp32) \
-        if backend == GPU_TENSORRT else None
+    fp32 = measure(work.fp32, backend, False, evalset, v.batch_size, classify=classify, outputs=fp32_outputs)
+    fp16 = measure(work.fp32, backend, False, evalset, v.batch_size, fp16=True, reference=fp32, classify=classify,
+                   outputs=fp32_outputs) if backend == GPU_TENSORRT else None
     metric = v.metric
     rows: list[MeasuredCandidate] = []
     for c in calib.candidates:
@@ -289,33 +450,34 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
         if c.error is None:
             progress.step(c.algo)
             try:
-                m = measure(os.path.join(work.root, c.dir), backend, True, evalset, v.batch_size, feed, shape,
-                            reference=fp32)
+                m = measure(os.path.join(work.root, c.dir), backend, True, evalset, v.batch_size, reference=fp32,
+                            classify=classify, outputs=fp32_outputs)
             except Exception as exc:
                 row.error = f"inference failed: {last_line(exc)}"
             else:
-                row = row.model_copy(update={**dict(m), "accuracy_drop": round(getattr(fp32, metric) - getattr(m, metric), 6)})
+                row = row.model_copy(update={**dict(m), "accuracy_drop": drop_of(fp32, m, metric)})
         rows.append(row)
     best = choose(rows, metric)
     if best is None:
         raise BadInput("CalibrationFailed", "no int8 candidate could be measured: "
                                             + "; ".join(f"{r.algo}: {r.error}" for r in rows)[:900])
-    drop, gate = judge(fp32, best, metric, v.max_accuracy_drop)
+    drop, gate = judge(fp32, best, v)
     fb = None
     if fallback.wanted(spec.quantization.accuracy_control, gate.passed):
         fb = fallback.run(spec, work, facts, calib, evalset, backend, fp32, best, gate,
-                          lambda d: measure(d, backend, True, evalset, v.batch_size, feed, shape, reference=fp32))
+                          lambda d: measure(d, backend, True, evalset, v.batch_size, reference=fp32, classify=classify,
+                                            outputs=fp32_outputs))
         rows += fb.rows
         best = fb.best or choose(rows, metric)
-        drop, gate = judge(fp32, best, metric, v.max_accuracy_drop)
+        drop, gate = judge(fp32, best, v)
     best_dir = os.path.join(work.root, best.dir)
-    onnx = verify_onnx(spec.output.onnx, best, best_dir, evalset, metric, v.batch_size, fp32) \
+    onnx = verify_onnx(spec.output.onnx, best, best_dir, evalset, metric, v.batch_size, fp32, fp32_outputs, classify) \
         if spec.output.onnx.enabled and gate.passed else None
     results = Results(
         backend=backend,
         fp32=fp32,                     # a Measurement and MeasuredCandidates: they serialise as the contract's types
         int8=Int8Metrics.model_validate(best, from_attributes=True),
-        accuracy_drop=round(drop, 6),
+        accuracy_drop=drop,
         speedup=speedup(fp32, best),
         candidates=rows,
         fp16=fp16,
@@ -343,15 +505,32 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
     artifacts.report, artifacts.report_json = join_uri(out, "report.html"), join_uri(out, "report.json")
     details["seconds"] = round(time.perf_counter() - t0, 3)
     if not gate.passed:
-        loss = (f"gives a different top-1 class than fp32 on {drop:.4f} of the evaluation images (agreement "
-                f"{best.agreement:.4f}), more than maxAccuracyDrop " if metric == "agreement" else
-                f"loses {drop:.4f} {metric} against fp32 ({getattr(fp32, metric):.4f} -> {getattr(best, metric):.4f}), "
-                "more than maxAccuracyDrop ")
         tried = (f" even with {best.fp32_layers} of the most sensitive layers in fp32" if best.fp32_layers else "") + \
             (f" (fallback stopped: {fb.summary.stop_reason})" if fb else "")
         raise GateFailed(reasons.GATE_FAILED,
-                         f"the best int8 candidate ({best.algo}){tried} {loss}"
-                         f"{v.max_accuracy_drop}; try other algos, more calibration samples, skipTensors, a larger "
-                         "spec.quantization.accuracyControl budget, or raise "
-                         "spec.verification.maxAccuracyDrop").with_results(results, gate, artifacts, details)
+                         f"the best int8 candidate ({best.algo}){tried} {_gate_miss(fp32, best, v, drop)}; try other "
+                         "algos, more calibration samples, skipTensors, a larger spec.quantization.accuracyControl "
+                         f"budget, or {_gate_knob(v)}").with_results(results, gate, artifacts, details)
     return Verification(results=results, gate=gate, artifacts=artifacts, details=details)
+
+
+def _gate_miss(fp32: Measurement, best: MeasuredCandidate, v: VerificationSpec, drop: float | None) -> str:
+    """What the best candidate missed the gate by, in the metric's terms."""
+    if v.metric == "fidelity":
+        fid = best.fidelity
+        if fid is None or fid.cosine is None:
+            why = "; ".join(f"{o.name}: {o.reason}" for o in (fid.per_output if fid else []))[:400]
+            return (f"has no output that can be compared with fp32's ({why}), so metric fidelity cannot judge it; "
+                    "export the model without its variable-length post-processing (e.g. NMS)")
+        worst = min((o for o in fid.per_output if o.comparable), key=lambda o: o.cosine)
+        return (f"reaches an output cosine of {fid.cosine:.4f} against fp32 (worst output {worst.name}, SQNR "
+                f"{worst.sqnr_db} dB), below minCosine {v.min_cosine}")
+    if v.metric == "agreement":
+        return (f"gives a different top-1 class than fp32 on {drop:.4f} of the evaluation images (agreement "
+                f"{best.agreement:.4f}), more than maxAccuracyDrop {v.max_accuracy_drop}")
+    return (f"loses {drop:.4f} {v.metric} against fp32 ({metric_value(fp32, v.metric):.4f} -> "
+            f"{metric_value(best, v.metric):.4f}), more than maxAccuracyDrop {v.max_accuracy_drop}")
+
+
+def _gate_knob(v: VerificationSpec) -> str:
+    return "lower spec.verification.minCosine" if v.metric == "fidelity" else "raise spec.verification.maxAccuracyDrop"

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from kubeslim_api import reasons
-from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, BadResultMessage, StageResult, decode
+from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, BadResultMessage, StageResult, decode, metric_value
 from kubeslim_api.spec import QuantizationJobSpec, SpecError
 
 from . import constants as c
@@ -156,8 +156,8 @@ def _success_message(result: StageResult) -> str:
     if r is None or r.int8 is None:
         return "Quantization finished."
     metric = result.gate.metric if result.gate else "top1"
-    fp32 = getattr(r.fp32, metric, None)
-    int8 = getattr(r.int8, metric, None)
+    fp32 = metric_value(r.fp32, metric)        # fidelity: the worst output cosine (fp32: 1.0)
+    int8 = metric_value(r.int8, metric)
     parts = [f"int8 ({r.int8.algo}) {metric} {int8:.4f} vs fp32 {fp32:.4f}" if fp32 is not None and int8 is not None
              else f"int8 ({r.int8.algo}) verified"]
     if r.accuracy_drop is not None:

@@ -51,17 +51,16 @@ def test_agreement_refuses_sets_of_different_sizes():
 
 def _evalset(tmp_path, labels: list[int] | None) -> data.TensorFile:
     """Five 1x2x2 samples whose first pixel encodes the class a fake model predicts."""
-    prep = data.Prep.from_spec(Preprocess(resize_short=2, crop=2, mean=[0.0], std=[1.0]), (1, 2, 2))
     ys = labels if labels is not None else [data.NO_LABEL] * 5
-    samples = ((np.full((1, 2, 2), float(i % 3), np.float32), y) for i, y in enumerate(ys))
-    return data._write(str(tmp_path / "eval"), samples, prep, data.LoadStats(source="mem"), "k")
+    samples = (({"x": np.full((1, 2, 2), float(i % 3), np.float32)}, y) for i, y in enumerate(ys))
+    return data._write(str(tmp_path / "eval"), samples, data.LoadStats(source="mem"), "k")
 
 
 def _logits(shift: int):
     """A fake model: class (first pixel + shift) mod 3 wins."""
-    def infer(x: np.ndarray) -> np.ndarray:
-        cls = (x[:, 0, 0, 0].astype(int) + shift) % 3
-        return np.eye(3, dtype=np.float32)[cls]
+    def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cls = (feeds["x"][:, 0, 0, 0].astype(int) + shift) % 3
+        return {"logits": np.eye(3, dtype=np.float32)[cls]}
     return infer
 
 
@@ -82,7 +81,7 @@ def test_score_with_labels_reports_both(tmp_path):
     ref = verify.score(_logits(0), evalset, batch_size=2)
     assert ref.top1 == 0.6 and ref.correct == 3
     # a model that differs from fp32 on k samples can move top-1 by at most k / n
-    other = verify.score(lambda x: _logits(0)(x) if x.shape[0] == 2 else _logits(1)(x), evalset, 2, ref.predictions)
+    other = verify.score(lambda x: _logits(0)(x) if x["x"].shape[0] == 2 else _logits(1)(x), evalset, 2, ref.predictions)
     assert other.agreement == 0.8 and abs(other.top1 - ref.top1) <= 1 - other.agreement + 1e-9
 
 

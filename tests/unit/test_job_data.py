@@ -11,7 +11,7 @@ import pytest
 
 from kubeslim_job import data
 from kubeslim_job.errors import BadInput
-from kubeslim_api.spec import Preprocess
+from kubeslim_api.spec import ModelInput, Preprocess
 
 from job_fakes import MemStorage
 
@@ -104,9 +104,9 @@ def test_npz_reads_only_the_samples_it_uses(tmp_path, layout, compressed):
     assert tf.n == 100 and stats.bytes_used == 100 * (64 + 8)
     if not compressed:   # exact ranges; compressed streams may read one block ahead
         assert stats.bytes_read <= 1.2 * stats.bytes_used + 1024
-    x, y = next(tf.batches(100))
+    feeds, y = next(tf.batches(100))
     assert np.array_equal(y, labels[:100])
-    assert np.allclose(x[:, 0], (imgs[:100] / 255.0 - 0.5) / 0.5, atol=1e-6)
+    assert np.allclose(feeds[data.IMAGE_FEED][:, 0], (imgs[:100] / 255.0 - 0.5) / 0.5, atol=1e-6)
 
 
 def test_npz_float_tensors_must_match_the_model(tmp_path):
@@ -120,7 +120,7 @@ def test_npz_float_tensors_pass_through(tmp_path):
     t = np.random.default_rng(1).normal(size=(5, 1, 8, 8)).astype(np.float32)
     st = MemStorage({"s3://b/f.npz": npz(t, np.arange(5))})
     tf, _ = data.load(st, ds("s3://b/f.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
-    assert np.array_equal(next(tf.batches(5))[0], t)
+    assert np.array_equal(next(tf.batches(5))[0][data.IMAGE_FEED], t)
 
 
 def test_npz_label_out_of_range_names_the_index(tmp_path):
@@ -132,10 +132,75 @@ def test_npz_label_out_of_range_names_the_index(tmp_path):
 
 def test_npz_missing_array(tmp_path):
     buf = io.BytesIO()
-    np.savez(buf, x=np.zeros(3))
+    np.savez(buf, other=np.zeros(3))
     st = MemStorage({"s3://b/d.npz": buf.getvalue()})
-    with pytest.raises(BadInput, match="has no 'images' array"):
+    with pytest.raises(BadInput, match="has no array 'x' for the model input x .*found: other.*np.savez"):
         data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"))
+
+
+def _npz_of(**arrays) -> MemStorage:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return MemStorage({"s3://b/m.npz": buf.getvalue()})
+
+
+TWO_INPUTS = [ModelInput(name="input_ids", shape=[-1], dtype="int64"), ModelInput(name="mask", shape=[-1], dtype="float32")]
+
+
+def test_npz_keyed_by_input_name_feeds_every_input_at_the_data_shape(tmp_path):
+    ids = np.arange(6 * 5, dtype=np.int32).reshape(6, 5)          # int32 ids for an int64 input: same kind, cast
+    mask = np.ones((6, 5), np.float64)
+    st = _npz_of(input_ids=ids, mask=mask, targets=np.zeros(6))      # targets: not an input, ignored
+    tf, stats = data.load(st, ds("s3://b/m.npz"), "spec.data.calibration", 4, None, str(tmp_path / "c"),
+                          labels=False, inputs=TWO_INPUTS)
+    assert tf.n == 4 and tf.shapes == {"input_ids": [5], "mask": [5]}     # the dynamic dim takes the data's size
+    feeds, _ = next(tf.batches(3))
+    assert feeds["input_ids"].dtype == np.int64 and np.array_equal(feeds["input_ids"], ids[:3])
+    assert feeds["mask"].dtype == np.float32 and stats.bytes_used == 4 * 5 * (4 + 8)
+    assert np.array_equal(tf.sample(3)["input_ids"], ids[3])
+
+
+@pytest.mark.parametrize("arrays, reason, words", [
+    ({"input_ids": np.zeros((3, 5), np.float32), "mask": np.ones((3, 5), np.float32)}, "DtypeMismatch",
+     ["'input_ids' is float32", "takes int64", "np.asarray(a, 'int64')"]),
+    ({"input_ids": np.zeros((3, 5, 2), np.int64), "mask": np.ones((3, 5), np.float32)}, "ShapeMismatch",
+     ["'input_ids' holds samples of shape [5, 2]", "takes [-1]"]),
+    ({"input_ids": np.zeros((3, 5), np.int64)}, "BadNpz", ["has no array 'mask' for the model input mask", "found: input_ids"]),
+    ({"input_ids": np.zeros((3, 5), np.int64), "mask": np.ones((4, 5), np.float32)}, "BadNpz",
+     ["different numbers of samples", "input_ids 3", "mask 4"]),
+])
+def test_npz_for_named_inputs_refuses_what_the_model_cannot_take(tmp_path, arrays, reason, words):
+    with pytest.raises(BadInput) as ei:
+        data.load(_npz_of(**arrays), ds("s3://b/m.npz"), "spec.data.evaluation", None, None, str(tmp_path / "e"),
+                  labels=False, inputs=TWO_INPUTS)
+    assert ei.value.reason == reason and "spec.data.evaluation.uri s3://b/m.npz" in ei.value.message
+    assert all(w in ei.value.message for w in words), ei.value.message
+
+
+DETECTOR = [ModelInput(name="image", shape=[3, -1, -1]), ModelInput(name="scale_factor", shape=[2]),
+            ModelInput(name="im_shape", shape=[2])]
+
+
+def test_detector_extras_are_computed_from_each_images_original_size(tmp_path):
+    p = data.prep_for(Preprocess(resize_short=8, crop=8, mean=[0.5], std=[0.5]), DETECTOR)
+    assert p.sample_shape == (3, 8, 8)                               # dynamic H, W take the crop
+    st = _image_list("a.png 0\nb.png 1\n", {"a.png": png(np.zeros((16, 32, 3), np.uint8)),
+                                             "b.png": png(np.zeros((8, 8, 3), np.uint8))})
+    tf, _ = data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.evaluation", None, p,
+                      str(tmp_path / "e"), labels=False, inputs=DETECTOR)
+    feeds, _ = next(tf.batches(2))
+    assert feeds["image"].shape == (2, 3, 8, 8)
+    assert feeds["scale_factor"].tolist() == [[0.5, 0.5], [1.0, 1.0]]   # 16x32 resized to 8x16, then cropped
+    assert feeds["im_shape"].tolist() == [[8.0, 8.0], [8.0, 8.0]]
+
+
+def test_images_cannot_feed_a_model_with_other_inputs(tmp_path):
+    st = _image_list("a.png 0\n", {"a.png": png(np.zeros((8, 8), np.uint8))})
+    with pytest.raises(BadInput) as ei:
+        data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.evaluation", None, prep(),
+                  str(tmp_path / "e"), labels=False, inputs=[*data.image_inputs([1, 8, 8]), *TWO_INPUTS])
+    assert ei.value.reason == "UnsupportedInputs" and "spec.data.evaluation.format" in ei.value.message
+    assert "input_ids (int64 [-1])" in ei.value.message and "format npz" in ei.value.message
 
 
 def _image_list(lines: str, files: dict[str, bytes]) -> MemStorage:
@@ -156,7 +221,7 @@ def test_image_list_paths_with_spaces_and_gray_png(tmp_path):
     st = _image_list("my dir/a b.png 3\n", {"my dir/a b.png": png(np.zeros((8, 8), np.uint8))})
     tf, _ = data.load(st, ds("s3://b/p/", "imageList", "list.txt"), "spec.data.evaluation", None,
                       prep((3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3), str(tmp_path / "e"), 10)
-    assert tf.shape == (3, 8, 8) and list(tf.labels) == [3]
+    assert tf.shapes == {data.IMAGE_FEED: [3, 8, 8]} and list(tf.labels) == [3]
 
 
 @pytest.mark.parametrize("lines, files, reason, words", [
@@ -185,7 +250,7 @@ def test_colour_image_for_a_gray_model_is_refused(tmp_path):
 def test_batches_stream_from_disk(tmp_path):
     st = MemStorage({"s3://b/d.npz": npz(np.zeros((10, 8, 8), np.uint8), np.arange(10))})
     tf, _ = data.load(st, ds("s3://b/d.npz"), "spec.data.evaluation", None, prep(), str(tmp_path / "e"), 10)
-    sizes = [(len(x), list(y)) for x, y in tf.batches(4)]
+    sizes = [(len(x[data.IMAGE_FEED]), list(y)) for x, y in tf.batches(4)]
     assert sizes == [(4, [0, 1, 2, 3]), (4, [4, 5, 6, 7]), (2, [8, 9])]
 
 
@@ -244,7 +309,7 @@ def test_image_prefix_takes_the_first_images_in_key_order_and_lists_no_further(t
                           str(tmp_path / "c"), 10, labels=False)
     assert tf.n == 20 and st.list_calls == 1                      # one page of 20 keys, no more
     x, y = next(tf.batches(20))
-    assert np.allclose(x[:, 0, 0, 0], (np.arange(20) / 255.0 - 0.5) / 0.5, atol=1e-6)   # 000.png, 001.png, ...
+    assert np.allclose(x[data.IMAGE_FEED][:, 0, 0, 0], (np.arange(20) / 255.0 - 0.5) / 0.5, atol=1e-6)   # 000.png, 001.png, ...
     assert set(y) == {data.NO_LABEL}
     assert stats.bytes_read == sum(len(st.objects[f"s3://b/imgs/{i:03d}.png"]) for i in range(20))
 

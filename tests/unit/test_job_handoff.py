@@ -10,13 +10,16 @@ import pytest
 from kubeslim_api.contract import STAGES, Int8Metrics, Results, decode, encode
 from kubeslim_job import cli
 from kubeslim_job.errors import JobError
+from kubeslim_api.spec import ModelInput
 from kubeslim_job.handoff import (CalibratedCandidate, CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement,
-                                  Verification)
+                                  OutputFacts, Verification)
 from kubeslim_job.workdir import WorkDir
 
 pytestmark = pytest.mark.unit
 
-EXPORT = ExportFacts(source="custom", input_shape=[1, 28, 28], feed_name="x", num_classes=10, ops=14,
+EXPORT = ExportFacts(source="custom", inputs=[ModelInput(name="x", shape=[1, 28, 28])],
+                     outputs=[OutputFacts(name="linear_1.tmp_1", shape=[1, 10], dtype="float32")],
+                     input_shape=[1, 28, 28], num_classes=10, ops=14,
                      op_types={"conv2d": 2, "relu": 2}, params=31_000, size_bytes=96_344, seconds=1.5, bytes_read=125_000)
 CALIB = CalibrationFacts(samples=64, batch_size=32, batch_nums=2, bytes_read=51_429, bytes_used=50_176, fetch_seconds=0.2,
                          seconds=4.0, candidates=[
@@ -26,7 +29,7 @@ CALIB = CalibrationFacts(samples=64, batch_size=32, batch_nums=2, bytes_read=51_
 
 
 @pytest.mark.parametrize("facts, keys", [
-    (EXPORT, {"source", "inputShape", "feedName", "numClasses", "ops", "opTypes", "params", "sizeBytes", "seconds",
+    (EXPORT, {"source", "inputs", "outputs", "inputShape", "numClasses", "ops", "opTypes", "params", "sizeBytes", "seconds",
               "bytesRead"}),
     (CALIB, {"samples", "batchSize", "batchNums", "bytesRead", "bytesUsed", "fetchSeconds", "candidates", "seconds"}),
 ])
@@ -56,8 +59,11 @@ def test_a_missing_file_names_the_stage_to_run_first(tmp_path, kind, stage):
 def test_export_and_calibrate_outcomes_become_their_stage_results():
     exp = EXPORT.to_result()
     assert (exp.stage, exp.ok, exp.reason) == ("export", True, "Succeeded")
-    assert exp.message == "exported custom model: input [1, 28, 28], 10 classes, 14 ops, 31000 parameters"
-    assert exp.details == {"source": "custom", "inputShape": [1, 28, 28], "numClasses": 10, "ops": 14, "params": 31_000,
+    assert exp.message == ("exported custom model: inputs x float32 [1, 28, 28]; outputs linear_1.tmp_1 [1, 10] "
+                           "(10 classes), 14 ops, 31000 parameters")
+    assert exp.details == {"source": "custom", "inputs": [{"name": "x", "shape": [1, 28, 28], "dtype": "float32"}],
+                           "outputs": [{"name": "linear_1.tmp_1", "shape": [1, 10], "dtype": "float32"}],
+                           "inputShape": [1, 28, 28], "numClasses": 10, "ops": 14, "params": 31_000,
                            "sizeBytes": 96_344}
     cal = CALIB.to_result()
     assert (cal.stage, cal.ok, cal.reason) == ("calibrate", True, "Succeeded")

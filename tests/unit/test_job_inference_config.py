@@ -12,7 +12,8 @@ import pytest
 from paddle.inference import PrecisionType
 
 from kubeslim_job import verify
-from kubeslim_job.handoff import CalibratedCandidate, CalibrationFacts, ExportFacts, Measurement
+from kubeslim_api.spec import ModelInput
+from kubeslim_job.handoff import CalibratedCandidate, CalibrationFacts, ExportFacts, Measurement, OutputFacts
 from kubeslim_job.workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
 pytestmark = pytest.mark.unit
@@ -65,7 +66,7 @@ COMMON = ["disable_glog_info", "switch_ir_optim", "enable_memory_optim"]
     ("fp32", PrecisionType.Float32), ("fp16", PrecisionType.Half), ("int8", PrecisionType.Int8)])
 def test_tensorrt_builds_the_engine_in_the_precision_asked(precision, mode):
     cfg = FakeConfig()
-    verify.configure(cfg, verify.GPU_TENSORRT, precision, 16, "image", [3, 224, 224], threads=2)
+    verify.configure(cfg, verify.GPU_TENSORRT, precision, 16, {"image": [3, 224, 224]}, threads=2)
     assert cfg.names() == COMMON + ["enable_use_gpu", "enable_tensorrt_engine", "set_trt_dynamic_shape_info"]
     _, trt = cfg.call("enable_tensorrt_engine")
     # the int8 model's scales come from its quantize ops, never from TensorRT's own calibration
@@ -79,13 +80,13 @@ def test_tensorrt_builds_the_engine_in_the_precision_asked(precision, mode):
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_that_did_not_take_is_refused(precision):
     with pytest.raises(RuntimeError, match=f"TensorRT {precision} could not be enabled"):
-        verify.configure(FakeConfig(takes=False), verify.GPU_TENSORRT, precision, 8, "x", [1, 8, 8], threads=2)
+        verify.configure(FakeConfig(takes=False), verify.GPU_TENSORRT, precision, 8, {"x": [1, 8, 8]}, threads=2)
 
 
 @pytest.mark.parametrize("precision, int8_calls", [("fp32", []), ("int8", ["enable_mkldnn_int8"])])
 def test_cpu_runs_onednn_with_int8_kernels_for_int8(precision, int8_calls):
     cfg = FakeConfig()
-    verify.configure(cfg, verify.CPU_ONEDNN, precision, 64, "x", [1, 28, 28], threads=3)
+    verify.configure(cfg, verify.CPU_ONEDNN, precision, 64, {"x": [1, 28, 28]}, threads=3)
     assert cfg.names() == COMMON + ["disable_gpu", "enable_mkldnn", "set_cpu_math_library_num_threads",
                                     "set_mkldnn_cache_capacity"] + int8_calls
     assert cfg.call("set_cpu_math_library_num_threads") == ((3,), {})
@@ -93,9 +94,9 @@ def test_cpu_runs_onednn_with_int8_kernels_for_int8(precision, int8_calls):
 
 def test_cpu_refuses_fp16_and_an_int8_that_did_not_take():
     with pytest.raises(ValueError, match="TensorRT backend only"):
-        verify.configure(FakeConfig(), verify.CPU_ONEDNN, "fp16", 8, "x", [1, 8, 8], threads=1)
+        verify.configure(FakeConfig(), verify.CPU_ONEDNN, "fp16", 8, {"x": [1, 8, 8]}, threads=1)
     with pytest.raises(RuntimeError, match="oneDNN int8 could not be enabled"):
-        verify.configure(FakeConfig(takes=False), verify.CPU_ONEDNN, "int8", 8, "x", [1, 8, 8], threads=1)
+        verify.configure(FakeConfig(takes=False), verify.CPU_ONEDNN, "int8", 8, {"x": [1, 8, 8]}, threads=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,7 +124,8 @@ def test_run_reports_int8_against_tensorrt_fp16(backend, fp16_timed, tmp_path, m
     from kubeslim_api.spec import parse_spec
 
     work = WorkDir(str(tmp_path))
-    work.save(ExportFacts(source="inference", input_shape=[1, 8, 8], feed_name="x", num_classes=10, ops=3, op_types={},
+    work.save(ExportFacts(source="inference", inputs=[ModelInput(name="x", shape=[1, 8, 8])],
+                          outputs=[OutputFacts(name="y", shape=[1, 10], dtype="float32")], num_classes=10, ops=3, op_types={},
                           params=10, size_bytes=100))
     work.save(CalibrationFacts(samples=8, batch_size=8, batch_nums=1, bytes_read=1, bytes_used=1, fetch_seconds=0.0,
                                seconds=0.1, candidates=[CalibratedCandidate(algo="hist", calibration_seconds=0.1,
@@ -138,7 +140,8 @@ def test_run_reports_int8_against_tensorrt_fp16(backend, fp16_timed, tmp_path, m
                        "output": {"uri": "s3://b/out/"}})
     asked: list[tuple[str, bool, bool]] = []
 
-    def measure(model_dir, backend_, int8, evalset, batch_size, feed, shape, *, fp16=False, reference=None):
+    def measure(model_dir, backend_, int8, evalset, batch_size, *, fp16=False, reference=None, classify=True,
+                outputs=None):
         asked.append((model_dir, int8, fp16))
         return _m(2.0 if int8 else 3.0 if fp16 else 6.0)
 
