@@ -55,6 +55,9 @@ INVALID_SPECS: list[tuple[str, Callable[[dict], None], str]] = [
     ("inputs-dtype-unknown", lambda s: (s["model"].pop("inputShape"), s["model"].update(inputs=[
         {"name": "ids", "shape": [128], "dtype": "long"}])), "spec.model.inputs[0].dtype"),
     ("min-cosine-above-one", _set("verification.minCosine", 1.5), "spec.verification.minCosine"),
+    ("custom-metric-without-its-function", _set("verification.metric", "custom"), "spec.verification.custom"),
+    ("custom-metric-on-image-list-evaluation", _set("verification", {"metric": "custom", "custom": {"code": "s3://m/metric.py"}}),
+     "spec.data.evaluation.format"),
     ("image-list-without-list-file", _delete("data.evaluation.listFile"), "listFile"),
     ("calibration-uri-not-s3", _set("data.calibration.uri", "http://datasets/digits.npz"), "spec.data.calibration.uri"),
     ("output-uri-no-bucket", _set("output.uri", "s3://"), "spec.output.uri"),

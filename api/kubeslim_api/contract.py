@@ -76,11 +76,12 @@ class ModelMetrics(_Camel):
     throughput: float | None = None        # images per second
     size_bytes: int | None = None
     fidelity: Fidelity | None = None       # every output against fp32's (fp32's: the reference itself)
+    custom: float | None = None            # spec.verification.custom's value (metric custom)
 
 
 def metric_value(m: Any, metric: str) -> float | None:
     """The value of spec.verification.metric for a model's metrics or a candidate (higher is
-    better): top1/top5/agreement as they are, fidelity as the worst output cosine."""
+    better): top1/top5/agreement/custom as they are, fidelity as the worst output cosine."""
     if metric == "fidelity":
         fid = getattr(m, "fidelity", None)
         return fid.cosine if fid is not None else None
@@ -104,6 +105,7 @@ class Candidate(_Camel):
     calibration_seconds: float | None = None
     error: str | None = None               # a candidate that failed to calibrate or run
     fidelity: Fidelity | None = None
+    custom: float | None = None
 
 
 class OnnxResult(_Camel):
@@ -197,7 +199,7 @@ def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
     text = _compact(doc)
     if len(text.encode()) > limit and doc.get("results", {}).get("candidates"):
         doc["results"]["candidates"] = [
-            {**{k: c[k] for k in ("algo", "fp32Layers", "top1", "agreement", "accuracyDrop", "error") if k in c},
+            {**{k: c[k] for k in ("algo", "fp32Layers", "top1", "agreement", "custom", "accuracyDrop", "error") if k in c},
              **({"fidelity": {"cosine": c["fidelity"].get("cosine")}} if "fidelity" in c else {})}
             for c in doc["results"]["candidates"]
         ]

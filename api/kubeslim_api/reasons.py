@@ -10,6 +10,7 @@ GATE_FAILED = "AccuracyGateFailed"
 OUT_OF_MEMORY = "OutOfMemory"
 INTERNAL_ERROR = "InternalError"         # a crash of the job: the message has one line of it
 STAGE_ORDER = "StageOrder"               # a stage ran before the one that feeds it
+METRIC_ERROR = "MetricError"             # spec.verification.custom raised or returned no number
 # results.onnx.reason (spec.output.onnx) and the OnnxExported condition's: none fails the run.
 ONNX_EXPORTED = "Exported"
 ONNX_UNSUPPORTED_OPERATORS = "UnsupportedOperators"    # paddle2onnx has no converter for an op

@@ -176,8 +176,16 @@ class QuantizationSpec(_Camel):
     accuracy_control: AccuracyControl = Field(default_factory=AccuracyControl)
 
 
-Metric = Literal["top1", "top5", "agreement", "fidelity"]
+Metric = Literal["top1", "top5", "agreement", "fidelity", "custom"]
 CLASSIFIER_METRICS = ("top1", "top5", "agreement")     # read the first output as [N, classes] scores
+
+
+class CustomMetric(_Camel):
+    """Your own metric: `function(outputs, data) -> float` (higher is better) in a Python file
+    from S3, called with one model's outputs on the evaluation set ({output name: array}) and the
+    evaluation npz's arrays ({name: array}, labels or targets under any keys)."""
+    code: str
+    function: str = Field("evaluate", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class VerificationSpec(_Camel):
@@ -185,9 +193,11 @@ class VerificationSpec(_Camel):
     # labels; the gate holds 1 - agreement (fp32 agrees with itself: 1.0) to maxAccuracyDrop.
     # fidelity: every output of int8 against fp32's (mean per-sample cosine); any model, no labels;
     # the gate holds the lowest output cosine to minCosine.
+    # custom: verification.custom's function; the gate holds fp32 - int8 to maxAccuracyDrop.
     metric: Metric = "top1"
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     min_cosine: float = Field(0.99, ge=0, le=1)
+    custom: CustomMetric | None = None
     batch_size: int = Field(64, ge=1)
     backend: Literal["auto", "cpu", "gpu", "tensorrt"] = "auto"
 
@@ -433,6 +443,12 @@ class QuantizationJobSpec(_Camel):
                 raise SpecError(f"spec.data.{name}.format", f"imagePrefix has no labels and {name} needs them; use "
                                                             "imageList ('relative/path.jpg label' lines) or npz with labels, "
                                                             "or spec.verification.metric agreement or fidelity")
+        v = self.verification
+        if (v.metric == "custom") != (v.custom is not None):
+            raise SpecError("spec.verification.custom", "set custom (code, function) exactly when metric is custom")
+        if v.custom is not None and self.data.evaluation.format != "npz":
+            raise SpecError("spec.data.evaluation.format", "must be npz for spec.verification.custom: the metric function "
+                                                           "gets the evaluation npz's arrays (labels, targets)")
         pp = self.data.preprocess
         if len(pp.mean) != len(pp.std):
             raise SpecError("spec.data.preprocess.std", "must have as many entries as mean")
@@ -459,6 +475,8 @@ class QuantizationJobSpec(_Camel):
                 uris["spec.model.custom.code"] = m.custom.code
             if m.custom.weights:
                 uris["spec.model.custom.weights"] = m.custom.weights
+        if self.verification.custom:
+            uris["spec.verification.custom.code"] = self.verification.custom.code
         return uris
 
     def needs_labels(self, dataset: Literal["calibration", "evaluation"]) -> bool:

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from kubeslim_api.contract import Fallback, Gate
-from kubeslim_api.spec import AccuracyControl, QuantizationJobSpec
+from kubeslim_api.spec import CLASSIFIER_METRICS, AccuracyControl, QuantizationJobSpec
 
 from . import data, progress
-from .errors import last_line
+from .errors import BadInput, last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
 from .workdir import MODEL_FILE, WorkDir
 
@@ -197,8 +197,8 @@ def _outputs(model_dir: str, backend: str, precision: str, subset: data.TensorFi
 def sensitivity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], metric: str) -> tuple[float | None, float]:
     """(flip rate, distance) of a model's outputs from fp32's on the ranking subset. Classifier
     metrics: the share of samples whose top-1 class changes, and 1 - the mean cosine of the logits
-    (the first output). fidelity: no flip rate; 1 - the worst output's mean cosine."""
-    if metric != "fidelity":
+    (the first output). fidelity and custom: no flip rate; 1 - the worst output's mean cosine."""
+    if metric in CLASSIFIER_METRICS:
         first = [np.concatenate([b[0].reshape(len(b[0]), -1) for b in bs]).astype(np.float64) for bs in (ref, got)]
         return compare(*first)
     from .verify import FidelityMeter
@@ -283,6 +283,8 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         if cand.error is None:
             try:
                 m = measure_step(out)
+            except BadInput:
+                raise                   # the user's metric failed (MetricError): not this step's failure
             except Exception as exc:
                 row.error = f"inference failed: {last_line(exc)}"
             else:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import zlib  # noqa: F401  -- must precede paddle
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from kubeslim_api.contract import (Artifacts, Fidelity, Gate, Int8Metrics, OnnxR
                                    metric_value)
 from kubeslim_api.spec import OnnxOutput, QuantizationJobSpec, VerificationSpec
 
-from . import data, fallback, onnx_export, progress, report
+from . import custom_metric, data, fallback, onnx_export, progress, report
 from .errors import BadInput, GateFailed, last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement, Verification
 from .storage import Storage, join_uri
@@ -179,12 +180,25 @@ class OutputStore:
     def __init__(self, directory: str):
         self.dir = directory
         os.makedirs(directory, exist_ok=True)
+        self.batches = 0
 
     def _path(self, index: int) -> str:
         return os.path.join(self.dir, f"batch-{index:06d}.npz")
 
     def put(self, index: int, outputs: Outputs) -> None:
+        if index == 0:
+            with open(os.path.join(self.dir, "names.json"), "w") as fh:
+                json.dump(list(outputs), fh)
         np.savez(self._path(index), *outputs.values())
+        self.batches = max(self.batches, index + 1)
+
+    def joined(self) -> Outputs:
+        """Every output over all batches, joined along the first axis (what a custom metric gets)."""
+        with open(os.path.join(self.dir, "names.json")) as fh:
+            names = json.load(fh)
+        batches = [self.get(i) for i in range(self.batches)]
+        return {n: np.concatenate([b[k] for b in batches]) if batches[0][k].ndim else batches[0][k]
+                for k, n in enumerate(names)}
 
     def get(self, index: int) -> list[np.ndarray]:
         with np.load(self._path(index), allow_pickle=False) as z:
@@ -331,15 +345,16 @@ def score(infer: Infer, evalset: data.TensorFile, batch_size: int, reference: np
 
 def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, batch_size: int, *,
             fp16: bool = False, reference: Measurement | None = None, classify: bool = True,
-            outputs: OutputStore | None = None) -> Measurement:
+            outputs: OutputStore | None = None, keep: OutputStore | None = None) -> Measurement:
     """Score and time one model; `fp16` builds the (fp32) model as a TensorRT fp16 engine.
     `reference`: the fp32 measurement its agreement is taken against, `outputs` fp32's recorded
     outputs its fidelity is; without a reference the model is the reference itself (agreement 1.0,
-    its outputs recorded into `outputs`). `classify`: the first output is [N, classes] scores."""
+    its outputs recorded into `outputs`). `keep`: also record this model's outputs there (for a
+    custom metric). `classify`: the first output is [N, classes] scores."""
     pred = predictor(model_dir, backend, "int8" if int8 else "fp16" if fp16 else "fp32", batch_size, evalset.shapes)
     infer = runner(pred)
     s = score(infer, evalset, batch_size, np.asarray(reference.predictions) if reference is not None else None,
-              classify=classify, record=outputs if reference is None else None,
+              classify=classify, record=outputs if reference is None else keep,
               against=outputs if reference is not None else None)
     lat = _latency(lambda: infer(s.batch))
     size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in (MODEL_FILE, PARAMS_FILE))
@@ -438,9 +453,18 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
                                prep, work.eval, facts.num_classes, spec.needs_labels("evaluation"), inputs=facts.inputs)
     classify = facts.num_classes is not None       # top1/top5/agreement read the first output as class scores
     fp32_outputs = OutputStore(work.path("outputs", "fp32"))
+    custom = custom_metric.load(spec, storage, work, evalset.n, [i.name for i in facts.inputs]) if v.metric == "custom" else None
+
+    def scored(m: Measurement, store: OutputStore | None, model: str) -> Measurement:
+        """`m` with spec.verification.custom's value on the outputs in `store` (metric custom)."""
+        return m if custom is None else m.model_copy(update={"custom": custom(store.joined(), model)})
+
+    def kept(name: str) -> OutputStore | None:
+        return OutputStore(work.path("outputs", name)) if custom is not None else None
     progress.plan(progress.evaluation_batches(evalset.n, v.batch_size, 1 + (backend == GPU_TENSORRT) + spec.output.onnx.enabled
                                               + sum(c.error is None for c in calib.candidates)), "batches", step="fp32")
-    fp32 = measure(work.fp32, backend, False, evalset, v.batch_size, classify=classify, outputs=fp32_outputs)
+    fp32 = scored(measure(work.fp32, backend, False, evalset, v.batch_size, classify=classify, outputs=fp32_outputs),
+                  fp32_outputs, "fp32")
     fp16 = measure(work.fp32, backend, False, evalset, v.batch_size, fp16=True, reference=fp32, classify=classify,
                    outputs=fp32_outputs) if backend == GPU_TENSORRT else None
     metric = v.metric
@@ -450,8 +474,12 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
         if c.error is None:
             progress.step(c.algo)
             try:
+                store = kept(c.algo)
                 m = measure(os.path.join(work.root, c.dir), backend, True, evalset, v.batch_size, reference=fp32,
-                            classify=classify, outputs=fp32_outputs)
+                            classify=classify, outputs=fp32_outputs, keep=store)
+                m = scored(m, store, f"int8 {c.algo}")
+            except BadInput:
+                raise                   # the user's metric failed: MetricError, not a candidate's failure
             except Exception as exc:
                 row.error = f"inference failed: {last_line(exc)}"
             else:
@@ -464,9 +492,12 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
     drop, gate = judge(fp32, best, v)
     fb = None
     if fallback.wanted(spec.quantization.accuracy_control, gate.passed):
-        fb = fallback.run(spec, work, facts, calib, evalset, backend, fp32, best, gate,
-                          lambda d: measure(d, backend, True, evalset, v.batch_size, reference=fp32, classify=classify,
-                                            outputs=fp32_outputs))
+        def step(d: str) -> Measurement:
+            store = kept(os.path.relpath(d, work.root).replace(os.sep, "-"))
+            return scored(measure(d, backend, True, evalset, v.batch_size, reference=fp32, classify=classify,
+                                  outputs=fp32_outputs, keep=store), store, f"int8 {os.path.basename(d)}")
+
+        fb = fallback.run(spec, work, facts, calib, evalset, backend, fp32, best, gate, step)
         rows += fb.rows
         best = fb.best or choose(rows, metric)
         drop, gate = judge(fp32, best, v)

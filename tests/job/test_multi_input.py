@@ -46,6 +46,25 @@ def _two_input_net() -> TwoInputNet:
     return net
 
 
+# A user's metric: how well each sample's mean activation tracks a per-sample target (higher is
+# better); `broken` fails on line 10 of the file.
+METRIC_SOURCE = """import numpy as np
+
+
+def evaluate(outputs, data):
+    (y,) = outputs.values()
+    return float(-np.mean((y.reshape(len(y), -1).mean(1) - data["targets"]) ** 2))
+
+
+def broken(outputs, data):
+    return data["no such array"]
+"""
+
+
+def _user_metric(y: np.ndarray, targets: np.ndarray) -> float:
+    return float(-np.mean((y.reshape(len(y), -1).mean(1) - targets) ** 2))
+
+
 def _npz(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -67,9 +86,11 @@ def two_input_model(s3, tmp_path_factory):
         s3.upload_file(str(out / f"model.{ext}"), bucket, f"models/two/model.{ext}")
     # targets: what a user's own metric would read; calibration and fidelity ignore it
     s3.put_object(Bucket=bucket, Key="data/calib.npz", Body=_npz(**data["calib"], targets=np.zeros(CALIB_N)))
-    s3.put_object(Bucket=bucket, Key="data/eval.npz", Body=_npz(**data["eval"]))
+    targets = rng.normal(size=EVAL_N)
+    s3.put_object(Bucket=bucket, Key="data/eval.npz", Body=_npz(**data["eval"], targets=targets))
+    s3.put_object(Bucket=bucket, Key="code/metric.py", Body=METRIC_SOURCE.encode())
     s3.put_object(Bucket=bucket, Key="data/eval-no-aux.npz", Body=_npz(image=data["eval"]["image"]))
-    yield {"bucket": bucket, "prefix": f"s3://{bucket}", "dir": out, "eval": data["eval"]}
+    yield {"bucket": bucket, "prefix": f"s3://{bucket}", "dir": out, "eval": data["eval"], "targets": targets}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
@@ -157,3 +178,34 @@ def test_a_classifier_metric_on_a_dense_output_is_refused_at_export(kubeslim_job
     assert run.rc == EXIT_BAD_INPUT, (run.result, run.stderr[-3000:])
     assert run.result.stage == "export" and run.result.reason == "BadModel"
     assert "[N, classes]" in run.result.message and "use metric fidelity" in run.result.message
+
+
+def test_a_custom_metric_from_s3_gates_and_equals_the_function_on_paddle_inference_outputs(kubeslim_job, two_input_model,
+                                                                                          s3, tmp_path):
+    m = two_input_model
+    man = _manifest(m["prefix"], "out/custom/", metric="custom", maxAccuracyDrop=0.05,
+                    custom={"code": f"{m['prefix']}/code/metric.py"})
+    run = kubeslim_job("run", man, timeout=420)
+    assert run.rc == EXIT_OK, (run.result, run.stderr[-3000:])
+    r = run.result.results
+    assert run.result.gate.metric == "custom" and run.result.gate.passed
+    assert r.accuracy_drop == pytest.approx(r.fp32.custom - r.int8.custom, abs=1e-6)
+    assert r.int8.fidelity.cosine is not None          # fidelity is reported with every metric
+    local = tmp_path / "int8"
+    local.mkdir()
+    for ext in ("pdmodel", "pdiparams"):
+        s3.download_file(m["bucket"], f"out/custom/model.{ext}", str(local / f"model.{ext}"))
+    threads = run.result.details["threads"]
+    fp32 = _user_metric(_outputs(str(m["dir"] / "model"), False, m["eval"], threads), m["targets"])
+    int8 = _user_metric(_outputs(str(local / "model"), True, m["eval"], threads), m["targets"])
+    assert r.fp32.custom == pytest.approx(fp32, abs=1e-4) and r.int8.custom == pytest.approx(int8, abs=1e-4)
+
+
+def test_a_custom_metric_that_raises_fails_naming_the_file_and_line(kubeslim_job, two_input_model):
+    m = two_input_model
+    man = _manifest(m["prefix"], "out/broken/", metric="custom",
+                    custom={"code": f"{m['prefix']}/code/metric.py", "function": "broken"})
+    run = kubeslim_job("run", man, timeout=420)
+    assert run.rc == EXIT_BAD_INPUT, (run.result, run.stderr[-3000:])
+    assert run.result.reason == "MetricError" and run.result.stage == "verify"
+    assert f"{m['prefix']}/code/metric.py line 10" in run.result.message and "KeyError" in run.result.message

@@ -140,7 +140,7 @@ def test_run_reports_int8_against_tensorrt_fp16(backend, fp16_timed, tmp_path, m
                        "output": {"uri": "s3://b/out/"}})
     asked: list[tuple[str, bool, bool]] = []
 
-    def measure(model_dir, backend_, int8, evalset, batch_size, *, fp16=False, reference=None, classify=True,
+    def measure(model_dir, backend_, int8, evalset, batch_size, *, fp16=False, reference=None, classify=True, keep=None,
                 outputs=None):
         asked.append((model_dir, int8, fp16))
         return _m(2.0 if int8 else 3.0 if fp16 else 6.0)
