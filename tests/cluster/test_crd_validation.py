@@ -3,6 +3,7 @@ The same table runs against the typed model in tests/unit/test_spec.py."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -17,9 +18,11 @@ def manifest(name: str, namespace: str, spec: dict) -> str:
 
 @pytest.fixture(scope="module")
 def target_namespace(kubectl):
-    # Server-side dry runs persist nothing: one shared namespace is enough.
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeslim-crd-validation"}}))
-    return "kubeslim-crd-validation"
+    # Server-side dry runs persist nothing: one namespace for the module is enough (its own, removed after).
+    name = f"kubeslim-crd-validation-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_valid_spec_is_accepted_and_defaulted(crd, kubectl, target_namespace):

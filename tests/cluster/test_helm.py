@@ -129,17 +129,45 @@ def test_values_schema_rejects_bad_values(helm, bad):
     assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr
 
 
-def test_render_is_accepted_by_the_apiserver(helm, kubectl):
-    out = helm("template", "kubeslim", str(CHART), "--namespace", "default", "--kube-version", "1.34.4", "--include-crds",
-               "--set", "serviceMonitor.enabled=false", "--set", "argocd.healthCheckConfigMap=true").stdout
-    proc = kubectl("apply", "--dry-run=server", "--server-side", "--field-manager=helm-test", "-f", "-", input=out)
-    assert "deployment.apps/kubeslim serverside-applied (server dry run)" in proc.stdout
+def test_render_is_accepted_by_the_apiserver(helm, kubectl, namespace):
+    # A release name of its own: the chart's cluster-scoped objects (admission policy and binding,
+    # ClusterRole and binding) are named after the release, and a live release of the same name
+    # (`make demo` installs "kubeslim") owns different values for them, which server-side apply
+    # reports as field-manager conflicts. Under this name they collide with nothing.
+    release = f"dry-{uuid.uuid4().hex[:6]}"
+    docs = [d for d in yaml.safe_load_all(helm(
+        "template", release, str(CHART), "--namespace", namespace, "--kube-version", "1.34.4", "--include-crds",
+        "--set", "serviceMonitor.enabled=false", "--set", "argocd.healthCheckConfigMap=true").stdout) if d]
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    release_docs = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    assert [c["metadata"]["name"] for c in crds] == ["quantizationjobs.kubeslim.io"]
+    assert {d["kind"] for d in release_docs} >= {"Deployment", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                                                 "ValidatingAdmissionPolicyBinding", "ConfigMap"}
+    stream = "\n---\n".join(yaml.safe_dump(d) for d in release_docs)
+    proc = kubectl("apply", "--dry-run=server", "--server-side", "--field-manager=helm-test", "-f", "-", input=stream)
+    assert f"deployment.apps/{release}-kubeslim serverside-applied (server dry run)" in proc.stdout
+    assert f"validatingadmissionpolicy.admissionregistration.k8s.io/{release}-kubeslim-jobs serverside-applied (server dry run)" in proc.stdout
+    # The CRD has one name in every release and whoever installed it first owns its fields. What
+    # this checks is that the API server accepts the chart's CRD, not who owns it: a dry run that
+    # takes the fields over is the question asked (it changes nothing).
+    proc = kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts", "--field-manager=helm-test", "-f", "-",
+                   input=yaml.safe_dump(crds[0]))
+    assert "customresourcedefinition.apiextensions.k8s.io/quantizationjobs.kubeslim.io serverside-applied (server dry run)" in proc.stdout
 
 
 def test_install_upgrade_uninstall(helm, kubectl, namespace):
     release = f"ks-{uuid.uuid4().hex[:6]}"
     # Scoped to its own namespace so this release never handles other tests' QuantizationJobs.
     helm("install", release, str(CHART), "-n", namespace, "--set", f"operator.watchNamespaces={{{namespace}}}")
+    try:
+        check_install_upgrade_uninstall(helm, kubectl, namespace, release)
+    finally:
+        # Also when a check failed: the release's admission policy is cluster-scoped and would
+        # outlive the namespace (uninstalling twice only reports "not found").
+        helm("uninstall", release, "-n", namespace, "--wait", check=False)
+
+
+def check_install_upgrade_uninstall(helm, kubectl, namespace: str, release: str) -> None:
     deploy = json.loads(kubectl("-n", namespace, "get", "deploy", f"{release}-kubeslim", "-o", "json").stdout)
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == f"{release}-kubeslim"
     can = kubectl("auth", "can-i", "patch", "quantizationjobs.kubeslim.io", "--subresource=status", "-n", namespace,
