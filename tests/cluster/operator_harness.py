@@ -33,7 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 # KUBESLIM_TEST_CRD: another CRD file to apply (e.g. while iterating on the schema).
 CRD = Path(os.environ.get("KUBESLIM_TEST_CRD") or REPO / "crds" / "kubeslim.io_quantizationjobs.yaml")
 CLUSTERROLE = REPO / "operator" / "rbac" / "clusterrole.yaml"
-OPERATOR_NS = "kubeslim-operator-test"
 OPERATOR_SA = "kubeslim-operator"
 JOB_IMAGE = "kubeslim-job:test"
 
@@ -217,22 +216,29 @@ def crd(kubectl) -> str:
 def operator_identity(kubectl, kubeconfig, tmp_path_factory) -> dict[str, str]:
     """A ServiceAccount bound to exactly operator/rbac/clusterrole.yaml, and a kubeconfig holding
     its token (the operator's only credentials in these tests)."""
+    # Names of this session: the ClusterRole and its binding are cluster-scoped, and another
+    # session on the same devenv (or one that ended without cleaning up) must not share them.
+    name = f"kubeslim-operator-test-{uuid.uuid4().hex[:6]}"
     role = yaml.safe_load(CLUSTERROLE.read_text())
-    role["metadata"] = {"name": "kubeslim-operator-test", "labels": role["metadata"].get("labels", {})}
+    role["metadata"] = {"name": name, "labels": role["metadata"].get("labels", {})}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": "kubeslim-operator-test"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeslim-operator-test"},
-               "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NS}]}
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}}
-    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": OPERATOR_SA, "namespace": OPERATOR_NS}}
+               "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}]}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": OPERATOR_SA, "namespace": name}}
     docs = [ns, sa, role, binding]
     kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-    token = kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=3h").stdout.strip()
-    cfg = token_kubeconfig(Path(kubeconfig), token)
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
-    path.write_text(yaml.safe_dump(cfg))
-    path.chmod(0o600)
-    return {"kubeconfig": str(path), "user": f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"}
+    try:
+        token = kubectl("create", "token", OPERATOR_SA, "-n", name, "--duration=3h").stdout.strip()
+        cfg = token_kubeconfig(Path(kubeconfig), token)
+        path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+        path.write_text(yaml.safe_dump(cfg))
+        path.chmod(0o600)
+        yield {"kubeconfig": str(path), "user": f"system:serviceaccount:{name}:{OPERATOR_SA}"}
+    finally:
+        kubectl("delete", "clusterrolebinding,clusterrole", name, "--ignore-not-found", check=False)
+        kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 @pytest.fixture
