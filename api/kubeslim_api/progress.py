@@ -17,7 +17,7 @@ Fields (camelCase in the JSON):
   step         what runs now, for people: an algo name, "fp32", "fallback"
   done, total  units of work done / planned in the stage's current plan (total may be absent:
                nothing countable is planned yet)
-  unit         what is counted: samples (calibration), batches (evaluation), steps (fallback)
+  unit         what is counted: batches (calibration, evaluation), steps (fallback)
   etaSeconds   seconds until the plan is done at the rate measured so far (absent: unknown yet)
   time         when the line was printed, Unix seconds (the pod's clock is its node's)
   finished     the stage's last line: its work is done

@@ -40,7 +40,7 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
     fetch_s = time.perf_counter() - t0
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
-    progress.plan(progress.calibration_samples(q.algos, calib.n), "samples")
+    progress.plan(progress.calibration_batches(q.algos, batch_nums), "batches")
     candidates = []
     for algo in q.algos:
         progress.step(algo)
@@ -76,8 +76,8 @@ def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: Expo
             # one feed per model input, at the shapes the calibration data has (a dynamic dimension
             # is calibrated at the data's size, never resized to fit)
             feeds = [paddle.static.data(i.name, [None, *i.shape], i.dtype) for i in calib.inputs]
-            loader = paddle.io.DataLoader(_Samples(calib), feed_list=feeds, places=paddle.CPUPlace(),
-                                          batch_size=q.batch_size, shuffle=False, drop_last=False, return_list=False)
+            loader = _CountingLoader(_Samples(calib), feed_list=feeds, places=paddle.CPUPlace(),
+                                     batch_size=q.batch_size, shuffle=False, drop_last=False, return_list=False)
         exe = paddle.static.Executor(paddle.CPUPlace())
         scope = paddle.static.Scope()   # a fresh scope per algo: no state leaks between candidates
         with paddle.static.scope_guard(scope):
@@ -113,6 +113,17 @@ def _count_quant_ops(model_dir: str) -> int:
     return sum(1 for b in program.blocks for op in b.ops if op.type in QUANT_OP_TYPES)
 
 
+class _CountingLoader(paddle.io.DataLoader):
+    """The DataLoader quant_post_static requires (it checks the type), counting for the progress
+    line each batch it hands to PaddleSlim's sampling loop. Counted where the loop takes a batch,
+    not where the dataset is read: the loader's reader thread runs up to a whole pass ahead."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            progress.advance("batches")
+            yield batch
+
+
 class _Samples(paddle.io.Dataset):
     """A map-style dataset over the calibration TensorFile (read per item; a few hundred samples)."""
 
@@ -125,5 +136,4 @@ class _Samples(paddle.io.Dataset):
         return self.n
 
     def __getitem__(self, i: int):
-        progress.advance("samples")     # what PaddleSlim's sampling loop has read (DataLoader's reader thread)
         return tuple(self.tf.sample(i).values())      # in the feed_list's order: the model's inputs

@@ -115,12 +115,13 @@ def _write_stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-def calibration_samples(algos: tuple[str, ...] | list[str], samples: int) -> int:
-    """Samples PaddleSlim's quant_post_static reads for `algos` over `samples` calibration samples:
-    KL and hist read the set twice (Paddle 2.6's PostTrainingQuantization.quantize first collects
-    each activation's abs-max over every batch, then fills the histograms in a second pass), the
-    others once. adaround reads more than this; the percent then waits at 99 until the end."""
-    return sum((2 if algo in ("KL", "hist") else 1) * samples for algo in algos)
+def calibration_batches(algos: tuple[str, ...] | list[str], batches: int) -> int:
+    """Batches PaddleSlim's quant_post_static takes from its DataLoader for `algos`, `batches`
+    (batch_nums) per pass: KL and hist take them twice (Paddle 2.6's
+    PostTrainingQuantization.quantize first collects each activation's abs-max over every batch,
+    then fills the histograms in a second pass), the others once. adaround reads more than this;
+    the percent then waits at 99 until the end."""
+    return sum((2 if algo in ("KL", "hist") else 1) * batches for algo in algos)
 
 
 def evaluation_batches(samples: int, batch_size: int, models: int) -> int:

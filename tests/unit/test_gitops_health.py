@@ -70,9 +70,9 @@ def test_deleting_is_terminating_for_kstatus_and_progressing_for_argocd():
 @pytest.mark.parametrize("progress", [
     None,
     {"stage": "Calibrating", "percent": 0},
-    {"stage": "Calibrating", "step": "hist", "done": 300, "total": 1024, "unit": "samples", "percent": 29,
+    {"stage": "Calibrating", "step": "hist", "done": 300, "total": 1024, "unit": "batches", "percent": 29,
      "eta": "2026-11-25T10:01:00Z", "updatedAt": "2026-11-25T10:00:00Z"},
-    {"stage": "Calibrating", "step": "mse", "done": 1024, "total": 1024, "unit": "samples", "percent": 99,
+    {"stage": "Calibrating", "step": "mse", "done": 1024, "total": 1024, "unit": "batches", "percent": 99,
      "updatedAt": "2026-11-25T10:00:40Z"},
 ])
 def test_progress_changes_do_not_change_the_verdicts(progress):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 # -- the line -------------------------------------------------------------------------------------
 
 def test_a_line_round_trips_through_its_text():
-    line = ProgressLine(stage="calibrate", step="hist", done=30, total=120, unit="samples", eta_seconds=12.5, time=1764860000.25)
+    line = ProgressLine(stage="calibrate", step="hist", done=30, total=120, unit="batches", eta_seconds=12.5, time=1764860000.25)
     text = format_line(line)
     assert text.startswith(PREFIX) and "\n" not in text
     assert json.loads(text[len(PREFIX):])["etaSeconds"] == 12.5       # camelCase on the wire
@@ -91,11 +91,11 @@ def reporter(stage="calibrate", interval=2.0):
 
 def test_advancing_prints_at_most_one_line_per_interval():
     r, clock, lines = reporter()
-    r.plan(1000, "samples", step="hist")
+    r.plan(1000, "batches", step="hist")
     assert len(lines) == 1 and lines[0].total == 1000 and lines[0].done == 0
-    for _ in range(1000):           # 1000 samples over 10 s
+    for _ in range(1000):           # 1000 batches over 10 s
         clock.t += 0.01
-        r.advance("samples")
+        r.advance("batches")
     # one line per 2 s of the 10 s, plus the plan's
     assert 5 <= len(lines) - 1 <= 6
     assert all(b.time - a.time >= 2.0 for a, b in zip(lines[1:], lines[2:]))
@@ -132,10 +132,10 @@ def test_units_of_another_kind_are_not_counted():
 
 def test_eta_comes_from_the_measured_rate():
     r, clock, lines = reporter()
-    r.plan(100, "samples")
+    r.plan(100, "batches")
     assert lines[0].eta_seconds is None                # nothing measured yet
     clock.t += 10
-    r.advance("samples", 25)                           # 25 in 10 s: 75 more take 30 s
+    r.advance("batches", 25)                           # 25 in 10 s: 75 more take 30 s
     assert lines[-1].eta_seconds == pytest.approx(30.0)
     assert lines[-1].time == pytest.approx(1_000_000.0 + clock.t)
 
@@ -174,11 +174,11 @@ def test_a_stage_prints_its_first_and_last_line_to_stderr(capsys):
     assert [(x.stage, x.percent) for x in lines] == [("export", None), ("export", 0), ("export", 100)]
 
 
-@pytest.mark.parametrize("algos, samples, expected", [
-    (("avg",), 64, 64), (("hist",), 64, 128), (("KL", "avg", "mse"), 10, 40), ((), 10, 0),
+@pytest.mark.parametrize("algos, batches, expected", [
+    (("avg",), 8, 8), (("hist",), 8, 16), (("KL", "avg", "mse"), 10, 40), ((), 10, 0),
 ])
-def test_calibration_samples_count_the_second_pass_of_kl_and_hist(algos, samples, expected):
-    assert progress.calibration_samples(algos, samples) == expected
+def test_calibration_batches_count_the_second_pass_of_kl_and_hist(algos, batches, expected):
+    assert progress.calibration_batches(algos, batches) == expected
 
 
 @pytest.mark.parametrize("samples, batch, models, expected", [(540, 64, 2, 18), (64, 64, 3, 3), (1, 64, 1, 1)])

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 
 CONFIG = OperatorConfig()
 T0 = 1764860000.0            # 2025-12-04T14:53:20Z
-CALIBRATING = ProgressLine(stage="calibrate", step="hist", done=30, total=120, unit="samples", eta_seconds=42.4, time=T0)
+CALIBRATING = ProgressLine(stage="calibrate", step="hist", done=30, total=120, unit="batches", eta_seconds=42.4, time=T0)
 
 
 # -- which log ------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def st(phase, stage="", generation=1, **extra):
 
 def test_a_line_becomes_the_status_progress():
     assert progress.status_progress(st("Running", "Calibrating"), {}, CALIBRATING) == {
-        "stage": "Calibrating", "step": "hist", "done": 30, "total": 120, "unit": "samples", "percent": 25,
+        "stage": "Calibrating", "step": "hist", "done": 30, "total": 120, "unit": "batches", "percent": 25,
         "eta": "2025-12-04T14:54:02Z", "updatedAt": "2025-12-04T14:53:20Z"}
 
 
