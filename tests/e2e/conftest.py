@@ -7,14 +7,17 @@ One Helm release per session, watching only the namespace of this session, so it
 with operators of other tiers or a `make demo` release."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from kubeslim_dev import demo
+from kubeslim_dev import demo, digits
 from kubeslim_dev.manifests import set_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,11 +57,55 @@ def seeded(s3):
 
 
 @pytest.fixture
-def digits_manifest(s3_env, seeded):
-    """examples/digits.yaml as a user would apply it, pointed at the e2e bucket and the devenv S3."""
+def digits_manifest(s3_env, seeded, e2e_namespace):
+    """examples/digits.yaml as a user would apply it, pointed at the e2e bucket and the devenv S3.
+    Its output goes under a prefix of this session: an artifact an earlier run (or session) left
+    under the same name can never pass for this run's."""
     def make(name: str, **spec_overrides) -> dict:
         doc = demo.example_manifest(name, BUCKET, s3_env["AWS_ENDPOINT_URL"])
+        doc["spec"]["output"]["uri"] = f"s3://{BUCKET}/out/{e2e_namespace}/{name}/"
         for path, value in spec_overrides.items():
             set_path(doc["spec"], path, value)
         return doc
     return make
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    return bucket, key
+
+
+@pytest.fixture(scope="session")
+def fp32_evaluated_here(seeded, s3_env, tmp_path_factory) -> dict:
+    """{"top1", "samples"} of the fp32 model examples/digits.yaml names, evaluated by this test
+    session and not by the job: the model's code and weights from the e2e bucket run in dygraph
+    Paddle, on the evaluation PNG files of the same bucket decoded with PIL and normalised by hand.
+    Nothing of the job image's export, data readers or Paddle Inference is involved, so the job's
+    fp32 top-1 must count the same correct images; whatever accuracy this training reached."""
+    import paddle
+    from PIL import Image
+
+    spec = demo.example_manifest("fp32-evaluated-here", BUCKET, s3_env["AWS_ENDPOINT_URL"])["spec"]
+    # digits.to_tensor is this preprocessing for images that are already SIZE x SIZE.
+    assert spec["data"]["preprocess"] == {"resizeShort": digits.SIZE, "crop": digits.SIZE, "mean": digits.MEAN, "std": digits.STD}
+    custom = spec["model"]["custom"]
+
+    def get(uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        return seeded.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    weights = tmp_path_factory.mktemp("fp32-evaluated-here") / "weights.pdparams"
+    weights.write_bytes(get(custom["weights"]))
+    model = digits.from_source(get(custom["code"]).decode(), "e2e_digits_model")
+    model.set_state_dict(paddle.load(str(weights)))
+    model.eval()
+
+    evaluation = spec["data"]["evaluation"]
+    root = evaluation["uri"].rstrip("/") + "/"
+    entries = [line.split() for line in get(root + evaluation["listFile"]).decode().splitlines() if line.strip()]
+    with ThreadPoolExecutor(8) as pool:
+        pngs = list(pool.map(lambda entry: get(root + entry[0]), entries))
+    images = np.stack([np.asarray(Image.open(io.BytesIO(png))) for png in pngs])
+    labels = np.array([int(entry[1]) for entry in entries])
+    correct = int((digits.predict(model, images) == labels).sum())
+    return {"top1": correct / len(labels), "samples": len(labels)}

@@ -26,8 +26,9 @@ def s3_json(s3, uri: str) -> dict:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def test_digits_quantized_end_to_end(operator_release, e2e_namespace, digits_manifest, kubectl, seeded):
-    apply(kubectl, e2e_namespace, digits_manifest("digits"))
+def test_digits_quantized_end_to_end(operator_release, e2e_namespace, digits_manifest, kubectl, seeded, fp32_evaluated_here):
+    doc = digits_manifest("digits")
+    apply(kubectl, e2e_namespace, doc)
     kubectl("-n", e2e_namespace, "wait", "--for=condition=Ready", "qj/digits", "--timeout=600s", timeout=620)
 
     qj = get_qj(kubectl, e2e_namespace, "digits")
@@ -35,14 +36,21 @@ def test_digits_quantized_end_to_end(operator_release, e2e_namespace, digits_man
     assert st["phase"] == "Succeeded" and st["observedGeneration"] == 1 and st["jobName"] == "digits-g1"
     res = st["results"]
     assert res["backend"] == "cpu-onednn-int8"
-    assert res["fp32"]["top1"] >= 0.95
-    assert res["accuracyDrop"] <= 0.01
+    # No accuracy floor: the model is trained on the spot and a correct run may reach any accuracy.
+    # What must hold: the job's fp32 top-1 counts the images this session's own evaluation of the
+    # same model counts correct, and int8 stays within the manifest's gate.
+    n = fp32_evaluated_here["samples"]
+    assert round(res["fp32"]["top1"] * n) == round(fp32_evaluated_here["top1"] * n), (res["fp32"]["top1"], fp32_evaluated_here)
+    assert res["accuracyDrop"] == pytest.approx(res["fp32"]["top1"] - res["int8"]["top1"], abs=1e-6)
+    assert res["accuracyDrop"] <= doc["spec"]["verification"]["maxAccuracyDrop"]
     assert {c["algo"] for c in res["candidates"]} == {"hist", "avg", "mse"}
     # The status says what the report in S3 says.
     report = s3_json(seeded, st["artifacts"]["reportJson"])
     assert report["results"]["fp32"]["top1"] == pytest.approx(res["fp32"]["top1"], abs=1e-6)
     assert report["results"]["int8"]["top1"] == pytest.approx(res["int8"]["top1"], abs=1e-6)
     assert report["results"]["int8"]["algo"] == res["int8"]["algo"]
+    # Under this run's output prefix (per session: nothing an earlier run wrote is there).
+    assert st["artifacts"]["model"] == doc["spec"]["output"]["uri"] + "model.pdmodel"
     model_key = st["artifacts"]["model"][len(f"s3://{BUCKET}/"):]
     assert seeded.head_object(Bucket=BUCKET, Key=model_key)["ContentLength"] > 0
 
