@@ -52,7 +52,8 @@ def test_unlabelled_evaluation_prefix_is_accepted_under_metric_agreement(crd, ku
     out = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=manifest("agree", target_namespace, spec)).stdout
     got = json.loads(out)["spec"]
     assert got["data"]["evaluation"] == evaluation
-    assert got["verification"] == {"metric": "agreement", "maxAccuracyDrop": 0.02, "batchSize": 64, "backend": "auto"}
+    assert got["verification"] == {"metric": "agreement", "maxAccuracyDrop": 0.02, "minCosine": 0.99, "batchSize": 64,
+                                   "backend": "auto"}
 
 
 @pytest.mark.parametrize("case_id, mutate, field", INVALID_SPECS, ids=[c[0] for c in INVALID_SPECS])
