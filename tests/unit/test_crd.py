@@ -104,6 +104,16 @@ def test_printer_columns_show_accuracy_at_a_glance(version):
     assert cols == ["PHASE", "STAGE", "PROGRESS", "ALGO", "FP32", "INT8", "DROP", "AGE"]
 
 
+
+def test_wide_output_shows_the_output_cosine_where_status_carries_it(version):
+    """`kubectl get qj -o wide`: the chosen int8 model's worst output cosine, for any metric."""
+    (col,) = [c for c in version["additionalPrinterColumns"] if c["name"] == "Cosine"]
+    assert col["priority"] == 1 and col["type"] == "number"
+    assert col["jsonPath"] == ".status.results.int8.fidelity.cosine"
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["results"]["properties"]
+    assert "cosine" in status["int8"]["properties"]["fidelity"]["properties"]      # not pruned by the API server
+
+
 def test_names_and_status_subresource(crd, version):
     assert crd["spec"]["group"] == "kubeslim.io"
     assert crd["spec"]["names"]["kind"] == "QuantizationJob"
