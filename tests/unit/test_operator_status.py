@@ -186,6 +186,20 @@ def test_success_carries_results_artifacts_and_gate():
     assert "0.7488" in v.message and "s3://m/out/model.pdmodel" in v.message
 
 
+def test_success_under_metric_fidelity_names_the_output_cosine():
+    fid = {"cosine": 0.9981, "sqnrDb": 27.5, "maxAbsError": 0.4,
+           "perOutput": [{"name": "boxes", "comparable": True, "cosine": 0.9981, "sqnrDb": 27.5, "maxAbsError": 0.4},
+                         {"name": "nms", "comparable": False, "reason": "shape differs"}]}
+    results = Results.model_validate({"backend": "cpu-onednn-int8", "accuracyDrop": 0.0019, "speedup": 1.4,
+                                      "fp32": {"fidelity": {"cosine": 1.0, "maxAbsError": 0.0}},
+                                      "int8": {"algo": "avg", "fidelity": fid}})
+    msg = encode(StageResult(stage="verify", ok=True, results=results, artifacts=ARTIFACTS,
+                             gate=Gate(metric="fidelity", max_accuracy_drop=0.01, passed=True, min_cosine=0.99)))
+    v = run(job(COMPLETE), [pod(phase="Succeeded", **DONE, verify=term(0, message=msg))])
+    assert "int8 (avg) fidelity 0.9981 vs fp32 1.0000" in v.message
+    assert v.results["int8"]["fidelity"]["perOutput"][1] == {"name": "nms", "comparable": False, "reason": "shape differs"}
+
+
 def test_gate_failure_keeps_results():
     v = run(job(PFP), [pod(phase="Failed", **DONE, verify=term(4, message=GATE_MSG))])
     assert v.gate.status is False and v.results["accuracyDrop"] == 0.0044
