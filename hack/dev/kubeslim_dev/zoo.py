@@ -22,9 +22,9 @@ entered without running that file (see _ppdet_modeling). PicoDet (same package) 
 and left out: its GFL head's 1-D projection weight (a matmul_v2 on a [reg_max+1] vector) makes
 Paddle 2.6.2's PTQ fail (IndexError in channel-wise weight thresholds) and, with matmul left out
 of quantizableOpTypes or quantized abs_max, oneDNN's int8 passes fail on it ("Could not find
-threshold information", "operator after requantize should have input scale"). Installed by `make venv` with --no-deps
-(their declared pins would downgrade numpy and opencv); the one extra import, pycocotools, is a
-dependency of kubeslim-dev.
+threshold information", "operator after requantize should have input scale"). Both wheels are
+installed by `make venv` with --no-deps (their declared pins would downgrade numpy and opencv);
+the one extra import, pycocotools, is a dependency of kubeslim-dev.
 
 No weights can be downloaded here: every model starts from a seeded initialisation, then its
 BatchNorm running statistics are taken from one batch of its calibration data (left at their init
