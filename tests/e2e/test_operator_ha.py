@@ -10,6 +10,7 @@ Figures printed (pytest -s): kill → Lease taken over, kill → first Job of a 
 applied after the kill, the same for the graceful deletion."""
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import time
@@ -55,6 +56,30 @@ def holder(kubectl, namespace: str, lease: str) -> str:
 def operator_pods(kubectl, namespace: str, selector: str) -> dict[str, dict]:
     items = json.loads(kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
     return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
+
+
+class LeaseHistory:
+    """Every version of a Lease from now on, as the API server hands them out (`kubectl get -w`):
+    what happened to it, read from the record itself rather than guessed from how long it took."""
+
+    def __init__(self, devenv, namespace: str, lease: str):
+        self.proc = subprocess.Popen([devenv.kubectl, "--kubeconfig", str(devenv.kubeconfig), "-n", namespace, "get", "lease",
+                                      lease, "--watch", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> list[dict]:
+        """The spec of each version, oldest first."""
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        decoder, specs, at = json.JSONDecoder(), [], 0
+        while out[at:].strip():
+            at += len(out[at:]) - len(out[at:].lstrip())
+            obj, at = decoder.raw_decode(out, at)
+            specs.append(obj["spec"])
+        return specs
+
+
+def micro_time(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def http_get(url: str) -> tuple[int, str]:
@@ -109,6 +134,7 @@ def test_failover_moves_reconciliation_with_no_duplicate_jobs(ha_release, devenv
     (status,) = pods[leader]["status"]["containerStatuses"]
     container = status["containerID"].split("://", 1)[1]
     sock = devenv.info["node"]["containerd"]
+    history = LeaseHistory(devenv, namespace, lease)
     subprocess.run(["ctr", "--address", sock, "-n", "k8s.io", "task", "kill", "--signal", "SIGKILL", container],
                    check=True, capture_output=True, timeout=30)
     killed = time.monotonic()
@@ -116,29 +142,40 @@ def test_failover_moves_reconciliation_with_no_duplicate_jobs(ha_release, devenv
     apply_qjs(kubectl, namespace, [f"b{i}" for i in range(4)])
     second = wait_for(lambda: (h := holder(kubectl, namespace, lease)) != first and h, timeout=60, what="a new leader")
     lease_after_kill = time.monotonic() - killed
+    specs = history.stop()
     wait_for(lambda: len(jobs_by_owner(kubectl, namespace)) == 8, timeout=60, what="Jobs for the 4 applied after the kill")
     jobs_after_kill = time.monotonic() - killed
     new_leader = second.split("_")[0]
     # The standby, not the replacement pod: a candidate that just started waits a full lease
     # duration from its first read of the Lease, which comes seconds after the kill.
     assert new_leader == standby
-    # A kill is noticed by the Lease expiring: one lease duration after the last renewal the
-    # standby saw (up to one retry period before the kill), then kopf's start.
-    assert jobs_after_kill <= LEASE_DURATION + 2 * RETRY_PERIOD + 10, jobs_after_kill
+    # A kill is noticed by the Lease expiring, never sooner (two leaders at once otherwise): the
+    # standby acquired it at least one lease duration after the killed leader's last renewal. How
+    # much later depends on the machine's load; that figure is printed, not asserted.
+    last_renewal = micro_time([sp for sp in specs if sp.get("holderIdentity") == first][-1]["renewTime"])
+    taken_over = micro_time(next(sp for sp in specs if sp.get("holderIdentity") == second)["acquireTime"])
+    assert taken_over - last_renewal >= datetime.timedelta(seconds=LEASE_DURATION), (last_renewal, taken_over, specs)
 
     # Graceful: SIGTERM → kopf stops → the Lease is released → the standby takes it at once.
     wait_for(lambda: len(operator_pods(kubectl, namespace, ha_release["selector"])) == 2 and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
         for p in operator_pods(kubectl, namespace, ha_release["selector"]).values()), timeout=120, what="a second replica Ready")
+    history = LeaseHistory(devenv, namespace, lease)
     kubectl("-n", namespace, "delete", "pod", new_leader, "--wait=false")
     deleted = time.monotonic()
     apply_qjs(kubectl, namespace, ["c0"])
     third = wait_for(lambda: (h := holder(kubectl, namespace, lease)) not in (second, "") and h, timeout=60, what="a third leader")
     lease_after_delete = time.monotonic() - deleted
+    specs = history.stop()
     wait_for(lambda: len(jobs_by_owner(kubectl, namespace)) == 9, timeout=60, what="the Job applied after the deletion")
     jobs_after_delete = time.monotonic() - deleted
     assert third.split("_")[0] != new_leader
-    assert jobs_after_delete <= 2 * RETRY_PERIOD + 10, jobs_after_delete
+    # The deleted leader released the Lease (client-go's release: no holder, a one-second
+    # duration) before the next one took it: the hand-over did not wait for an expiry.
+    holders = [sp.get("holderIdentity") or "" for sp in specs]
+    assert "" in holders[holders.index(second):], specs
+    released = holders.index("", holders.index(second))
+    assert specs[released]["leaseDurationSeconds"] == 1 and holders.index(third) > released, specs
 
     # Exactly one Job per QuantizationJob, and every run concluded.
     uids = qj_uids(kubectl, namespace)
