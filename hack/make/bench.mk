@@ -1,4 +1,4 @@
-.PHONY: bench bench-e2e bench-fallback
+.PHONY: bench bench-e2e bench-fallback bench-calibration
 bench-e2e: $(VENV)/.installed ## apply → Succeeded on the real node (1 and 4 algos), split by component -> bench/results/e2e.json
 	@$(MAKE) --no-print-directory devenv
 	$(PY) bench/bench_e2e.py
@@ -7,4 +7,7 @@ bench-fallback: $(VENV)/.installed ## plain PTQ vs accuracy-aware fallback on th
 	@hack/devenv.sh status >/dev/null 2>&1 || $(MAKE) --no-print-directory devenv
 	$(PY) bench/bench_fallback.py
 
-bench: bench-devenv bench-pipeline bench-operator bench-e2e bench-fallback ## every benchmark; results in bench/results/*.json
+bench-calibration: $(VENV)/.installed ## avg, hist and KL calibration of mobilenet_v3_small with Paddle's KL/hist functions and with kubeslim's (no devenv) -> bench/results/calibration.json
+	$(PY) bench/bench_calibration.py
+
+bench: bench-devenv bench-pipeline bench-operator bench-e2e bench-fallback bench-calibration ## every benchmark; results in bench/results/*.json

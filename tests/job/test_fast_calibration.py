@@ -16,6 +16,8 @@ import pytest
 from kubeslim_dev import digits
 from kubeslim_job import fast_thresholds
 
+from .ptq import calibrate
+
 pytestmark = pytest.mark.cluster
 
 CALIB_IMAGES = 64
@@ -29,36 +31,9 @@ def paddle_functions_after():
 
 
 def _calibrate(model_dir: str, images: np.ndarray, algo: str) -> tuple[dict, dict]:
-    """One PostTrainingQuantization run; its thresholds per tensor and its activation histograms."""
-    import paddle
-    from paddle.static.quantization import PostTrainingQuantization
-
-    paddle.enable_static()
-    try:
-        x = digits.to_tensor(images)
-
-        class Samples(paddle.io.Dataset):
-            def __len__(self):
-                return len(x)
-
-            def __getitem__(self, i):
-                return (x[i],)
-
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup):
-            feed = paddle.static.data("image", [None, *digits.INPUT_SHAPE], "float32")
-            loader = paddle.io.DataLoader(Samples(), feed_list=[feed], places=paddle.CPUPlace(), batch_size=BATCH,
-                                          shuffle=False, return_list=False)
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            ptq = PostTrainingQuantization(executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=model_dir,
-                                           model_filename="model.pdmodel", params_filename="model.pdiparams",
-                                           data_loader=loader, batch_size=BATCH, batch_nums=len(x) // BATCH,
-                                           scope=scope, algo=algo, onnx_format=True)
-            ptq.quantize()
-        return dict(ptq._quantized_var_threshold), {k: v[0].copy() for k, v in ptq._sampling_act_histogram.items()}
-    finally:
-        paddle.disable_static()
+    """Thresholds per tensor and activation histograms of one calibration."""
+    ptq = calibrate(model_dir, digits.to_tensor(images), algo, "image", BATCH)
+    return dict(ptq._quantized_var_threshold), {k: v[0].copy() for k, v in ptq._sampling_act_histogram.items()}
 
 
 @pytest.mark.parametrize("algo", ["KL", "hist"])

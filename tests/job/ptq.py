@@ -1,0 +1,42 @@
+"""Paddle's PostTrainingQuantization (what PaddleSlim's quant_post_static runs) on in-memory
+samples, for the tests that need calibrated thresholds or a calibrated model without the CLI."""
+from __future__ import annotations
+
+import zlib  # noqa: F401  -- before paddle
+
+import numpy as np
+
+
+def calibrate(model_dir: str, x: np.ndarray, algo: str, feed: str, batch: int = 16, save_to: str | None = None):
+    """One calibration of model_dir (model.pdmodel + model.pdiparams) over the samples x (N, ...);
+    returns the PostTrainingQuantization (its _quantized_var_threshold, _sampling_act_histogram),
+    and writes the int8 model to save_to when given."""
+    import paddle
+    from paddle.static.quantization import PostTrainingQuantization
+
+    class Samples(paddle.io.Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return (x[i],)
+
+    paddle.enable_static()
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            feed_var = paddle.static.data(feed, [None, *x.shape[1:]], "float32")
+            loader = paddle.io.DataLoader(Samples(), feed_list=[feed_var], places=paddle.CPUPlace(), batch_size=batch,
+                                          shuffle=False, return_list=False)
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            ptq = PostTrainingQuantization(executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=model_dir,
+                                           model_filename="model.pdmodel", params_filename="model.pdiparams",
+                                           data_loader=loader, batch_size=batch, batch_nums=-(-len(x) // batch),
+                                           scope=scope, algo=algo, onnx_format=True)
+            ptq.quantize()
+            if save_to:
+                ptq.save_quantized_model(save_to, model_filename="model.pdmodel", params_filename="model.pdiparams")
+        return ptq
+    finally:
+        paddle.disable_static()
