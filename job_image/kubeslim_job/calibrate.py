@@ -38,6 +38,7 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
     calib, stats = data.load(storage, spec.data.calibration, "spec.data.calibration", spec.calibration_samples, prep,
                              work.calib, facts.num_classes, spec.needs_labels("calibration"), inputs=facts.inputs)
     fetch_s = time.perf_counter() - t0
+    check_shapes(work.fp32, calib, "spec.data.calibration")
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
     progress.plan(progress.calibration_batches(q.algos, batch_nums), "batches")
@@ -53,6 +54,21 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
         raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: "
                                             f"{'; '.join(f'{c.algo}: {c.error}' for c in candidates)}"[:900])
     return doc
+
+
+def check_shapes(model_dir: str, samples: data.TensorFile, field: str) -> None:
+    """Run the fp32 model once on the first sample: a shape the model refuses (a dynamic dimension
+    the data fills with a size the network cannot take) is the data's fault, said before any algo
+    runs rather than as every candidate failing."""
+    from .verify import CPU_ONEDNN, predictor, runner
+
+    feeds, _ = next(samples.batches(1))
+    try:
+        runner(predictor(model_dir, CPU_ONEDNN, "fp32", 1, samples.shapes))(feeds)
+    except Exception as exc:
+        shapes = ", ".join(f"{n} {s}" for n, s in samples.shapes.items())
+        raise BadInput("ShapeMismatch", f"{field}.uri: the model refuses samples of shape {shapes} ({last_line(exc)}); "
+                                        "give data of a shape it takes (spec.model.inputs lists what it declares)") from None
 
 
 def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: ExportFacts, work: WorkDir,
