@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from . import logfmt
 from .config import ConfigError, OperatorConfig
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kubeslim-operator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logfmt.configure(config.log_level, config.log_format)
     # kopf narrates every watch event at DEBUG/INFO; keep its own chatter to warnings unless debugging.
     logging.getLogger("kopf").setLevel(logging.DEBUG if config.log_level == "DEBUG" else logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

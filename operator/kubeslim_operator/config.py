@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 
 from kubeslim_api.spec import DNS_SUBDOMAIN
@@ -16,6 +17,13 @@ from kubeslim_api.spec import DNS_SUBDOMAIN
 JOB_IMAGE_REPOSITORY = "ghcr.io/kubeslim/kubeslim-job"
 # A Secret name (DNS-1123 subdomain), as the kubelet needs it for imagePullSecrets.
 _SECRET_NAME = re.compile(DNS_SUBDOMAIN)
+# A ServiceAccount name is a DNS-1123 subdomain too.
+_SERVICE_ACCOUNT_NAME = _SECRET_NAME
+# The proxy variables the job pods may get (the chart's job.proxy.{httpsProxy,httpProxy,noProxy});
+# botocore reads them (and their lower-case twins) through urllib's getproxies.
+JOB_PROXY_VARIABLES = {"HTTPS_PROXY": "httpsProxy", "HTTP_PROXY": "httpProxy", "NO_PROXY": "noProxy"}
+# A Kubernetes resource quantity (apimachinery's regexp, without the rare exponent forms).
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
 def _default_job_image() -> str:
@@ -30,6 +38,25 @@ class ConfigError(ValueError):
     pass
 
 
+def _proxy_value(variable: str, raw: str) -> str:
+    """A proxy variable's value as the job pods get it. A proxy URL with user:password would put
+    that password into every Job's spec, readable by whoever may read Jobs: refused."""
+    value = raw.strip()
+    chart_value = f"job.proxy.{JOB_PROXY_VARIABLES[variable]}"
+    if any(ch.isspace() for ch in value):
+        raise ConfigError(f"KUBESLIM_JOB_{variable} must not contain whitespace (the chart's {chart_value}), got {value!r}")
+    if variable == "NO_PROXY":
+        return value           # comma-separated hosts, domains and CIDRs; no URL
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"KUBESLIM_JOB_{variable} must be a proxy URL such as http://proxy.corp:3128 "
+                          f"(the chart's {chart_value}), got {value!r}")
+    if parsed.username is not None or parsed.password is not None:
+        raise ConfigError(f"KUBESLIM_JOB_{variable} must not carry user:password (it would be readable in every "
+                          f"Job's spec; the chart's {chart_value}): use a proxy that admits the job pods' addresses")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class OperatorConfig:
     # The job image every pod runs. Never taken from the CR: users must not choose what runs
@@ -39,10 +66,21 @@ class OperatorConfig:
     # Secrets (in each QuantizationJob's namespace) the kubelet pulls the job image with; the
     # chart's admission policy admits Jobs with exactly these and no other.
     job_image_pull_secrets: tuple[str, ...] = ()
-    # Used when a QuantizationJob sets no spec.scheduling.nodeSelector / tolerations of its own
-    # (e.g. a cluster's GPU pool label and taint), so users need not repeat them.
+    # Merged into every QuantizationJob's spec.scheduling (e.g. a cluster's GPU pool label and
+    # taint), so users need not repeat them: the job's own tolerations are added to these, its own
+    # nodeSelector keys win over these on conflict (jobs.py, merged_scheduling).
     default_node_selector: tuple[tuple[str, str], ...] = ()
     default_tolerations: tuple[str, ...] = ()          # JSON texts (hashable, frozen)
+    # The ServiceAccount (in each QuantizationJob's namespace) the job pods run as; "" = the
+    # namespace's default. Its token is never mounted (automountServiceAccountToken: false): the
+    # name exists for identity bindings (IRSA, GKE/AKS workload identity), not for API rights.
+    job_service_account_name: str = ""
+    # Proxy settings for the job pods' S3 traffic, as (variable, value) pairs among JOB_PROXY_VARIABLES;
+    # only these variables, never arbitrary env (the admission policy admits exactly these values).
+    job_proxy_env: tuple[tuple[str, str], ...] = ()
+    # sizeLimit of the job pods' /work emptyDir (a Kubernetes quantity, e.g. "20Gi"); "" = none. The
+    # kubelet evicts a pod whose /work grows past it, so a runaway download cannot fill the node.
+    job_work_size_limit: str = ""
     # Namespaces to serve; empty = the whole cluster (-A).
     namespaces: tuple[str, ...] = ()
     # Numeric UID/GID of the job image's non-root user (PSS restricted needs a number).
@@ -60,6 +98,8 @@ class OperatorConfig:
     metrics_port: int = 9090            # 0 disables the Prometheus endpoint
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"   # "" disables it
     log_level: str = "INFO"
+    # "text" (one human line per record) or "json" (one JSON object per line, for log pipelines).
+    log_format: str = "text"
     # Concurrent API requests of the reconciler (its own aiohttp connection pool).
     api_concurrency: int = 32
     # Leader election on a coordination.k8s.io/v1 Lease (leader.py), for several replicas of which
@@ -136,6 +176,19 @@ class OperatorConfig:
         if election == "true" and not lease_ns:
             raise ConfigError("KUBESLIM_LEADER_ELECTION_NAMESPACE must name the Lease's namespace when "
                               "KUBESLIM_LEADER_ELECTION is true (the chart sets it to the pod's namespace)")
+        service_account = env.get("KUBESLIM_JOB_SERVICE_ACCOUNT_NAME", "").strip()
+        if service_account and (len(service_account) > 253 or not _SERVICE_ACCOUNT_NAME.match(service_account)):
+            raise ConfigError(f"KUBESLIM_JOB_SERVICE_ACCOUNT_NAME must be a ServiceAccount name (a DNS-1123 "
+                              f"subdomain; the chart's job.serviceAccountName), got {service_account!r}")
+        proxy_env = tuple((var, _proxy_value(var, env.get(f"KUBESLIM_JOB_{var}", "")))
+                          for var in JOB_PROXY_VARIABLES if env.get(f"KUBESLIM_JOB_{var}", "").strip())
+        work_size_limit = env.get("KUBESLIM_JOB_WORK_SIZE_LIMIT", "").strip()
+        if work_size_limit and not _QUANTITY.match(work_size_limit):
+            raise ConfigError(f"KUBESLIM_JOB_WORK_SIZE_LIMIT must be a Kubernetes quantity such as 20Gi (the chart's "
+                              f"job.workSizeLimit), got {work_size_limit!r}")
+        log_format = env.get("KUBESLIM_LOG_FORMAT", "").strip().lower() or d.log_format
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"KUBESLIM_LOG_FORMAT must be text or json (the chart's operator.logFormat), got {log_format!r}")
         selector = js("KUBESLIM_DEFAULT_NODE_SELECTOR", dict)
         tolerations = js("KUBESLIM_DEFAULT_TOLERATIONS", list)
         return cls(
@@ -144,6 +197,9 @@ class OperatorConfig:
             job_image_pull_secrets=pull_secrets,
             default_node_selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())),  # type: ignore[union-attr]
             default_tolerations=tuple(json.dumps(t, sort_keys=True) for t in tolerations),  # type: ignore[union-attr]
+            job_service_account_name=service_account,
+            job_proxy_env=proxy_env,
+            job_work_size_limit=work_size_limit,
             namespaces=namespaces,
             run_as_user=int(num("KUBESLIM_RUN_AS_USER", d.run_as_user, int, 1)),
             status_coalesce_seconds=num("KUBESLIM_STATUS_COALESCE_SECONDS", d.status_coalesce_seconds),
@@ -152,6 +208,7 @@ class OperatorConfig:
             metrics_port=int(num("KUBESLIM_METRICS_PORT", d.metrics_port, int)),
             liveness_endpoint=(d.liveness_endpoint if liveness is None else liveness).strip(),
             log_level=env.get("KUBESLIM_LOG_LEVEL", d.log_level).strip().upper() or d.log_level,
+            log_format=log_format,
             api_concurrency=int(num("KUBESLIM_API_CONCURRENCY", d.api_concurrency, int, 1)),
             leader_election=election == "true",
             leader_election_namespace=lease_ns,

@@ -128,6 +128,21 @@ def pod_failure_policy() -> dict[str, Any]:
     ]}
 
 
+def merged_scheduling(spec: QuantizationJobSpec, config: OperatorConfig) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The pod's nodeSelector and tolerations: the chart's defaults merged with the QuantizationJob's
+    own. nodeSelector: the union, the job's own value winning on a shared key (its pool choice is
+    deliberate). Tolerations: the defaults, then the job's own ones not already among them (a
+    toleration only widens where a pod may go, so none of either side is dropped)."""
+    sch = spec.scheduling
+    node_selector = {**dict(config.default_node_selector), **sch.node_selector}
+    tolerations = [json.loads(t) for t in config.default_tolerations]
+    # Only what the user wrote: the typed core/v1 models hold None for every field left out.
+    for own in (t.model_dump(by_alias=True, exclude_none=True) for t in sch.tolerations):
+        if own not in tolerations:
+            tolerations.append(own)
+    return node_selector, tolerations
+
+
 def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -> dict[str, Any]:
     """The Job for one generation of a QuantizationJob."""
     name = job_name(owner.name, owner.generation)
@@ -138,7 +153,7 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         job_labels[c.LABEL_KUEUE_QUEUE] = spec.scheduling.queue_name
     annotations = {c.ANNOTATION_OWNER_NAME: owner.name}
 
-    env = _env(spec)
+    env = _env(spec) + [{"name": name, "value": value} for name, value in config.job_proxy_env]
     resources = _resources(spec)
     mounts = [
         {"name": "work", "mountPath": WORK_DIR},
@@ -146,7 +161,7 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         {"name": "home", "mountPath": c.HOME_DIR},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "work", "emptyDir": {}},
+        {"name": "work", "emptyDir": {"sizeLimit": config.job_work_size_limit} if config.job_work_size_limit else {}},
         {"name": "tmp", "emptyDir": {}},
         {"name": "home", "emptyDir": {}},
     ]
@@ -177,11 +192,12 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
     }
     if config.job_image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in config.job_image_pull_secrets]
+    if config.job_service_account_name:
+        # Still no token in the pod (automountServiceAccountToken above): the name is for identity
+        # bindings such as IRSA or GKE/AKS workload identity.
+        pod_spec["serviceAccountName"] = config.job_service_account_name
     sch = spec.scheduling
-    node_selector = dict(sch.node_selector) or dict(config.default_node_selector)
-    # Only what the user wrote: the typed core/v1 models hold None for every field left out.
-    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in sch.tolerations] \
-        or [json.loads(t) for t in config.default_tolerations]
+    node_selector, tolerations = merged_scheduling(spec, config)
     affinity = sch.affinity.model_dump(by_alias=True, exclude_none=True)
     if node_selector:
         pod_spec["nodeSelector"] = node_selector

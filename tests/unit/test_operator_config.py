@@ -48,7 +48,8 @@ def test_cli_overrides_env(argv, namespaces, monkeypatch):
     assert build_config(parse_args(argv)).namespaces == namespaces
 
 
-def test_cluster_defaults_apply_only_when_the_cr_sets_none():
+def test_cluster_defaults_are_merged_with_the_crs_own():
+    # The full table (key conflicts, repeated tolerations) is tests/unit/test_operator_plumbing.py.
     cfg = OperatorConfig.from_env({"KUBESLIM_DEFAULT_NODE_SELECTOR": '{"pool": "gpu"}',
                                    "KUBESLIM_DEFAULT_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]'})
     base = {"model": {"inference": {"uri": "s3://m/x/"}},
@@ -59,7 +60,8 @@ def test_cluster_defaults_apply_only_when_the_cr_sets_none():
     assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
     own = {**base, "scheduling": {"nodeSelector": {"x": "y"}, "tolerations": [{"key": "k", "operator": "Exists"}]}}
     pod = build_job(owner, parse_spec(own), cfg)["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"x": "y"} and pod["tolerations"] == [{"key": "k", "operator": "Exists"}]
+    assert pod["nodeSelector"] == {"pool": "gpu", "x": "y"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}, {"key": "k", "operator": "Exists"}]
 
 
 @pytest.mark.parametrize("env, server", [

@@ -39,3 +39,14 @@ admission policy admits. */ -}}
 {{- range .Values.job.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
 {{- toJson $names -}}
 {{- end -}}
+
+{{/* The job pods' proxy variables, {"HTTPS_PROXY": …}, only those set in job.proxy: the operator
+     passes exactly these (KUBESLIM_JOB_<name>) and the admission policy admits exactly these. */}}
+{{- define "kubeslim.jobProxyEnv" -}}
+{{- $proxy := .Values.job.proxy | default dict -}}
+{{- $env := dict -}}
+{{- range $variable, $key := dict "HTTPS_PROXY" "httpsProxy" "HTTP_PROXY" "httpProxy" "NO_PROXY" "noProxy" -}}
+{{- with get $proxy $key }}{{ $_ := set $env $variable . }}{{ end -}}
+{{- end -}}
+{{- toJson $env -}}
+{{- end -}}

@@ -1,0 +1,194 @@
+"""The chart's job-pod plumbing (issue 19 item 5): job.serviceAccountName, job.proxy,
+job.workSizeLimit and operator.logFormat rendered into the operator's env (which the operator
+parses into the Jobs it builds) and into the admission policy; the schema refuses bad values naming
+them; and against the devenv's real API server, with the token of the release's operator
+ServiceAccount, the policy admits the operator's own Job and denies any other ServiceAccount or
+proxy setting. The render tests need no cluster."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import uuid
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from kubeslim_api.spec import parse_spec
+from kubeslim_dev.devenv import token_kubeconfig
+from kubeslim_operator.config import OperatorConfig
+from kubeslim_operator.jobs import Owner, build_job
+from tests.cluster.test_chart_render import CHART, helm, only, operator_env, render, template  # noqa: F401  (helm: fixture)
+
+pytestmark = pytest.mark.timeout(300)
+
+JOB_IMAGE = "registry.example/kubeslim-job:9.9.9"
+PROXY = "http://proxy.corp:3128"
+NO_PROXY = ".svc,10.0.0.0/8"
+PLUMBING = (f"job.image.repository={JOB_IMAGE.split(':')[0]}", f"job.image.tag={JOB_IMAGE.split(':')[1]}",
+            "job.serviceAccountName=s3-reader", f"job.proxy.httpsProxy={PROXY}",
+            # --set splits on commas: the list is escaped.
+            "job.proxy.noProxy=" + NO_PROXY.replace(",", "\\,"),
+            "job.workSizeLimit=20Gi", "operator.logFormat=json")
+SPEC = parse_spec({
+    "model": {"builtin": {"architecture": "mobilenet_v3_small"}, "inputShape": [3, 224, 224]},
+    "data": {"calibration": {"uri": "s3://d/train/", "listFile": "t.txt"}, "evaluation": {"uri": "s3://d/val/", "listFile": "v.txt"}},
+    "output": {"uri": "s3://m/out/"},
+})
+
+
+def policy_rule(docs: list[dict], needle: str) -> dict:
+    (rule,) = [v for v in only(docs, "ValidatingAdmissionPolicy")["spec"]["validations"] if needle in v["message"]]
+    return rule
+
+
+def policy_variable(docs: list[dict], name: str) -> str:
+    (var,) = [v for v in only(docs, "ValidatingAdmissionPolicy")["spec"]["variables"] if v["name"] == name]
+    return var["expression"]
+
+
+def operator_job(docs: list[dict], namespace: str) -> dict:
+    """The Job the operator the chart configures builds (its config read from the rendered env)."""
+    # The chart's one valueFrom is the downward API's metadata.namespace (the Lease's namespace).
+    config = OperatorConfig.from_env({k: "kubeslim-system" if v is None else v for k, v in operator_env(docs).items()})
+    return build_job(Owner("plumbed", namespace, str(uuid.uuid4()), 1), SPEC, config)
+
+
+# -- rendered, no cluster -------------------------------------------------------------------------
+
+def test_defaults_add_no_service_account_no_proxy_no_limit_and_text_logs(helm):
+    docs = render(helm)
+    env = operator_env(docs)
+    assert (env["KUBESLIM_JOB_SERVICE_ACCOUNT_NAME"], env["KUBESLIM_JOB_WORK_SIZE_LIMIT"], env["KUBESLIM_LOG_FORMAT"]) == ("", "", "text")
+    assert not [name for name in env if name.endswith("_PROXY")]
+    assert """== "default" """.strip() in policy_rule(docs, "job.serviceAccountName")["expression"]
+    assert policy_variable(docs, "proxyEnv") == "{}"
+    pod = operator_job(docs, "ml")["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod and pod["volumes"][0] == {"name": "work", "emptyDir": {}}
+
+
+def test_plumbing_values_reach_the_operator_its_jobs_and_the_policy(helm):
+    docs = render(helm, *PLUMBING)
+    env = operator_env(docs)
+    assert env["KUBESLIM_JOB_SERVICE_ACCOUNT_NAME"] == "s3-reader" and env["KUBESLIM_JOB_WORK_SIZE_LIMIT"] == "20Gi"
+    assert env["KUBESLIM_JOB_HTTPS_PROXY"] == PROXY and env["KUBESLIM_JOB_NO_PROXY"] == NO_PROXY
+    assert "KUBESLIM_JOB_HTTP_PROXY" not in env and env["KUBESLIM_LOG_FORMAT"] == "json"
+    assert json.loads(policy_variable(docs, "proxyEnv")) == {"HTTPS_PROXY": PROXY, "NO_PROXY": NO_PROXY}
+    assert '== "s3-reader"' in policy_rule(docs, "job.serviceAccountName")["expression"]
+    pod = operator_job(docs, "ml")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "s3-reader" and pod["automountServiceAccountToken"] is False
+    assert pod["volumes"][0] == {"name": "work", "emptyDir": {"sizeLimit": "20Gi"}}
+    for c in pod["initContainers"] + pod["containers"]:
+        proxies = {e["name"]: e["value"] for e in c["env"] if e["name"].endswith("_PROXY")}
+        assert proxies == {"HTTPS_PROXY": PROXY, "NO_PROXY": NO_PROXY}
+
+
+@pytest.mark.parametrize("sets,message", [
+    (("job.serviceAccountName=S3_Reader",), "/job/serviceAccountName"),
+    (("job.proxy.httpsProxy=proxy.corp:3128",), "/job/proxy/httpsProxy"),            # no scheme
+    (("job.proxy.httpsProxy=http://user:pw@proxy.corp:3128",), "/job/proxy/httpsProxy"),
+    (("job.proxy.noProxy=a b",), "/job/proxy/noProxy"),
+    (("job.proxy.ftpProxy=http://p:1",), "ftpProxy"),                                # not arbitrary env
+    (("job.workSizeLimit=20GB",), "/job/workSizeLimit"),
+    (("operator.logFormat=logfmt",), "/operator/logFormat"),
+])
+def test_bad_plumbing_values_fail_naming_the_value(helm, sets, message):
+    proc = template(helm, *sets)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+# -- against the real API server ----------------------------------------------------------------
+
+@pytest.fixture
+def plumbed_release(namespace, kubectl, helm):
+    """The chart's ValidatingAdmissionPolicy of a release in `namespace` configured with PLUMBING
+    (cluster-scoped: removed after the test), and the docs it was rendered from."""
+    release = f"kubeslim-pl-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run([helm, "template", release, str(CHART), "--namespace", namespace,
+                           "--kube-version", "1.34.4", *(a for s in PLUMBING for a in ("--set", s))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    policy = [d for d in docs if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
+    manifest = "\n---\n".join(yaml.safe_dump(d) for d in policy)
+    kubectl("apply", "-f", "-", input=manifest)
+    try:
+        yield release, docs
+    finally:
+        kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
+
+
+@pytest.fixture
+def as_release_operator(plumbed_release, namespace, kubectl, devenv, tmp_path) -> Callable[[dict], subprocess.CompletedProcess]:
+    """Server-side dry-run `create` of a Job with the token of the release's operator ServiceAccount
+    (which may create Jobs in `namespace` and nothing else)."""
+    sa = plumbed_release[0]
+    kubectl("create", "serviceaccount", sa, "-n", namespace)
+    kubectl("create", "role", "create-jobs", "--verb=create", "--resource=jobs.batch", "-n", namespace)
+    kubectl("create", "rolebinding", "create-jobs", "--role=create-jobs", f"--serviceaccount={namespace}:{sa}", "-n", namespace)
+    token = kubectl("create", "token", sa, "-n", namespace, "--duration=10m").stdout.strip()
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(token_kubeconfig(devenv.kubeconfig, token)))
+    path.chmod(0o600)
+
+    def create(job: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([devenv.kubectl, "--kubeconfig", str(path), "create", "--dry-run=server", "-o", "name", "-f", "-"],
+                              input=json.dumps(job), capture_output=True, text=True, timeout=60)
+    return create
+
+
+def changed(job: dict, change: Callable[[dict], Any]) -> dict:
+    job = copy.deepcopy(job)
+    change(job["spec"]["template"]["spec"])
+    return job
+
+
+def _set_env(pod: dict, name: str, value: str | None = None, value_from: dict | None = None, containers: slice = slice(None)) -> None:
+    for c in (pod["initContainers"] + pod["containers"])[containers]:
+        c["env"] = [e for e in c["env"] if e["name"] != name]
+        if value is not None:
+            c["env"].append({"name": name, "value": value})
+        if value_from is not None:
+            c["env"].append({"name": name, "valueFrom": value_from})
+
+
+def _only_the_deprecated_alias(pod: dict) -> None:
+    # Alone: beside serviceAccountName the API server replaces the alias with the name anyway.
+    del pod["serviceAccountName"]
+    pod["serviceAccount"] = "admin"
+
+
+SA_DENIED = 'runs as the configured ServiceAccount "s3-reader" (job.serviceAccountName)'
+PROXY_DENIED = "proxy variables are exactly the configured job.proxy"
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda p: p.pop("serviceAccountName"), SA_DENIED),                                  # the default one
+    (lambda p: p.update(serviceAccountName="admin"), SA_DENIED),
+    (_only_the_deprecated_alias, SA_DENIED),
+    (lambda p: p.update(automountServiceAccountToken=True), SA_DENIED),
+    (lambda p: _set_env(p, "HTTPS_PROXY", "http://attacker:3128"), PROXY_DENIED),
+    (lambda p: _set_env(p, "HTTPS_PROXY", containers=slice(0, 1)), PROXY_DENIED),       # missing on the export stage
+    (lambda p: _set_env(p, "HTTP_PROXY", "http://attacker:3128"), PROXY_DENIED),         # not configured
+    (lambda p: _set_env(p, "https_proxy", PROXY), PROXY_DENIED),                         # the lower-case twin
+    (lambda p: _set_env(p, "NO_PROXY", value_from={"configMapKeyRef": {"name": "x", "key": "y"}}), PROXY_DENIED),
+], ids=["default-sa", "other-sa", "deprecated-alias", "token-mounted", "other-proxy", "proxy-missing", "unconfigured-proxy",
+        "lower-case", "proxy-from-configmap"])
+def test_policy_denies_other_service_accounts_and_proxies(plumbed_release, as_release_operator, namespace, wait_for, change, message):
+    job = changed(operator_job(plumbed_release[1], namespace), change)
+    # The API server picks a new policy up within a few seconds.
+    proc = wait_for(lambda: (p := as_release_operator(job)).returncode != 0 and p, timeout=30, what="the policy to deny")
+    assert message in proc.stderr, proc.stderr
+
+
+def test_policy_admits_the_operators_job_with_its_service_account_and_proxy(plumbed_release, as_release_operator, namespace, wait_for):
+    job = operator_job(plumbed_release[1], namespace)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "s3-reader"
+    # Wait for the policy to be in force (it denies another ServiceAccount) before trusting an admission.
+    wait_for(lambda: as_release_operator(changed(job, lambda p: p.update(serviceAccountName="admin"))).returncode != 0,
+             timeout=30, what="the policy to be in force")
+    proc = as_release_operator(job)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"job.batch/{job['metadata']['name']}"
