@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, ValidationError
+
+from .camel import CamelModel
 
 CONTRACT_VERSION = 1
 MAX_MESSAGE_BYTES = 4096
@@ -39,11 +40,9 @@ Stage = Literal["export", "calibrate", "verify"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True)
+class _Camel(CamelModel):
+    # A reader ignores keys it does not know: version 1 grows only by optional fields (see above).
+    model_config = ConfigDict(extra="ignore")
 
 
 class OutputFidelity(_Camel):

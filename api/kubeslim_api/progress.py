@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, ValidationError
 
+from .camel import CamelModel
 from .contract import Stage
 
 PREFIX = "kubeslim-progress "
@@ -39,8 +39,9 @@ MAX_ETA_SECONDS = 10 * 365 * 86400.0
 MAX_TIME = 253402300799.0    # 9999-12-31T23:59:59Z
 
 
-class ProgressLine(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+class ProgressLine(CamelModel):
+    # A reader ignores keys a newer printer adds (the line is versioned by `v`, grown by optional keys).
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     v: int = Field(default=PROGRESS_VERSION, ge=1)
     stage: Stage

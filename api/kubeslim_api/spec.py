@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer, model_validator
+
+from .camel import CamelModel
 
 Algo = Literal["KL", "hist", "mse", "avg", "abs_max", "emd", "ptf"]     # paddleslim quant_post_static algos
 DEFAULT_QUANTIZABLE_OP_TYPES = ["conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2"]
@@ -47,8 +48,10 @@ class SpecError(ValueError):
         self.message = message
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+class _Camel(CamelModel):
+    # An unknown field is a typo in a manifest that never met the API server: reject it, naming it.
+    # Frozen: a parsed spec is a value, read by every stage and handler and changed by none.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _is_s3_uri(uri: str) -> bool:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
 
 from kubeslim_api import reasons
+from kubeslim_api.camel import CamelModel
 from kubeslim_api.contract import Artifacts, Candidate, Gate, ModelMetrics, Results, Stage, StageResult, metric_value
 from kubeslim_api.spec import ModelInput, QuantizationJobSpec
 
@@ -32,11 +32,9 @@ class StageRunner(Protocol):
     def __call__(self, spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> StageOutcome: ...
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    def dump(self, **kwargs: Any) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, **kwargs)
+class _Camel(CamelModel):
+    # Written and read by the same image within one pod: an unknown key is a bug, not a newer writer.
+    model_config = ConfigDict(extra="forbid")
 
 
 class Handoff(_Camel):
