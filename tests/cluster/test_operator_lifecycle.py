@@ -63,7 +63,7 @@ def test_success_results_in_status_and_kubectl_get(operator, qj, kubectl, namesp
     writes = writes_by_operator(operator.metrics())
     assert writes.get("POST jobs") == 1
     assert sum(writes.values()) <= 6, writes
-    assert 'kubeslim_quantizationjobs{phase="Succeeded"} 1.0' in operator.metrics()
+    assert f'kubeslim_quantizationjobs{{namespace="{namespace}",phase="Succeeded"}} 1.0' in operator.metrics()
 
 
 def test_accuracy_gate_failed(operator, qj, namespace):

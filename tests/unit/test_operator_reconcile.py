@@ -14,7 +14,7 @@ from kubeslim_operator.handlers import reconcile
 from kubeslim_operator.handlers.reconcile import Reconciler
 from kubeslim_operator.kube import ApiError
 from kubeslim_operator.objects import trim_job
-from operator_fakes import KEY, UID, FakeApi, RUNNING, done, job, pod, qj, waiting
+from operator_fakes import KEY, NS, UID, FakeApi, RUNNING, done, job, pod, qj, waiting
 from tests.invalid_specs import VALID_SPEC
 
 pytestmark = pytest.mark.unit
@@ -194,7 +194,7 @@ def test_what_the_reconciler_remembers_and_forgets():
     w.reconcile()
     w.reconcile()
     assert w.r.known_status(body)["jobName"] == "qj-g1"     # what it wrote, ahead of the watch
-    assert list(w.r.phases()) == ["Pending"]
+    assert list(w.r.phases()) == [(NS, "Pending")]
     w.r.forget(UID)
     assert w.r.known_status(body) == {"phase": "Pending"}   # the object's own status again
     w.reconcile()
@@ -233,7 +233,7 @@ def test_the_handlers_keep_their_state_in_the_operator_memo(monkeypatch):
         await main.qj_event(type="ADDED", body=kopf.Body(qj()), namespace=KEY[0], name=KEY[1], memo=per_object,
                             **indexes)
         assert reconciler.qjs is indexes["qj_index"] and memo.scheduler.ready
-        assert list(phases[0]()) == [""]
+        assert list(phases[0]()) == [(KEY[0], "")]
         await main.cleanup(memo=memo)
         assert memo.trimmer.cancelling() or memo.trimmer.cancelled()
     asyncio.run(go())

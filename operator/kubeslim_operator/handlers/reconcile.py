@@ -107,10 +107,12 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         self._memory.pop(uid, None)
 
-    def phases(self) -> Iterable[str]:
+    def phases(self) -> Iterable[tuple[str, str]]:
+        """(namespace, status.phase) of every QuantizationJob, for the metrics' phase gauge."""
         if self.qjs is None:
             return []
-        return [self.known_status(body).get("phase") or "" for store in list(self.qjs.values()) for body in store]
+        return [(body["metadata"]["namespace"], self.known_status(body).get("phase") or "")
+                for store in list(self.qjs.values()) for body in store]
 
     # -- the pass: gather, decide, do -------------------------------------------------------------
 
@@ -270,14 +272,14 @@ class Reconciler:
         if event is not None:
             log.info("%s/%s: %s%s%s", namespace, name, new.get("phase"),
                      f" ({new['stage']})" if new.get("stage") else "", f" {new['reason']}" if new.get("reason") else "")
-            metrics.TRANSITIONS.labels(new.get("phase") or "", new.get("reason") or "").inc()
+            metrics.TRANSITIONS.labels(namespace, new.get("phase") or "", new.get("reason") or "").inc()
             await self.kube.post_event(qj, event.type, event.reason, event.message)
         if new.get("phase") in c.FINAL_PHASES and not is_final_for(prev, new["observedGeneration"]):
             phase = new["phase"]
-            metrics.RUNS_FINISHED.labels(phase, new.get("reason") or "").inc()
+            metrics.RUNS_FINISHED.labels(namespace, phase, new.get("reason") or "").inc()
             start, end = _parse_time(new.get("startTime")), _parse_time(new.get("completionTime"))
             if start is not None and end is not None and end >= start:
-                metrics.RUN_DURATION.labels(phase).observe(end - start)
+                metrics.RUN_DURATION.labels(namespace, phase).observe(end - start)
             drop = (new.get("results") or {}).get("accuracyDrop")
             if isinstance(drop, (int, float)):
-                metrics.ACCURACY_DROP.observe(drop)
+                metrics.ACCURACY_DROP.labels(namespace).observe(drop)
