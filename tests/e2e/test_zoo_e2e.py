@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(900)
 
 # As in tests/job/test_zoo.py: verify reads the detector's first output, [boxes, 6], as class scores
 # and ends InternalError. Strict: this marker fails the day the job handles it.
-@pytest.mark.xfail(strict=True, reason="verify scores a detector's [boxes, 6] output as classes")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="verify scores a detector's [boxes, 6] output as classes")
 def test_detector_quantized_on_the_real_node(operator_release, e2e_namespace, kubectl, s3, s3_env, wait_for, tmp_path):
     zoo.seed(s3, BUCKET, "ppyoloe", tmp_path)
     text = (REPO / "examples" / "ppyoloe.yaml").read_text().replace(f"s3://{zoo.EXAMPLE_BUCKET}/", f"s3://{BUCKET}/")

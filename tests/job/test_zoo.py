@@ -57,7 +57,8 @@ def download_model(s3, model_uri: str, into: Path) -> Path:
 # for class scores (facts.num_classes) even under metric fidelity and crashes computing top-1
 # ("operands could not be broadcast together with shapes (116,) (4,)", InternalError). Strict: the
 # day verify stops doing that, this marker fails and goes.
-DETECTOR_TOP1_CRASH = pytest.mark.xfail(strict=True, reason="verify scores a detector's [boxes, 6] output as classes")
+DETECTOR_TOP1_CRASH = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                        reason="verify scores a detector's [boxes, 6] output as classes")
 JOB_CASES = [pytest.param(k, marks=DETECTOR_TOP1_CRASH) if zoo.MODELS[k].kind == "detector" else k for k in zoo.MODELS]
 
 
