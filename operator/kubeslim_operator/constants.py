@@ -73,3 +73,27 @@ JOB_DEFAULT_BACKOFF_LIMIT = 6
 # Waiting reasons kubelet reports for image problems (all end the run: the image comes from the
 # operator's configuration, so no change to the CR can fix them).
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+# -- lengths and timeouts -----------------------------------------------------------------------
+
+# One API request (kube.py), unless the caller gives its own. Long enough for a LIST on a busy API
+# server; short enough that a connection that hangs costs one reconcile pass, not the operator.
+API_REQUEST_TIMEOUT_SECONDS = 30.0
+# Of an error body that is not JSON (a proxy's HTML page), what ApiError and the logs keep.
+API_ERROR_EXCERPT_CHARS = 200
+
+# Event fields, cut to the lengths the API server validates for Events (reason and
+# reportingInstance 128, note/message 1024); a longer value would make it refuse the whole Event.
+EVENT_REASON_MAX_CHARS = 128
+EVENT_MESSAGE_MAX_CHARS = 1024
+EVENT_REPORTING_INSTANCE_MAX_CHARS = 128
+# The QuantizationJob's name as the prefix of its Events' names: with "." and 16 hex digits
+# appended the name stays under the 253 characters of a DNS subdomain.
+EVENT_NAME_PREFIX_MAX_CHARS = 200
+
+# Foreign text quoted in status.message (status.py): enough for the cause, short enough that the
+# message stays readable in `kubectl get`/`describe`.
+KUBELET_MESSAGE_MAX_CHARS = 200      # kubelet's last line (a container's config error, a crash's log tail)
+INNER_MESSAGE_MAX_CHARS = 160        # a message quoted inside a longer sentence (an image pull error, an earlier eviction)
+KUEUE_MESSAGE_MAX_CHARS = 300        # a Kueue Workload condition's message (why it waits)
+REJECTION_DETAIL_MAX_CHARS = 800     # the API server's causes for refusing the Job, one per field, mapped to spec fields

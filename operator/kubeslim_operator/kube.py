@@ -7,7 +7,6 @@ every request by verb and resource for the metrics endpoint and the benchmark.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import kopf
 
 from . import constants as c
 from .constants import Obj
+from .times import format_time
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def in_cluster_server(env: dict[str, str]) -> str | None:
 
 class ApiError(Exception):
     def __init__(self, status: int, body: Obj | str, method: str, path: str):
-        reason = body.get("message") if isinstance(body, dict) else str(body)[:200]
+        reason = body.get("message") if isinstance(body, dict) else str(body)[:c.API_ERROR_EXCERPT_CHARS]
         super().__init__(f"{method} {path}: HTTP {status}: {reason}")
         self.status = status
         self.body = body
@@ -63,7 +63,7 @@ class Kube:
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency, ssl=info.as_ssl_context()),
             headers={**info.as_http_headers(), "User-Agent": "kubeslim-operator"},
-            auth=auth, timeout=aiohttp.ClientTimeout(total=30), json_serialize=lambda o: json.dumps(o, separators=(",", ":")))
+            auth=auth, timeout=aiohttp.ClientTimeout(total=c.API_REQUEST_TIMEOUT_SECONDS), json_serialize=lambda o: json.dumps(o, separators=(",", ":")))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -74,7 +74,7 @@ class Kube:
                       params: dict[str, str] | None = None, content_type: str = "application/json",
                       raw: bool = False, timeout: float | None = None) -> Any:
         """The answer's JSON; with `raw`, its text as is (a pod log: decoded leniently, since a
-        program may print any bytes). `timeout`: seconds, instead of the session's 30."""
+        program may print any bytes). `timeout`: seconds, instead of the session's c.API_REQUEST_TIMEOUT_SECONDS."""
         if self._session is None:
             async with self._lock:
                 if self._session is None:
@@ -99,7 +99,7 @@ class Kube:
                 try:
                     doc = json.loads(text) if text else {}
                 except json.JSONDecodeError:
-                    doc = {"message": text[:200]}
+                    doc = {"message": text[:c.API_ERROR_EXCERPT_CHARS]}
                 if resp.status >= 400:
                     raise ApiError(resp.status, doc, method, path)
                 return doc
@@ -157,16 +157,16 @@ class Kube:
 
     async def post_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
         meta = involved.get("metadata") or {}
-        now = datetime.datetime.now(datetime.timezone.utc).strftime(c.TIME_FORMAT)
+        now = format_time()
         ns = meta.get("namespace") or "default"
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta.get('name', 'qj')[:200]}.{secrets.token_hex(8)}", "namespace": ns},
+            "metadata": {"name": f"{meta.get('name', 'qj')[:c.EVENT_NAME_PREFIX_MAX_CHARS]}.{secrets.token_hex(8)}", "namespace": ns},
             "involvedObject": {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta.get("name"),
                                "namespace": ns, "uid": meta.get("uid")},
-            "reason": reason[:128], "message": message[:1024], "type": type_,
+            "reason": reason[:c.EVENT_REASON_MAX_CHARS], "message": message[:c.EVENT_MESSAGE_MAX_CHARS], "type": type_,
             "source": {"component": c.EVENT_SOURCE},
-            "reportingComponent": f"{c.GROUP}/operator", "reportingInstance": self.instance[:128],
+            "reportingComponent": f"{c.GROUP}/operator", "reportingInstance": self.instance[:c.EVENT_REPORTING_INSTANCE_MAX_CHARS],
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:

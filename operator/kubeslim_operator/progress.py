@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
 import time
 
@@ -46,6 +45,7 @@ from . import constants as c
 from .constants import Obj
 from .kube import ApiError, Kube
 from .objects import pod_belongs_to
+from .times import format_time
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ SINCE_SECONDS = 60
 LIMIT_BYTES = 64 * 1024
 # The API server fetches a log from the node's kubelet; a node that does not answer (lost, or a
 # kwok node with no kubelet) must not hold the reconciler's shared connection pool (which status
-# writes and Job creates use) for the session's 30 s. So a read gives up after READ_TIMEOUT_SECONDS,
-# and at most MAX_CONCURRENT_READS run at once: a pass that finds them all busy reads next time.
+# writes and Job creates use) for the session's c.API_REQUEST_TIMEOUT_SECONDS. So a read gives up
+# after READ_TIMEOUT_SECONDS, and at most MAX_CONCURRENT_READS run at once: a pass that finds them
+# all busy reads next time.
 READ_TIMEOUT_SECONDS = 5.0
 MAX_CONCURRENT_READS = 4
 _reads_in_flight = 0
@@ -135,10 +136,6 @@ async def read(kube: Kube, namespace: str, target: tuple[str, str] | None, readi
     reading.due = now + next_read(reading.misses)
 
 
-def _time(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(c.TIME_FORMAT)
-
-
 def from_line(line: ProgressLine) -> Obj:
     """A line as status.progress. A stage with nothing countable planned yet (export; the data
     download before calibration) is at 0 %: PROGRESS shows a number throughout a run."""
@@ -146,8 +143,8 @@ def from_line(line: ProgressLine) -> Obj:
     out: Obj = {"stage": c.STAGE_NAMES[line.stage], "step": line.step or None,
                 "done": line.done if counted else None, "total": line.total, "unit": (line.unit or None) if counted else None,
                 "percent": line.percent if line.percent is not None else 0,
-                "eta": _time(line.time + line.eta_seconds) if line.eta_seconds is not None else None,
-                "updatedAt": _time(line.time)}
+                "eta": format_time(line.time + line.eta_seconds) if line.eta_seconds is not None else None,
+                "updatedAt": format_time(line.time)}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -8,17 +8,18 @@ with kstatus conditions, keeping each condition's lastTransitionTime while its s
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import re
 from typing import Any
 
 from kubeslim_api import reasons
 from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, BadResultMessage, StageResult, decode, metric_value
 from kubeslim_api.spec import QuantizationJobSpec, SpecError
+from kubeslim_api.text import truncate
 
 from . import constants as c
 from .constants import Obj
 from .jobs import spec_field
+from .times import parse_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +72,10 @@ def _statuses(pod: Obj) -> list[Obj]:
     return [by_name[n] for n in STAGES if n in by_name]
 
 
-def _last_line(text: str, limit: int = 200) -> str:
+def _last_line(text: str, limit: int = c.KUBELET_MESSAGE_MAX_CHARS) -> str:
     """The last non-blank line (where kubelet and Go put the cause), cut to `limit` characters."""
     lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return truncate(lines[-1] if lines else "", limit)
 
 
 def _sentence(text: str) -> str:
@@ -237,12 +237,11 @@ class Queue:
 
 # Kueue's workload controller: "LocalQueue <name> doesn't exist".
 _LOCAL_QUEUE_MISSING = re.compile(r"^LocalQueue \S+ doesn't exist")
-MAX_KUEUE_MESSAGE = 300
 
 
-def _cut(text: str, limit: int = MAX_KUEUE_MESSAGE) -> str:
-    text = " ".join((text or "").split()).rstrip(".")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _clause(text: str, limit: int) -> str:
+    """Foreign text as one clause of our sentence: white space folded, no final full stop, cut to `limit`."""
+    return truncate(" ".join((text or "").split()).rstrip("."), limit)
 
 
 def queued_verdict(job: Obj, queue: Queue | None) -> Verdict:
@@ -280,7 +279,7 @@ def queued_verdict(job: Obj, queue: Queue | None) -> Verdict:
         # (why there is no quota) must be in the first Queued message.
         return Verdict(c.PENDING, "", f"Job {name} is in Kueue LocalQueue {lq}; Kueue has not yet evaluated its Workload "
                                       f"{(wl.get('metadata') or {}).get('name', '')}.")
-    why = _cut(reserved.get("message") or "")
+    why = _clause(reserved.get("message") or "", c.KUEUE_MESSAGE_MAX_CHARS)
     if reserved.get("reason") == "Inadmissible":
         if _LOCAL_QUEUE_MISSING.match(why):
             return Verdict(c.PENDING, reasons.LOCAL_QUEUE_NOT_FOUND,
@@ -289,7 +288,7 @@ def queued_verdict(job: Obj, queue: Queue | None) -> Verdict:
         return Verdict(c.PENDING, reasons.QUEUE_INADMISSIBLE,
                        f"Kueue cannot admit Job {name} from LocalQueue {lq}: {why or 'no reason given'}.")
     evicted = conds.get("Evicted") or {}
-    before = f" (evicted earlier: {evicted.get('reason')}: {_cut(evicted.get('message') or '', 160)})" if true("Evicted") else ""
+    before = f" (evicted earlier: {evicted.get('reason')}: {_clause(evicted.get('message') or '', c.INNER_MESSAGE_MAX_CHARS)})" if true("Evicted") else ""
     return Verdict(c.PENDING, reasons.QUEUED,
                    f"Job {name} waits in Kueue LocalQueue {lq}{before}" + (f": {why}." if why else " for quota."))
 
@@ -304,7 +303,6 @@ PERMANENT_CREATE_ERRORS = (400, 413, 422)
 # terminating namespace, a policy webhook): it can be lifted without a new generation, so the
 # operator says why and tries again.
 REFUSED_CREATE_ERRORS = (403,)
-MAX_REJECTION_DETAIL = 800
 _JOB_FIELD = re.compile(r"(?<![\w/-])((?:metadata|spec)(?:\.\w+|\[[^\]\s]*\])+)")
 # A body the API server cannot decode names the Go field: "... into Go struct field JobSpec.spec.x of type int32".
 _GO_FIELD = re.compile(r"Go struct field \w+\.")
@@ -329,9 +327,7 @@ def _rejection_detail(body: Obj | str) -> str:
     # causes repeat once mapped.
     parts = list(dict.fromkeys(_in_spec_terms(f"{x['field']}: {x.get('message', '')}" if x.get("field") else x.get("message", ""))
                                for x in causes if x.get("field") or x.get("message")))
-    text = "; ".join(parts) or _in_spec_terms(doc.get("message") or "no reason given")
-    text = " ".join(text.split()).rstrip(".")
-    return text if len(text) <= MAX_REJECTION_DETAIL else text[: MAX_REJECTION_DETAIL - 1] + "…"
+    return _clause("; ".join(parts) or _in_spec_terms(doc.get("message") or "no reason given"), c.REJECTION_DETAIL_MAX_CHARS)
 
 
 def job_rejection(code: int, body: Obj | str, job_name: str) -> JobRejection | None:
@@ -429,11 +425,11 @@ def _pod_progress(pod: Obj, spec: QuantizationJobSpec | None) -> Verdict:
             return Verdict(c.PENDING, fact.reason, fact.message, scheduled=scheduled, config=fact)
         if wr in c.IMAGE_PULL_REASONS and wr != "ErrImagePull":
             return Verdict(c.FAILED, reasons.IMAGE_PULL,
-                           _sentence(f"The job image cannot be pulled ({wr}: {_last_line(waiting.get('message') or '', 160)})")[:-1]
+                           _sentence(f"The job image cannot be pulled ({wr}: {_last_line(waiting.get('message') or '', c.INNER_MESSAGE_MAX_CHARS)})")[:-1]
                            + "; fix the operator's KUBESLIM_JOB_IMAGE or the registry access.",
                            c.STAGE_NAMES[s["name"]], scheduled=scheduled)
         if wr == "ErrImagePull":
-            return Verdict(c.PENDING, "ErrImagePull", _sentence(f"Pulling the job image failed, kubelet retries: {_last_line(waiting.get('message') or '', 160)}"),
+            return Verdict(c.PENDING, "ErrImagePull", _sentence(f"Pulling the job image failed, kubelet retries: {_last_line(waiting.get('message') or '', c.INNER_MESSAGE_MAX_CHARS)}"),
                            scheduled=scheduled)
         if started:
             # The kubelet starts the next stage a moment after the last one exits (waiting:
@@ -492,15 +488,8 @@ def _pod_view_behind(conds: dict[str, Obj], pods: list[Obj], now: str) -> bool:
     if not any((p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
                and not (p.get("metadata") or {}).get("deletionTimestamp") for p in pods):
         return False
-    t0, t1 = _timestamp(concluded.get("lastTransitionTime")), _timestamp(now)
+    t0, t1 = parse_time(concluded.get("lastTransitionTime")), parse_time(now)
     return t0 is None or t1 is None or t1 - t0 < POD_VIEW_LAG_SECONDS
-
-
-def _timestamp(value: str | None) -> float | None:
-    try:
-        return datetime.datetime.strptime(value or "", c.TIME_FORMAT).replace(tzinfo=datetime.timezone.utc).timestamp()
-    except ValueError:
-        return None
 
 
 def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
