@@ -43,6 +43,17 @@ class ApiError(Exception):
         self.body = body
 
 
+async def get_or_none(kube: Kube, path: str, *, resource: str) -> Obj | None:
+    """GET one object; None where it does not exist (404), which callers treat as an answer, not an error.
+    A function over `kube.request` rather than a method, so anything with that one method can stand in."""
+    try:
+        return await kube.request("GET", path, resource=resource)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 class Kube:
     def __init__(self, info: kopf.ConnectionInfo, *, concurrency: int = 32,
                  relogin: Callable[[], kopf.ConnectionInfo | None] | None = None,
@@ -124,12 +135,7 @@ class Kube:
                 raise
 
     async def get_configmap(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return await self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}", resource="configmaps")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await get_or_none(self, f"/api/v1/namespaces/{namespace}/configmaps/{name}", resource="configmaps")
 
     async def list_workloads(self, namespace: str, job_uid: str) -> list[Obj]:
         """Kueue's Workloads for a Job. ApiError 404: the cluster serves no Workload API (no Kueue)."""

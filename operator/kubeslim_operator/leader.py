@@ -35,7 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from .constants import Obj
-from .kube import ApiError, Kube
+from .kube import ApiError, Kube, get_or_none
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,7 @@ class LeaderElector:
             self._observed, self._observed_at = record, now
 
     async def _get(self) -> Obj | None:
-        try:
-            return await self._kube.request("GET", self._path, resource="leases")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await get_or_none(self._kube, self._path, resource="leases")
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt: read the Lease and write it if this replica may hold it. True = it holds it now."""

@@ -18,7 +18,6 @@ stages does not cost a write per stage.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import math
 import time
@@ -36,25 +35,13 @@ from ..jobs import Owner, build_job, job_name
 from ..kube import ApiError, Kube
 from ..objects import Key, owner_uid_of_job, trim_job, trim_workload
 from ..status import Fact, Queue, is_final_for, job_rejection, transition_event
+from ..times import format_time, parse_time
 
 log = logging.getLogger("kubeslim_operator.reconcile")
 
 # A Job this process created (or read after a 409) stands in for the watch's copy for this long:
 # the watch event usually follows within milliseconds, but a pass must not mistake lag for deletion.
 RECENT_JOB_SECONDS = 60.0
-
-
-def utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime(c.TIME_FORMAT)
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.strptime(value, c.TIME_FORMAT).replace(tzinfo=datetime.timezone.utc).timestamp()
-    except ValueError:
-        return None
 
 
 def _values(index: Mapping[Key, Iterable[Obj]] | None, key: Key) -> list[Obj]:
@@ -144,7 +131,7 @@ class Reconciler:
         target = progress.log_target(attempt.job if attempt is not None and jobs.create else jobs.current, seen.pods)
         await progress.read(self.kube, key[0], target, memory.reading)
         last = memory.last_write
-        status = decide_status(seen, jobs, attempt, now=utcnow(), config=self.config, queue=queue,
+        status = decide_status(seen, jobs, attempt, now=format_time(), config=self.config, queue=queue,
                                since_write=None if last is None else time.monotonic() - last,
                                progress=memory.reading.line)
         if status.write is not None:
@@ -277,7 +264,7 @@ class Reconciler:
         if new.get("phase") in c.FINAL_PHASES and not is_final_for(prev, new["observedGeneration"]):
             phase = new["phase"]
             metrics.RUNS_FINISHED.labels(namespace, phase, new.get("reason") or "").inc()
-            start, end = _parse_time(new.get("startTime")), _parse_time(new.get("completionTime"))
+            start, end = parse_time(new.get("startTime")), parse_time(new.get("completionTime"))
             if start is not None and end is not None and end >= start:
                 metrics.RUN_DURATION.labels(namespace, phase).observe(end - start)
             drop = (new.get("results") or {}).get("accuracyDrop")
