@@ -227,6 +227,21 @@ class CredentialsSecret(_Camel):
     secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", pattern=CONFIG_KEY)
 
 
+# An IAM role ARN in any AWS partition (aws, aws-cn, aws-us-gov), IAM's own character set for the path and name.
+ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+
+
+class WebIdentity(_Camel):
+    """Workload identity: the pod gets a projected ServiceAccount token of `audience` and boto3
+    exchanges it for the role's credentials (AssumeRoleWithWebIdentity), as EKS IRSA does."""
+    role_arn: str = Field(max_length=2048, pattern=ROLE_ARN)
+    audience: str = Field("sts.amazonaws.com", min_length=1, max_length=253, pattern=r"^\S+$")
+
+
+class StorageCredentials(_Camel):
+    web_identity: WebIdentity
+
+
 class CABundle(_Camel):
     config_map_name: str = Field(pattern=DNS_SUBDOMAIN)
     key: str = Field("ca.crt", pattern=CONFIG_KEY)
@@ -236,9 +251,17 @@ class StorageSpec(_Camel):
     endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$")
     region: str = "us-east-1"
     credentials_secret: CredentialsSecret | None = None
+    credentials: StorageCredentials | None = None
     ca_bundle: CABundle | None = None
     verify_tls: bool = Field(True, alias="verifyTLS")
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> "StorageSpec":
+        if self.credentials_secret is not None and self.credentials is not None:
+            raise ValueError("set spec.storage.credentialsSecret (static keys) or spec.storage.credentials.webIdentity "
+                             "(a role for the pod's ServiceAccount token), not both")
+        return self
 
 
 class ResourcesSpec(_Camel):

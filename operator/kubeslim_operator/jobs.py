@@ -15,6 +15,14 @@ from . import constants as c
 from .config import OperatorConfig
 
 MAX_JOB_NAME = 63
+# Where the projected ServiceAccount token of spec.storage.credentials.webIdentity is mounted; the
+# chart's admission policy admits this one token volume (name, single source, path) and no other.
+WEB_IDENTITY_VOLUME = "web-identity"
+WEB_IDENTITY_DIR = "/var/run/secrets/kubeslim/web-identity"
+WEB_IDENTITY_FILE = "token"
+# The kubelet refreshes a projected token at 80 % of its life; botocore re-reads the file on each
+# AssumeRoleWithWebIdentity, so an hour-long token serves runs of any length.
+WEB_IDENTITY_TOKEN_SECONDS = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +84,12 @@ def _env(spec: QuantizationJobSpec) -> list[dict[str, Any]]:
         env += [
             {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": cs.name, "key": cs.access_key_id_key}}},
             {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": cs.name, "key": cs.secret_access_key_key}}},
+        ]
+    if st.credentials is not None:
+        # boto3's own AssumeRoleWithWebIdentity provider reads these two (no key pair in the pod).
+        env += [
+            {"name": "AWS_ROLE_ARN", "value": st.credentials.web_identity.role_arn},
+            {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": f"{WEB_IDENTITY_DIR}/{WEB_IDENTITY_FILE}"},
         ]
     if st.ca_bundle is not None:
         env.append({"name": "AWS_CA_BUNDLE", "value": f"{c.CA_DIR}/{c.CA_FILE}"})
@@ -171,6 +185,15 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         volumes.append({"name": "ca-bundle", "configMap": {
             "name": ca.config_map_name, "items": [{"key": ca.key, "path": c.CA_FILE}]}})
 
+    if spec.storage.credentials is not None:
+        # A token for STS only (its audience), not for the API server: automountServiceAccountToken
+        # stays false. It names the pod's ServiceAccount (job.serviceAccountName), which the role's
+        # trust policy admits.
+        mounts.append({"name": WEB_IDENTITY_VOLUME, "mountPath": WEB_IDENTITY_DIR, "readOnly": True})
+        volumes.append({"name": WEB_IDENTITY_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": spec.storage.credentials.web_identity.audience,
+            "expirationSeconds": WEB_IDENTITY_TOKEN_SECONDS, "path": WEB_IDENTITY_FILE}}]}})
+
     uid = config.run_as_user
     export, calibrate, verify = (
         _container(stage, config.job_image, config.job_image_pull_policy, env, resources, mounts, uid) for stage in STAGES)
@@ -255,6 +278,7 @@ _SPEC_FIELD_OF_JOB_FIELD: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.co
     (_CONTAINER + r"\.resources([.\[].*)?", "spec.resources"),
     (_CONTAINER + r"\.env\[\d+\]\.valueFrom\.secretKeyRef\.name", "spec.storage.credentialsSecret.name"),
     (_CONTAINER + r"\.env\[\d+\]\.valueFrom\.secretKeyRef\..*", "spec.storage.credentialsSecret"),
+    (r"spec\.template\.spec\.volumes\[\d+\]\.projected\..*", "spec.storage.credentials.webIdentity.audience"),
     (r"spec\.template\.spec\.volumes\[\d+\]\.configMap\.name", "spec.storage.caBundle.configMapName"),
     (r"spec\.template\.spec\.volumes\[\d+\]\.configMap\..*", "spec.storage.caBundle.key"),
 ))

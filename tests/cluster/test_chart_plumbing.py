@@ -192,3 +192,57 @@ def test_policy_admits_the_operators_job_with_its_service_account_and_proxy(plum
     proc = as_release_operator(job)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"job.batch/{job['metadata']['name']}"
+
+
+# -- the web-identity token volume (spec.storage.credentials.webIdentity) ------------------------
+
+WEB_IDENTITY_SPEC = parse_spec({**SPEC.model_dump(by_alias=True, exclude_none=True), "storage": {
+    "region": "eu-west-1", "credentials": {"webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/quantize"}}}})
+WEB_IDENTITY_DENIED = 'or the web-identity token of an audience in job.webIdentityAudiences ["sts.amazonaws.com"]'
+
+
+def web_identity_job(docs: list[dict], namespace: str) -> dict:
+    config = OperatorConfig.from_env({k: "kubeslim-system" if v is None else v for k, v in operator_env(docs).items()})
+    return build_job(Owner("irsa", namespace, str(uuid.uuid4()), 1), WEB_IDENTITY_SPEC, config)
+
+
+def _token_source(pod: dict) -> dict:
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "web-identity"]
+    return volume["projected"]["sources"][0]["serviceAccountToken"]
+
+
+def _second_source(pod: dict) -> None:
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "web-identity"]
+    volume["projected"]["sources"].append({"secret": {"name": "s3-creds"}})
+
+
+def _renamed(pod: dict) -> None:
+    for v in pod["volumes"]:
+        if v["name"] == "web-identity":
+            v["name"] = "tok"
+    for c in pod["initContainers"] + pod["containers"]:
+        for m in c["volumeMounts"]:
+            if m["name"] == "web-identity":
+                m["name"] = "tok"
+
+
+@pytest.mark.parametrize("change", [
+    lambda p: _token_source(p).pop("audience"),                                     # the API server's audience
+    lambda p: _token_source(p).update(audience="https://kubernetes.default.svc.cluster.local"),
+    lambda p: _token_source(p).update(path="api-token"),
+    _second_source,                                                                 # a Secret beside the token
+    _renamed,
+], ids=["api-server-audience", "other-audience", "other-path", "second-source", "other-name"])
+def test_policy_denies_any_other_token_volume(plumbed_release, as_release_operator, namespace, wait_for, change):
+    job = changed(web_identity_job(plumbed_release[1], namespace), change)
+    proc = wait_for(lambda: (p := as_release_operator(job)).returncode != 0 and p, timeout=30, what="the policy to deny")
+    assert WEB_IDENTITY_DENIED in proc.stderr, proc.stderr
+
+
+def test_policy_admits_the_operators_web_identity_job(plumbed_release, as_release_operator, namespace, wait_for):
+    job = web_identity_job(plumbed_release[1], namespace)
+    assert _token_source(job["spec"]["template"]["spec"])["audience"] == "sts.amazonaws.com"
+    wait_for(lambda: as_release_operator(changed(job, lambda p: _token_source(p).pop("audience"))).returncode != 0,
+             timeout=30, what="the policy to be in force")
+    proc = as_release_operator(job)
+    assert proc.returncode == 0, proc.stderr

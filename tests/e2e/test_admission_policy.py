@@ -83,15 +83,19 @@ def _mount(job: dict, volume: dict) -> None:
     _pod(job)["containers"][0]["volumeMounts"].append({"name": volume["name"], "mountPath": "/mnt/x"})
 
 
+VOLUMES_DENIED = "volumes may only be emptyDir, configMap or the web-identity token"
+# The one token volume the policy admits, but for the API server's audience (none given): a real API credential.
+API_SERVER_TOKEN = {"name": "web-identity", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}
 SECRET_ENV = {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}}}
 
 # (what, change to the operator's Job, the policy's message)
 SHAPES: list[tuple[str, Callable[[dict], None], str]] = [
     ("secret volume", lambda j: _mount(j, {"name": "creds", "secret": {"secretName": "s3-creds"}}),
-     "volumes may only be emptyDir or configMap"),
+     VOLUMES_DENIED),
     ("projected token", lambda j: _mount(j, {"name": "tok", "projected": {"sources": [
-        {"serviceAccountToken": {"path": "token"}}]}}), "volumes may only be emptyDir or configMap"),
-    ("hostPath", lambda j: _mount(j, {"name": "host", "hostPath": {"path": "/"}}), "volumes may only be emptyDir or configMap"),
+        {"serviceAccountToken": {"path": "token"}}]}}), VOLUMES_DENIED),
+    ("API server token", lambda j: _mount(j, API_SERVER_TOKEN), VOLUMES_DENIED),
+    ("hostPath", lambda j: _mount(j, {"name": "host", "hostPath": {"path": "/"}}), VOLUMES_DENIED),
     ("token mounted", lambda j: _pod(j).update(automountServiceAccountToken=True), "the pod gets no ServiceAccount token"),
     # The e2e release configures no job.imagePullSecrets: any pull Secret is a credential it did not grant.
     ("pull secret", lambda j: _pod(j).update(imagePullSecrets=[{"name": "s3-creds"}]),

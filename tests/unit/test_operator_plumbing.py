@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from kubeslim_api.spec import parse_spec
+from kubeslim_api.spec import SpecError, parse_spec
 from kubeslim_operator import logfmt
 from kubeslim_operator.config import ConfigError, OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
@@ -184,3 +184,64 @@ def test_text_log_lines_stay_the_default(log_to):
     out = log_to(OperatorConfig.from_env({}).log_format)
     logging.getLogger("kubeslim_operator.test").warning("plain")
     assert out.getvalue().rstrip().endswith("WARNING kubeslim_operator.test: plain")
+
+
+# -- spec.storage.credentials.webIdentity (issue 19 item 2) ---------------------------------------
+
+ROLE = "arn:aws:iam::123456789012:role/quantize"
+
+
+def with_storage(**storage) -> dict:
+    doc = spec().model_dump(by_alias=True, exclude_none=True)
+    doc["storage"] = {**doc["storage"], **storage}
+    return doc
+
+
+@pytest.mark.parametrize("credentials,audience", [
+    ({"webIdentity": {"roleArn": ROLE}}, "sts.amazonaws.com"),             # AWS STS's, the default
+    ({"webIdentity": {"roleArn": "arn:aws-cn:iam::123456789012:role/team/q", "audience": "sts.amazonaws.com.cn"}},
+     "sts.amazonaws.com.cn"),
+])
+def test_web_identity_gives_the_pod_a_projected_token_and_the_role_not_a_key_pair(credentials, audience):
+    job = build_job(OWNER, parse_spec(with_storage(credentials=credentials)), OperatorConfig(job_service_account_name="s3-reader"))
+    ps = job["spec"]["template"]["spec"]
+    (token,) = [v for v in ps["volumes"] if "projected" in v]
+    assert token == {"name": "web-identity", "projected": {"sources": [{"serviceAccountToken": {
+        "audience": audience, "expirationSeconds": 3600, "path": "token"}}]}}
+    assert ps["automountServiceAccountToken"] is False and ps["serviceAccountName"] == "s3-reader"
+    for c in ps["initContainers"] + ps["containers"]:
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["AWS_ROLE_ARN"] == credentials["webIdentity"]["roleArn"]
+        assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == "/var/run/secrets/kubeslim/web-identity/token"
+        assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+        assert {"name": "web-identity", "mountPath": "/var/run/secrets/kubeslim/web-identity", "readOnly": True} in c["volumeMounts"]
+
+
+def test_without_web_identity_there_is_no_token_volume_and_no_role():
+    ps = pod_spec(OperatorConfig())
+    assert not [v for v in ps["volumes"] if "projected" in v]
+    assert all("AWS_ROLE_ARN" not in env for env in env_of_every_container(ps))
+
+
+W = "spec.storage.credentials.webIdentity"
+
+
+@pytest.mark.parametrize("storage,field,says", [
+    ({"credentials": {"webIdentity": {}}}, f"{W}.roleArn", ""),                             # a missing role
+    ({"credentials": {"webIdentity": {"roleArn": "quantize"}}}, f"{W}.roleArn", ""),        # not an ARN
+    ({"credentials": {"webIdentity": {"roleArn": "arn:aws:iam::123:role/q"}}}, f"{W}.roleArn", ""),   # no 12-digit account
+    ({"credentials": {"webIdentity": {"roleArn": ROLE, "audience": ""}}}, f"{W}.audience", ""),
+    ({"credentials": {}}, W, ""),
+    ({"credentials": {"webIdentity": {"roleArn": ROLE}}, "credentialsSecret": {"name": "s3"}}, "spec.storage", "not both"),
+])
+def test_bad_web_identity_is_refused_naming_the_field(storage, field, says):
+    with pytest.raises(SpecError) as err:
+        parse_spec(with_storage(**storage))
+    assert err.value.field == field and says in err.value.message
+
+
+def test_an_api_server_complaint_about_the_token_volume_names_the_audience_field():
+    from kubeslim_operator.jobs import spec_field
+
+    assert spec_field("spec.template.spec.volumes[3].projected.sources[0].serviceAccountToken.audience") == \
+        "spec.storage.credentials.webIdentity.audience"
