@@ -117,6 +117,17 @@ class Storage:
         from botocore import exceptions as bx
 
         subject = f"{field} {uri}"
+        if isinstance(exc, bx.ClientError) and getattr(exc, "operation_name", "") == "AssumeRoleWithWebIdentity":
+            # Not the object's fault: STS refused the pod's token for spec.storage.credentials.webIdentity
+            # (a trust policy without this ServiceAccount or audience, a wrong role). Never retried: a
+            # trust policy does not change by itself. The token itself is never put in a message.
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", "Unknown"))
+            role = os.environ.get("AWS_ROLE_ARN", "")
+            return BadInput("AccessDenied", f"spec.storage.credentials.webIdentity.roleArn {role}: STS refused "
+                                            f"AssumeRoleWithWebIdentity ({code}: {err.get('Message', 'no message')}) "
+                                            f"for {subject}; the role's trust policy must admit the job pod's "
+                                            "ServiceAccount (job.serviceAccountName) and the token's audience")
         if isinstance(exc, bx.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "Unknown"))
