@@ -32,6 +32,7 @@ CONFIGMAP_KEY_NOT_FOUND = "ConfigMapKeyNotFound"
 CONTAINER_CONFIG = "CreateContainerConfigError"
 IMAGE_PULL = "ImagePullBackOff"
 OOM = "OOMKilled"
+WORK_VOLUME_FULL = "WorkVolumeFull"     # the kubelet evicted the pod: /work outgrew the chart's job.workSizeLimit
 STAGE_FAILED = "StageFailed"
 BAD_RESULT = "BadResultMessage"
 DEADLINE = "DeadlineExceeded"

@@ -131,6 +131,28 @@ def _terminal_outcome(pod: Obj) -> StageOutcome | None:
     return last
 
 
+# The kubelet's eviction message for an emptyDir past its sizeLimit (pkg/kubelet/eviction,
+# emptyDirMessageFmt); "work" is the /work volume jobs.py sizes with job.workSizeLimit.
+_WORK_VOLUME_EVICTION = re.compile(r'Usage of EmptyDir volume "work" exceeds the limit "([^"]+)"')
+
+
+def _work_volume_full(pod: Obj, attempts: int, **times: Any) -> Verdict | None:
+    """A pod the kubelet evicted because /work outgrew its sizeLimit, in the user's terms: the
+    containers were only killed (exit 137), which alone would read as a crash."""
+    st = pod.get("status") or {}
+    found = _WORK_VOLUME_EVICTION.search(st.get("message") or "") if st.get("reason") == "Evicted" else None
+    if found is None:
+        return None
+    out = _terminal_outcome(pod)
+    stage = c.STAGE_NAMES.get(out.container, "") if out is not None else ""
+    during = f" during the {out.container} stage" if out is not None else ""
+    tries = f" (attempt {attempts})" if attempts > 1 else ""
+    return Verdict(c.FAILED, reasons.WORK_VOLUME_FULL,
+                   f"The /work volume outgrew its size limit ({found.group(1)}, the chart's job.workSizeLimit){during}"
+                   f"{tries} and the kubelet evicted the pod; raise job.workSizeLimit or use a smaller model or "
+                   "dataset (spec.data.calibration / spec.data.evaluation).", stage, **times)
+
+
 def _gate_fact(result: StageResult) -> Fact | None:
     g = result.gate
     if g is None:
@@ -554,6 +576,10 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
                            f"The run passed spec.runPolicy.activeDeadlineSeconds ({deadline} s){during}; raise it or "
                            "shrink the work (fewer algos, a smaller spec.data.evaluation.limit).", stage,
                            completion_time=done, **times)
+        for pod in reversed(failed_pods):
+            full = _work_volume_full(pod, len(failed_pods), completion_time=done, **times)
+            if full is not None:
+                return full
         outcome = None
         for pod in reversed(failed_pods):
             outcome = _terminal_outcome(pod)
@@ -579,7 +605,10 @@ def _observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: S
     if failed_pods:
         out = _terminal_outcome(failed_pods[-1])
         why = ""
-        if out is not None and out.exit_code != 0:
+        full = _work_volume_full(failed_pods[-1], len(failed_pods))
+        if full is not None:
+            why = f" ({full.reason}: {full.message.rstrip('.')})"
+        elif out is not None and out.exit_code != 0:
             first = _verdict_from_failed_stage(out, spec, len(failed_pods))
             why = f" ({first.reason}: {first.message.rstrip('.')})"
         if not job_will_retry(job, failed_pods):

@@ -13,7 +13,8 @@ import pytest
 from kubeslim_api.spec import SpecError, parse_spec
 from kubeslim_operator import logfmt
 from kubeslim_operator.config import ConfigError, OperatorConfig
-from kubeslim_operator.jobs import Owner, build_job
+from kubeslim_operator.jobs import Owner, build_job, pod_failure_policy
+from kubeslim_operator.status import observe
 
 pytestmark = pytest.mark.unit
 
@@ -245,3 +246,41 @@ def test_an_api_server_complaint_about_the_token_volume_names_the_audience_field
 
     assert spec_field("spec.template.spec.volumes[3].projected.sources[0].serviceAccountToken.audience") == \
         "spec.storage.credentials.webIdentity.audience"
+
+
+# -- /work overflow: the kubelet's eviction, in the user's terms -------------------------------
+
+def _pod_evicted(message: str, reason: str = "Evicted") -> dict:
+    """A pod the kubelet evicted while calibrating: export done, calibrate killed (no exit code of its own)."""
+    killed = {"terminated": {"exitCode": 137, "reason": "Error", "message": ""}}
+    return {"metadata": {"name": "mv3-g1-x", "creationTimestamp": "2026-01-01T00:00:01Z"}, "spec": {"nodeName": "gpu-0"},
+            "status": {"phase": "Failed", "reason": reason, "message": message,
+                       "conditions": [{"type": "PodScheduled", "status": "True"}],
+                       "initContainerStatuses": [{"name": "export", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                                                 {"name": "calibrate", "state": killed}]}}
+
+
+def _job(*conditions: tuple[str, str]) -> dict:
+    return {"metadata": {"name": "mv3-g1"}, "spec": {"backoffLimit": 1, "podFailurePolicy": pod_failure_policy()},
+            "status": {"startTime": "2026-01-01T00:00:00Z", "failed": 1,
+                       "conditions": [{"type": t, "status": "True", "reason": r, "lastTransitionTime": "2026-01-01T00:05:00Z"}
+                                      for t, r in conditions]}}
+
+
+WORK_FULL = 'Usage of EmptyDir volume "work" exceeds the limit "20Gi". '
+
+
+@pytest.mark.parametrize("job,pod,phase,reason,says", [
+    # The Job gave up: the run ends WorkVolumeFull naming the limit, the chart value and the stage.
+    (_job(("Failed", "BackoffLimitExceeded")), _pod_evicted(WORK_FULL), "Failed", "WorkVolumeFull",
+     "outgrew its size limit (20Gi, the chart's job.workSizeLimit) during the calibrate stage"),
+    # Another emptyDir, or an eviction for node pressure: not this reason.
+    (_job(("Failed", "BackoffLimitExceeded")), _pod_evicted(WORK_FULL.replace('"work"', '"tmp"')), "Failed", "StageFailed", "code 137"),
+    (_job(("Failed", "BackoffLimitExceeded")), _pod_evicted(WORK_FULL, reason="Error"), "Failed", "StageFailed", "code 137"),
+    # The Job retries (backoffLimit 1, one failure so far): the retry says why.
+    (_job(), _pod_evicted(WORK_FULL), "Pending", "Retrying", "Attempt 1 failed (WorkVolumeFull: The /work volume outgrew"),
+])
+def test_work_volume_overflow_is_named(job, pod, phase, reason, says):
+    v = observe(generation=1, spec=spec(), spec_error=None, job=job, pods=[pod], now="2026-01-01T00:06:00Z")
+    assert (v.phase, v.reason) == (phase, reason), v.message
+    assert says in v.message
