@@ -186,6 +186,13 @@ class BadResultMessage(ValueError):
     pass
 
 
+# When a result must shrink to fit: the per-output fidelity rows kept (only the non-comparable
+# ones, which explain a verdict; all rows stay in report.json), and the shortest the message is
+# halved down to (below this it would no longer say what happened).
+KEPT_PER_OUTPUT_ROWS = 4
+MIN_SHORTENED_MESSAGE_CHARS = 40
+
+
 def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
     """Compact JSON of at most `limit` bytes. Detail is shed before meaning: stage details first,
     then candidate rows, then the ONNX finding's sentence, then the message is shortened, never
@@ -207,14 +214,14 @@ def encode(result: StageResult, limit: int = MAX_MESSAGE_BYTES) -> str:
         fid = (doc.get("results", {}).get(key) or {}).get("fidelity")
         if len(text.encode()) > limit and fid and fid.get("perOutput"):
             # a model with many outputs: the per-output rows stay in report.json, the summary here
-            fid["perOutput"] = [o for o in fid["perOutput"] if not o.get("comparable", True)][:4]
+            fid["perOutput"] = [o for o in fid["perOutput"] if not o.get("comparable", True)][:KEPT_PER_OUTPUT_ROWS]
             text = _compact(doc)
     onnx = doc.get("results", {}).get("onnx")
     if len(text.encode()) > limit and onnx and onnx.get("message"):
         # the ONNX finding keeps its reason and figures; its sentence is spelled out in report.json
         onnx.pop("message")
         text = _compact(doc)
-    while len(text.encode()) > limit and len(doc.get("message", "")) > 40:
+    while len(text.encode()) > limit and len(doc.get("message", "")) > MIN_SHORTENED_MESSAGE_CHARS:
         doc["message"] = doc["message"][: len(doc["message"]) // 2] + "…"
         text = _compact(doc)
     if len(text.encode()) > limit:

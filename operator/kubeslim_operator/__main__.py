@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("KUBESLIM_ALLOW_KUBERNETES_CLIENT"):
         sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from .memory import limit_arenas
-    limit_arenas(2)
+    limit_arenas()
 
     import kopf
 
@@ -99,7 +99,7 @@ async def _elected(config: OperatorConfig) -> int:
     if info is None:
         print("kubeslim-operator: no in-cluster ServiceAccount and no kubeconfig to log in with", file=sys.stderr)
         return 2
-    kube = Kube(info, concurrency=2, relogin=lambda: login_info(settings=settings))
+    kube = Kube(info, concurrency=leader.ELECTOR_CONNECTIONS, relogin=lambda: login_info(settings=settings))
     elector = leader.LeaderElector(
         kube, config.leader_election_namespace, config.leader_election_name, leader.identity(),
         lease_duration=config.lease_duration_seconds, renew_deadline=config.renew_deadline_seconds,

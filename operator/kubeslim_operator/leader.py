@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"        # metav1.MicroTime, as the Lease's times are written
 TRANSIENT = (ApiError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# The elector's own API client, apart from the reconciler's pool so that a busy reconciler never
+# delays a renewal. It makes one request at a time (GET, then PUT or POST of its Lease), so two
+# connections are more than it needs.
+ELECTOR_CONNECTIONS = 2
 
 
 class Action(enum.Enum):

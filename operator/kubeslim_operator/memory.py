@@ -14,6 +14,12 @@ import logging
 
 log = logging.getLogger(__name__)
 M_ARENA_MAX = -8
+# The operator is one asyncio loop and a few helper threads; two arenas serve them, where glibc
+# would otherwise allow up to eight per core, each keeping its own freed pages.
+MALLOC_ARENAS = 2
+# Often enough that the pages a burst freed go back within half a minute; malloc_trim walks the
+# whole heap, so not after every event.
+TRIM_INTERVAL_SECONDS = 30.0
 
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -23,7 +29,7 @@ except (OSError, AttributeError):      # musl, macOS: nothing to do
     _trim = _mallopt = None
 
 
-def limit_arenas(n: int = 2) -> None:
+def limit_arenas(n: int = MALLOC_ARENAS) -> None:
     if _mallopt is not None:
         _mallopt(M_ARENA_MAX, n)
 
@@ -33,7 +39,7 @@ def trim() -> None:
         _trim(0)
 
 
-async def trim_forever(interval: float = 30.0) -> None:
+async def trim_forever(interval: float = TRIM_INTERVAL_SECONDS) -> None:
     while True:
         await asyncio.sleep(interval)
         trim()
