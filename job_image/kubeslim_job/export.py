@@ -75,6 +75,9 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> ExportFac
         try:
             paddle.jit.save(layer, prefix, input_spec=specs_in)
         except Exception as exc:
+            operator = model_format.pir_only_operator(str(exc))
+            if operator:   # Paddle 3 with PIR off: the model is fine, this Paddle cannot write it as legacy
+                raise model_format.legacy_export_unsupported(operator, field, paddle.__version__) from None
             raise BadInput("ExportFailed", f"{field}: paddle.jit.save failed for inputs {describe(inputs)} "
                                            f"({last_line(exc)}); check spec.model.inputs (or inputShape) and the model's "
                                            "forward") from None

@@ -92,3 +92,26 @@ def _exists(storage: Storage, uri: str, field: str) -> bool:
             return True
         raise
     return True
+
+
+# Paddle 3.2+ sends some operators' Python APIs (sigmoid, tanh, exp, sqrt, log, matmul, ... measured
+# on 3.3.1) straight to C++ functions that accept only dygraph tensors or PIR values. Tracing a model
+# with PIR off, which the legacy .pdmodel needs, hands them a legacy `Variable` and they raise this.
+_PIR_ONLY_OPERATOR = re.compile(r"\b(\w+)\(\): argument \(position \d+\) must be Value, but got (?:Variable|None)")
+LEGACY_EXPORT_UNSUPPORTED = "LegacyExportUnsupported"
+
+
+def pir_only_operator(error_text: str) -> str | None:
+    """The operator named by a Paddle 3 "must be Value, but got Variable" export error, else None."""
+    m = _PIR_ONLY_OPERATOR.search(error_text)
+    return m.group(1) if m else None
+
+
+def legacy_export_unsupported(operator: str, field: str, paddle_version: str) -> BadInput:
+    """This Paddle cannot write the model as a legacy program, the only format quantization takes."""
+    return BadInput(LEGACY_EXPORT_UNSUPPORTED,
+                    f"{field}: Paddle {paddle_version} cannot export this model as a legacy .pdmodel program (with "
+                    f"FLAGS_enable_pir_api=0 its operator {operator}() accepts only PIR values), and post-training "
+                    "quantization needs that format. Export the model with Paddle 2.6 (paddle.jit.save) and give it "
+                    "as spec.model.inference, or run the job in the Paddle 2.6.2 image (the Dockerfile's GPU `job` "
+                    "target)")

@@ -127,3 +127,46 @@ def test_int8_model_made_by_paddle_3_runs_on_paddle_2_6(operator_release, e2e_na
     correct_here, correct_in_job = int((preds == labels).sum()), round(st["results"]["int8"]["top1"] * n)
     # Different oneDNN builds round a few borderline samples differently; anything more is a broken model.
     assert abs(correct_here - correct_in_job) <= max(2, n // 100), (correct_here, correct_in_job, n)
+
+
+# A model whose forward calls sigmoid: Paddle 3.3 cannot trace it with PIR off (measured), Paddle 2.6 can.
+SIGMOID_CNN_SOURCE = '''
+import paddle
+from paddle import nn
+
+
+class GatedCNN(nn.Layer):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2D(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 28 * 28, num_classes)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc(paddle.flatten(y * paddle.nn.functional.sigmoid(y), 1))
+
+
+def build_model(num_classes=10):
+    return GatedCNN(num_classes=num_classes)
+'''
+
+
+def test_a_model_paddle_3_cannot_write_as_legacy_fails_clearly(operator_release, e2e_namespace, digits_manifest,
+                                                               kubectl, seeded):
+    from tests.e2e.conftest import BUCKET
+
+    key = f"code/{e2e_namespace}/sigmoid_cnn.py"
+    seeded.put_object(Bucket=BUCKET, Key=key, Body=SIGMOID_CNN_SOURCE.encode())
+    doc = digits_manifest("paddle3-sigmoid", **{"quantization.algos": ["avg"]})
+    doc["spec"]["model"]["custom"] = {"code": f"s3://{BUCKET}/{key}", "factory": "build_model", "kwargs": {"num_classes": 10}}
+    apply(kubectl, e2e_namespace, doc)
+
+    def final():
+        st = get_qj(kubectl, e2e_namespace, "paddle3-sigmoid").get("status", {})
+        return st if st.get("phase") in ("Failed", "Succeeded") else None
+
+    st = wait_until(final, timeout=600, interval=1, what="paddle3-sigmoid to finish")
+    assert st["phase"] == "Failed" and st["reason"] == "LegacyExportUnsupported", st
+    assert st["stage"] == "Exporting", st
+    for words in ("spec.model.custom", "Paddle 3.3.", "sigmoid()", "Paddle 2.6", "spec.model.inference"):
+        assert words in st["message"], (words, st["message"])

@@ -125,3 +125,35 @@ def test_preflight_passes_a_legacy_model_and_checks_its_params():
     with pytest.raises(BadInput) as info:
         model_format.preflight_inference(no_params, InferenceModel(uri=PREFIX))
     assert info.value.reason == "NoSuchKey" and "model.pdiparams" in info.value.message
+
+
+# The sigmoid lines verbatim from paddle 3.3.1 (jit.save with FLAGS_enable_pir_api=0 of a model
+# calling F.sigmoid, then Tensor.sigmoid); matmul (which failed the same way) in the same generated form.
+PADDLE3_LEGACY_TRACE_ERRORS = [
+    ("sigmoid", "TypeError: (InvalidType) sigmoid(): argument (position 1) must be Value, but got Variable "
+                "(at /paddle/paddle/fluid/pybind/eager_utils.cc:2308)"),
+    ("matmul", "TypeError: (InvalidType) matmul(): argument (position 1) must be Value, but got Variable "
+               "(at /paddle/paddle/fluid/pybind/eager_utils.cc:2308)"),
+    ("sigmoid", "ValueError: (InvalidArgument) sigmoid(): argument (position 1) must be Value, but got None "
+                "(at /paddle/paddle/fluid/pybind/eager_utils.cc:2296)"),
+]
+
+
+@pytest.mark.parametrize("operator, text", PADDLE3_LEGACY_TRACE_ERRORS)
+def test_the_operator_paddle_3_cannot_trace_as_legacy_is_named(operator, text):
+    assert model_format.pir_only_operator("Traceback ...\n  ...\n" + text) == operator
+
+
+@pytest.mark.parametrize("text", [
+    "ValueError: (InvalidArgument) The shape of input[0] and input[1] is expected to be equal",
+    "TypeError: forward() missing 1 required positional argument: 'y'",
+])
+def test_other_export_errors_are_left_alone(text):
+    assert model_format.pir_only_operator(text) is None
+
+
+def test_the_legacy_export_error_names_the_operator_version_and_the_ways_out():
+    exc = model_format.legacy_export_unsupported("sigmoid", "spec.model.custom", "3.3.1")
+    assert exc.reason == model_format.LEGACY_EXPORT_UNSUPPORTED and exc.exit_code == EXIT_BAD_INPUT
+    for words in ("spec.model.custom", "Paddle 3.3.1", "sigmoid()", "Paddle 2.6", "spec.model.inference"):
+        assert words in exc.message, (words, exc.message)
