@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Callable, Hashable
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# A key's first failures in a row are logged as one line (usually a conflict or an API server
+# blip that the retry clears); from this many earlier failures on, with the traceback.
+TRACEBACK_AFTER_FAILURES = 2
 
 
 class Scheduler:
@@ -70,7 +73,7 @@ class Scheduler:
             n = self._errors.get(key, 0)
             self._errors[key] = n + 1
             requeue = ERROR_BACKOFF[min(n, len(ERROR_BACKOFF) - 1)]
-            log.warning("reconcile of %s failed (retry in %.0fs): %s", key, requeue, exc, exc_info=n >= 2)
+            log.warning("reconcile of %s failed (retry in %.0fs): %s", key, requeue, exc, exc_info=n >= TRACEBACK_AFTER_FAILURES)
         finally:
             self._running.discard(key)
         again = self._again.pop(key, None)
