@@ -48,7 +48,7 @@ import numpy as np
 from kubeslim_api import reasons
 from kubeslim_api.contract import (Artifacts, Fidelity, Gate, Int8Metrics, OnnxResult, OutputFidelity, Results,
                                    metric_value)
-from kubeslim_api.spec import OnnxOutput, QuantizationJobSpec, VerificationSpec
+from kubeslim_api.spec import CLASSIFIER_METRICS, OnnxOutput, QuantizationJobSpec, VerificationSpec
 
 from . import custom_metric, data, fallback, onnx_export, progress, report
 from .errors import BadInput, GateFailed, last_line
@@ -326,6 +326,11 @@ def score(infer: Infer, evalset: data.TensorFile, batch_size: int, reference: np
         if not classify:
             continue
         logits = next(iter(outs.values()))
+        if logits.ndim != 2 or logits.shape[0] != len(y):
+            # Not one row of scores per sample (a detector's NMS boxes): nothing to classify, and the
+            # rows of earlier batches that happened to match were boxes too.
+            classify, preds, top1, top5 = False, [], 0, 0
+            continue
         k = min(5, logits.shape[1])
         top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
         preds.append(np.argmax(logits, axis=1))
@@ -359,8 +364,9 @@ def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, 
     lat = _latency(lambda: infer(s.batch))
     size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in (MODEL_FILE, PARAMS_FILE))
     p50 = float(np.percentile(lat, 50))
-    return Measurement(top1=s.top1, top5=s.top5,
-                       agreement=(s.agreement if reference is not None else 1.0) if classify else None,
+    classified = classify and len(s.predictions) == evalset.n
+    return Measurement(top1=s.top1 if classified else None, top5=s.top5 if classified else None,
+                       agreement=(s.agreement if reference is not None else 1.0) if classified else None,
                        latency_ms=round(p50, 4),
                        latency_p95_ms=round(float(np.percentile(lat, 95)), 4),
                        throughput=round(batch_size / (p50 / 1000.0), 2), size_bytes=size, correct=s.correct,
@@ -465,6 +471,12 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verificat
                                               + sum(c.error is None for c in calib.candidates)), "batches", step="fp32")
     fp32 = scored(measure(work.fp32, backend, False, evalset, v.batch_size, classify=classify, outputs=fp32_outputs),
                   fp32_outputs, "fp32")
+    if classify and fp32.agreement is None:
+        if v.metric in CLASSIFIER_METRICS:
+            raise BadInput("BadModel", f"the first output ({facts.outputs[0].name}) does not give one row of class scores "
+                                       f"per evaluation sample; spec.verification.metric {v.metric} needs [N, classes]. "
+                                       "For a detector or any other model use metric fidelity (or custom)")
+        classify = False
     fp16 = measure(work.fp32, backend, False, evalset, v.batch_size, fp16=True, reference=fp32, classify=classify,
                    outputs=fp32_outputs) if backend == GPU_TENSORRT else None
     metric = v.metric

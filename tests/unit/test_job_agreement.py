@@ -109,3 +109,17 @@ def test_threads_follow_the_cpu_quota(monkeypatch, limit, cpus, threads):
     monkeypatch.setattr(verify, "cgroup_cpu_limit", lambda read: limit)
     monkeypatch.setattr(verify.os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert verify.cpu_threads() == threads
+
+
+def test_rows_that_are_not_one_per_sample_are_not_classified(tmp_path):
+    """A detector's first output is its NMS boxes, [boxes, 6] over the batch: the first batch may
+    happen to hold as many boxes as samples, the next does not; nothing is then scored as classes."""
+    evalset = _evalset(tmp_path, [0, 1, 2, 2, 2])
+    boxes = iter([2, 7, 0])
+
+    def detector(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"boxes": np.ones((next(boxes), 6), np.float32)}
+
+    s = verify.score(detector, evalset, batch_size=2)
+    assert s.top1 is None and s.top5 is None and s.correct is None and s.agreement is None
+    assert s.predictions.size == 0
