@@ -38,7 +38,7 @@ import numpy as np
 from kubeslim_api.contract import Fallback, Gate
 from kubeslim_api.spec import CLASSIFIER_METRICS, AccuracyControl, QuantizationJobSpec
 
-from . import data, progress
+from . import data, progress, ranking
 from .errors import BadInput, last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
 from .workdir import MODEL_FILE, WorkDir
@@ -155,13 +155,16 @@ class Sensitivity:
     logit_distance: float | None     # 1 - mean cosine similarity of the logits with fp32's
     seconds: float
     error: str | None = None
+    layer_error: float | None = None  # ranking.py's relative error of the layer's own output, when it ranked
 
     def key(self) -> tuple[float, float]:
-        return (-(self.flip_rate if self.flip_rate is not None else -1.0), -(self.logit_distance or 0.0))
+        distance = self.logit_distance if self.logit_distance is not None else self.layer_error
+        return (-(self.flip_rate if self.flip_rate is not None else -1.0), -(distance or 0.0))
 
     def dump(self) -> dict:
         return {"layer": self.layer, "flipRate": self.flip_rate, "logitDistance": self.logit_distance,
-                "seconds": self.seconds, **({"error": self.error} if self.error else {})}
+                "seconds": self.seconds, **({"error": self.error} if self.error else {}),
+                **({"layerError": self.layer_error} if self.layer_error is not None else {})}
 
 
 def rank(sens: list[Sensitivity]) -> list[str]:
@@ -248,11 +251,22 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
             keep_fp32(out, fp32_layers, list(q.quantizable_op_types))
         return cand, out
 
-    # 1. rank: each layer quantized alone
-    ref = _outputs(work.fp32, backend, "fp32", subset, batch)
+    # 1. rank: each layer quantized alone where that fits a quarter of the budget; else each layer's own
+    # int8 error from one recorded pass (ranking.py: about a calibration's time, whatever the layer count)
+    per_layer = ranking.per_layer_ranking_fits(len(layers), plain.calibration_seconds, ctl.max_seconds)
     sens: list[Sensitivity] = []
+    if not per_layer:
+        try:
+            sens = [Sensitivity(e.layer, None, None, e.seconds, layer_error=e.relative_error) for e in ranking.rank_layers(
+                work.fp32, os.path.join(work.root, plain.dir), layers, list(q.quantizable_op_types), subset, batch,
+                q.weight_bits, q.activation_bits, q.weight_quantize_type)]
+        except Exception as exc:     # a model ranking.py cannot read: the per-layer ranking still can
+            print(f"ranking from recorded activations failed ({last_line(exc)}); ranking layer by layer", flush=True)
+            per_layer = True
+    progress.advance("steps", len(sens))
+    ref = _outputs(work.fp32, backend, "fp32", subset, batch) if per_layer else []
     stop = None
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(layers if per_layer else []):
         if time.perf_counter() > deadline:
             stop = "MaxSeconds"
             break

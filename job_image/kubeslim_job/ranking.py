@@ -37,6 +37,18 @@ LAYER_SLOTS = {"conv2d": ("Filter", "Output", 0), "depthwise_conv2d": ("Filter",
                "matmul_v2": ("Y", "Out", 1)}
 
 
+# The per-layer ranking (one calibration per layer) is kept where it costs at most this share of
+# accuracyControl.maxSeconds: it measures each layer on the real int8 backend, which is better
+# when affordable; the rest of the budget goes to the fallback's steps.
+PER_LAYER_BUDGET_SHARE = 0.25
+
+
+def per_layer_ranking_fits(layers: int, calibration_seconds: float | None, max_seconds: float) -> bool:
+    """Whether quantizing each of `layers` alone (about one calibration of `calibration_seconds`
+    each) fits PER_LAYER_BUDGET_SHARE of the budget; unknown calibration time: it does not."""
+    return calibration_seconds is not None and layers * calibration_seconds <= PER_LAYER_BUDGET_SHARE * max_seconds
+
+
 @dataclass
 class LayerError:
     layer: str                 # the weight's name, as skip_tensor_list takes it

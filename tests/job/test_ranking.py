@@ -1,12 +1,18 @@
 """ranking.rank_layers on the outlier digits CNN of kubeslim_dev.outliers (plain per-tensor int8
 fails on it because conv2 reads one massive channel; see tests/job/test_fallback.py): calibrated
 once with hist, then ranked from one recorded pass. conv2 must come first, far ahead of the other
-layers, and every layer must be scored. Needs real Paddle but no devenv."""
+layers, and every layer must be scored (real Paddle, no devenv). Then the whole job through the
+CLI with a budget too small for the per-layer ranking: the fallback ranks from recorded
+activations and still keeps conv2, and only conv2, in fp32 (devenv S3)."""
 from __future__ import annotations
 
 import zlib  # noqa: F401  -- before paddle
 
+import json
+import uuid
+
 import pytest
+from kubeslim_api.contract import EXIT_OK
 
 from kubeslim_dev import digits, outliers
 from kubeslim_job import fallback, ranking
@@ -44,3 +50,23 @@ def test_the_layer_reading_the_outlier_channel_ranks_first(digits_data, tmp_path
     assert sorted(e.layer for e in ranked) == sorted(layers)
     assert ranked[0].layer == conv2
     assert ranked[0].relative_error > 100 * ranked[1].relative_error > 0
+
+
+def test_a_fallback_whose_budget_cannot_rank_layer_by_layer_ranks_from_recorded_activations(kubeslim_job, job_bucket, s3):
+    seeded = outliers.seed(s3, job_bucket["bucket"], "outlier-recorded", calib_samples=64)
+    out = f"{job_bucket['prefix']}/out/recorded-{uuid.uuid4().hex[:6]}/"
+    # maxSeconds 2: three calibrations of this CNN (about 0.5 s each) never fit a quarter of it
+    m = digits.manifest("recorded", seeded["model"], seeded["calibration"], seeded["evaluation"], out, ["hist"],
+                        max_drop=0.02, **{"quantization.accuracyControl": {"rankingSamples": 128, "maxSeconds": 2}})
+    run = kubeslim_job("run", m, timeout=400)
+    fb = run.result.results.fallback if run.result and run.result.results else None
+    assert fb is not None and fb.ranked_layers == 3, (run.result, run.stderr[-3000:])
+    prefix = out.split("/", 3)[3]
+    report = json.loads(s3.get_object(Bucket=job_bucket["bucket"], Key=f"{prefix}report.json")["Body"].read())
+    sens = report["fallback"]["sensitivity"]
+    assert all(s["flipRate"] is None and s["layerError"] >= 0 for s in sens), sens   # not the per-layer ranking
+    assert max(sens, key=lambda s: s["layerError"])["layer"] == seeded["outlier_layer"]
+    # The first step starts if the ranking left time before the 2 s deadline (it takes about 1 s);
+    # when it ran, it kept conv2 alone in fp32 and passed, as test_fallback.py's per-layer ranking does.
+    if fb.stop_reason != "MaxSeconds":
+        assert run.rc == EXIT_OK and fb.passed and fb.fp32_layers == [seeded["outlier_layer"]] and fb.steps == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kubeslim_job.ranking import fake_quant, quantized_weight
+from kubeslim_job.ranking import fake_quant, per_layer_ranking_fits, quantized_weight
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +50,15 @@ def test_weights_per_output_channel_keep_each_channels_own_scale(axis):
     # the 1e-3 channel survives per channel (error below half its own step) and vanishes per tensor
     assert np.abs(per_channel[small] - w[small]).max() <= np.abs(w[small]).max() / 127 / 2 + 1e-9
     assert np.all(per_tensor[small] == 0.0)
+
+
+@pytest.mark.parametrize("layers, calibration_seconds, max_seconds, fits", [
+    (3, 4.0, 1800, True),            # the digits CNN: measured on the int8 backend, layer by layer
+    (54, 54.0, 1800, False),         # resnet50: 54 calibrations would eat the whole budget
+    (54, 54.0, 100_000, True),       # ...unless the budget is that large
+    (10, 45.0, 1800, True), (11, 45.0, 1800, False),     # the edge: a quarter of the budget
+    (3, None, 1800, False),          # no calibration time known: the ranking that scales
+])
+def test_the_per_layer_ranking_runs_only_where_it_fits_a_quarter_of_the_budget(layers, calibration_seconds,
+                                                                                max_seconds, fits):
+    assert per_layer_ranking_fits(layers, calibration_seconds, max_seconds) is fits
