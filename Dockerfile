@@ -18,8 +18,9 @@
 # No `# syntax=` line and no heredocs: the frontend built into the engine is all an offline engine has.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# paddlepaddle-gpu 2.6.2 on PyPI is built for CUDA 12.0 + cuDNN 8.9; TensorRT 8.6 matches it.
-ARG CUDA_IMAGE=nvidia/cuda:12.0.1-cudnn8-runtime-ubuntu22.04
+# paddlepaddle-gpu 2.6.2 on PyPI reports CUDA 11.8, cuDNN 8.6.0 and TensorRT 8.5.3 (paddle.version.cuda(),
+# cudnn(), paddle.inference.get_trt_compile_version(); measured 2026-12-04, shared/notes/gpu-image-facts.md).
+ARG CUDA_IMAGE=nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04
 ARG WHEELHOUSE=scratch
 
 FROM ${WHEELHOUSE} AS wheelhouse
@@ -89,7 +90,7 @@ FROM ${CUDA_IMAGE} AS job
 # 2.6.2 until PyPI serves a paddlepaddle-gpu 3.x: the job code runs on 2.6.2 and 3.x alike.
 ARG PADDLE_VERSION=2.6.2
 ARG PADDLESLIM_VERSION=2.6.0
-ARG TENSORRT_VERSION=8.6.1.6-1+cuda12.0
+ARG TENSORRT_VERSION=8.5.3-1+cuda11.8
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 # TensorRT from the CUDA image's NVIDIA apt repository; Paddle dlopens the unversioned libnvinfer.so.
 RUN apt-get update \
