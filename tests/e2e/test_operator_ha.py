@@ -65,11 +65,21 @@ class LeaseHistory:
     def __init__(self, devenv, namespace: str, lease: str):
         self.proc = subprocess.Popen([devenv.kubectl, "--kubeconfig", str(devenv.kubeconfig), "-n", namespace, "get", "lease",
                                       lease, "--watch", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # The watch is open once the Lease as it is now has arrived (kubectl prints each version as
+        # indented JSON, its closing brace alone on a line). Returning before that let a change made
+        # at once (a graceful release takes well under a second) happen before kubectl was watching.
+        self.head = ""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.head += line
+            if line.rstrip("\n") == "}":
+                break
 
     def stop(self) -> list[dict]:
         """The spec of each version, oldest first."""
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=30)
+        out = self.head + out
         decoder, specs, at = json.JSONDecoder(), [], 0
         while out[at:].strip():
             at += len(out[at:]) - len(out[at:].lstrip())
