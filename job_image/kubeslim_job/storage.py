@@ -7,8 +7,16 @@ Configuration, in order of precedence:
 - TLS: spec.storage.verifyTLS=false disables verification; otherwise env AWS_CA_BUNDLE (the operator
   mounts spec.storage.caBundle and points this at it) or the system trust store.
 - region and addressing style from spec.storage.
-- KUBESLIM_S3_MAX_ATTEMPTS (default 4), KUBESLIM_S3_CONNECT_TIMEOUT (10 s),
+- KUBESLIM_S3_MAX_ATTEMPTS (default 5: the first try and 4 retries), KUBESLIM_S3_CONNECT_TIMEOUT (10 s),
   KUBESLIM_S3_READ_TIMEOUT (60 s), KUBESLIM_S3_WORKERS (8): tuning and tests.
+
+Retries, configured once here: botocore's standard retry mode (exponential backoff with full
+jitter, at most KUBESLIM_S3_MAX_ATTEMPTS attempts, 5xx/429/throttling codes and refused, reset or
+timed-out connections) retries every request. botocore hands a GET's body over once the headers
+have arrived, so a connection cut while the body streams (a truncated or reset download) is
+outside its retries: `_call` repeats such a read with the same attempt budget and backoff. After
+the budget the error becomes a `Transient` (exit 75) naming the field, the URI and the endpoint,
+and the Job's backoffLimit decides whether a new pod tries again.
 
 Reads fetch only the bytes they need: `RangedReader` issues Range GETs whose size starts small and
 grows while the caller reads sequentially (so reading the first N samples of a big object costs
@@ -23,8 +31,10 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import struct
 import threading
+import time
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +63,10 @@ _BAD_CODES = {
 }
 # Servers that spell a standard error their own way (versitygw).
 _ALIASES = {"XAdminUserNotFound": "InvalidAccessKeyId", "InvalidAccessKeyID": "InvalidAccessKeyId"}
+# botocore standard mode's backoff for an error that is not throttling (botocore.retries.standard.
+# ExponentialBackoff): rand(0, 1) * min(0.05 s * 2^(attempt-1), 20 s).
+_BACKOFF_BASE_SECONDS = 0.05
+_MAX_BACKOFF_SECONDS = 20
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests"}
 
@@ -86,9 +100,11 @@ class Storage:
 
         self.endpoint = os.environ.get("AWS_ENDPOINT_URL") or endpoint or None
         self.workers = max(1, int(_env_float("KUBESLIM_S3_WORKERS", 8)))
+        # Attempts, the first included: botocore's total_max_attempts (its `max_attempts` counts retries only).
+        self.max_attempts = max(1, int(_env_float("KUBESLIM_S3_MAX_ATTEMPTS", 5)))
         config = Config(
             region_name=region,
-            retries={"max_attempts": max(1, int(_env_float("KUBESLIM_S3_MAX_ATTEMPTS", 4))), "mode": "standard"},
+            retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
             connect_timeout=_env_float("KUBESLIM_S3_CONNECT_TIMEOUT", 10),
             read_timeout=_env_float("KUBESLIM_S3_READ_TIMEOUT", 60),
             max_pool_connections=self.workers + 4,
@@ -165,12 +181,22 @@ class Storage:
         return Transient("StorageError", f"{subject}: {type(exc).__name__} talking to {self._where()}; the job will retry")
 
     def _call(self, field: str, uri: str, fn: Callable[[], T], missing: str = "NoSuchKey") -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 
-        try:
-            return fn()
-        except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as exc:
-            raise self.translate(exc, field, uri, missing) from None
+        attempt = 1
+        while True:
+            try:
+                return fn()
+            except (ResponseStreamingError, IncompleteReadError) as exc:
+                # The body of an answered GET was cut (reset, or fewer bytes than Content-Length):
+                # botocore's retries are over by then. Reads are idempotent: ask again, within the
+                # same attempt budget and with botocore's standard backoff.
+                if attempt >= self.max_attempts:
+                    raise self.translate(exc, field, uri, missing) from None
+                time.sleep(random.random() * min(_BACKOFF_BASE_SECONDS * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
+                attempt += 1
+            except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as exc:
+                raise self.translate(exc, field, uri, missing) from None
 
     def _count(self, n: int) -> None:
         with self._lock:

@@ -70,6 +70,65 @@ def test_access_denied_through_a_real_client_call(storage):
     assert ei.value.reason == "AccessDenied" and "spec.data.evaluation.listFile s3://data/train/list.txt" in ei.value.message
 
 
+class _CutStream(io.RawIOBase):
+    """A socket's worth of body that breaks after `keep` bytes, as urllib3 reports a reset mid-body."""
+
+    def __init__(self, data: bytes, keep: int):
+        super().__init__()
+        self.data, self.keep, self.pos = data, keep, 0
+
+    def read(self, amt=-1):
+        from urllib3.exceptions import ProtocolError
+
+        if self.pos >= self.keep:
+            raise ProtocolError("Connection broken: ConnectionResetError(104, 'Connection reset by peer')")
+        amt = self.keep - self.pos if amt is None or amt < 0 else min(amt, self.keep - self.pos)
+        chunk = self.data[self.pos:self.pos + amt]
+        self.pos += len(chunk)
+        return chunk
+
+
+def _body(data: bytes, *, cut_at: int | None = None, short_by: int = 0):
+    """A GetObject body: whole, reset after `cut_at` bytes, or ending `short_by` bytes before its Content-Length."""
+    from botocore.response import StreamingBody
+
+    if cut_at is not None:
+        return StreamingBody(_CutStream(data, cut_at), len(data))
+    return StreamingBody(io.BytesIO(data[:len(data) - short_by]), len(data))
+
+
+def test_a_body_cut_mid_download_is_read_again(storage, tmp_path):
+    data = bytes(range(256)) * 64
+    with Stubber(storage.client) as stub:
+        stub.add_response("get_object", {"Body": _body(data, cut_at=1000)}, {"Bucket": "data", "Key": "train/list.txt"})
+        stub.add_response("get_object", {"Body": _body(data, short_by=10)}, {"Bucket": "data", "Key": "train/list.txt"})
+        stub.add_response("get_object", {"Body": _body(data)}, {"Bucket": "data", "Key": "train/list.txt"})
+        assert storage.download(URI, str(tmp_path / "x"), "spec.data.calibration.uri") == len(data)
+        stub.assert_no_pending_responses()
+    assert (tmp_path / "x").read_bytes() == data          # the file holds the third answer only, not a mix
+
+
+def test_a_body_cut_every_time_is_transient_after_the_attempt_budget(storage, monkeypatch):
+    monkeypatch.setattr(storage, "max_attempts", 3)
+    data = b"x" * 5000
+    with Stubber(storage.client) as stub:
+        for _ in range(3):
+            stub.add_response("get_object", {"Body": _body(data, cut_at=100)})
+        with pytest.raises(Transient) as ei:
+            storage.get_bytes(URI, "spec.data.calibration.uri")
+        stub.assert_no_pending_responses()                # exactly the budget: no fourth request
+    assert ei.value.reason == "StorageConnectionLost" and URI in ei.value.message
+
+
+def test_the_attempt_budget_is_botocores_standard_mode_setting(monkeypatch):
+    monkeypatch.setenv("KUBESLIM_S3_MAX_ATTEMPTS", "6")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    st = Storage(endpoint="http://s3.invalid:9000")
+    assert st.max_attempts == 6
+    assert st.client.meta.config.retries == {"total_max_attempts": 6, "mode": "standard"}
+
+
 @pytest.mark.parametrize("uri, expect", [
     ("s3://b/k/x.npz", ("b", "k/x.npz")), ("s3://b/prefix/", ("b", "prefix/")), ("s3://b", ("b", "")),
 ])
