@@ -63,6 +63,8 @@ _BAD_CODES = {
 }
 # Servers that spell a standard error their own way (versitygw).
 _ALIASES = {"XAdminUserNotFound": "InvalidAccessKeyId", "InvalidAccessKeyID": "InvalidAccessKeyId"}
+# A server that answered 5xx, 429 or a throttling code on every attempt (a Transient reason).
+STORAGE_UNAVAILABLE = "StorageUnavailable"
 # botocore standard mode's backoff for an error that is not throttling (botocore.retries.standard.
 # ExponentialBackoff): rand(0, 1) * min(0.05 s * 2^(attempt-1), 20 s).
 _BACKOFF_BASE_SECONDS = 0.05
@@ -156,8 +158,10 @@ class Storage:
             if code in _BAD_CODES:
                 return BadInput(code, f"{subject}: {code} — {_BAD_CODES[code]}")
             if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return Transient(code if code != "Unknown" else f"HTTP{status}",
-                                 f"{subject}: {code} (HTTP {status}) from {self._where()}; the job will retry")
+                # One reason for every answer of a server that is there but failing (S3's own codes
+                # would read as ours: its InternalError is not the job's InternalError crash).
+                return Transient(STORAGE_UNAVAILABLE, f"{subject}: {code} (HTTP {status}) from {self._where()} "
+                                                      f"{self.max_attempts} times; the job will retry")
             return BadInput(code, f"{subject}: {code} (HTTP {status}) — {err.get('Message', 'request rejected')}")
         if isinstance(exc, (bx.ConnectTimeoutError, bx.ReadTimeoutError)):
             return Transient("StorageTimeout", f"{subject}: timed out talking to {self._where()}; the job will retry")
@@ -325,7 +329,9 @@ class Storage:
             code = next((c for c in list(_BAD_CODES) + sorted(_TRANSIENT_CODES) if c in text), None)
             if code in _BAD_CODES:
                 raise BadInput(code, f"{field} {uri}: {code} — {_BAD_CODES[code]}") from None
-            raise Transient(code or "UploadFailed", f"{field} {uri}: upload failed ({code or 'unknown'}); the job will retry") from None
+            raise Transient(STORAGE_UNAVAILABLE if code else "UploadFailed",
+                            f"{field} {uri}: upload failed ({code or 'unknown'}) at {self._where()} after "
+                            f"{self.max_attempts} attempts; the job will retry") from None
 
     def check_writable_bucket(self, uri: str, field: str) -> None:
         """Fail early (before hours of work) if the output bucket is missing or forbidden."""

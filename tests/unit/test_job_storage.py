@@ -41,9 +41,9 @@ def _client_error(code: str, status: int) -> bx.ClientError:
     (_client_error("InvalidAccessKeyId", 403), BadInput, "InvalidAccessKeyId"),
     (_client_error("XAdminUserNotFound", 403), BadInput, "InvalidAccessKeyId"),
     (_client_error("SignatureDoesNotMatch", 403), BadInput, "SignatureDoesNotMatch"),
-    (_client_error("SlowDown", 503), Transient, "SlowDown"),
-    (_client_error("InternalError", 500), Transient, "InternalError"),
-    (_client_error("Weird", 502), Transient, "Weird"),
+    (_client_error("SlowDown", 503), Transient, "StorageUnavailable"),
+    (_client_error("InternalError", 500), Transient, "StorageUnavailable"),
+    (_client_error("Weird", 502), Transient, "StorageUnavailable"),
     (bx.ReadTimeoutError(endpoint_url="http://s3.invalid:9000"), Transient, "StorageTimeout"),
     (bx.ConnectTimeoutError(endpoint_url="http://s3.invalid:9000"), Transient, "StorageTimeout"),
     (bx.EndpointConnectionError(endpoint_url="http://s3.invalid:9000"), Transient, "EndpointUnreachable"),   # S3 down
@@ -56,6 +56,27 @@ def test_translate(storage, exc, kind, reason):
     assert err.exit_code == (EXIT_BAD_INPUT if kind is BadInput else EXIT_TRANSIENT)
     assert "spec.data.calibration.uri" in err.message and URI in err.message
     assert "unit-test-secret" not in err.message
+
+
+def test_a_failing_server_is_storage_unavailable_naming_its_code_and_the_attempts(storage):
+    err = storage.translate(_client_error("InternalError", 500), "spec.output.uri", URI)
+    # Not S3's "InternalError" as the reason: that one is the job's own crash (reasons.INTERNAL_ERROR).
+    assert err.reason == "StorageUnavailable"
+    assert "InternalError (HTTP 500)" in err.message and f"{storage.max_attempts} times" in err.message
+
+
+def test_an_upload_that_fails_after_the_retries_is_transient(storage, tmp_path, monkeypatch):
+    from boto3.exceptions import S3UploadFailedError
+
+    def failing(*args, **kwargs):
+        raise S3UploadFailedError("Failed to upload f to out/model.pdmodel: An error occurred (ServiceUnavailable) when "
+                                  "calling the PutObject operation (reached max retries: 4): Please reduce your request rate.")
+    monkeypatch.setattr(storage.client, "upload_file", failing)
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(Transient) as ei:
+        storage.upload(str(tmp_path / "f"), "s3://out/model.pdmodel", "spec.output.uri")
+    assert ei.value.reason == "StorageUnavailable" and "ServiceUnavailable" in ei.value.message
+    assert "s3://out/model.pdmodel" in ei.value.message
 
 
 def test_head_404_is_named_by_the_caller(storage):
