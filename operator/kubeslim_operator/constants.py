@@ -91,7 +91,7 @@ EVENT_REPORTING_INSTANCE_MAX_CHARS = 128
 # appended the name stays under the 253 characters of a DNS subdomain.
 EVENT_NAME_PREFIX_MAX_CHARS = 200
 
-# Foreign text quoted in status.message (status.py): enough for the cause, short enough that the
+# Foreign text quoted in status.message (status/): enough for the cause, short enough that the
 # message stays readable in `kubectl get`/`describe`.
 KUBELET_MESSAGE_MAX_CHARS = 200      # kubelet's last line (a container's config error, a crash's log tail)
 INNER_MESSAGE_MAX_CHARS = 160        # a message quoted inside a longer sentence (an image pull error, an earlier eviction)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from typing import Any
 
 from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR
@@ -263,30 +262,3 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         },
         "spec": job_spec,
     }
-
-
-_CONTAINER = r"spec\.template\.spec\.(?:initContainers|containers)\[\d+\]"
-# Where build_job puts each spec field, read backwards: a field path in the API server's answer
-# about the Job → the QuantizationJob field the user set. The first full match wins.
-_SPEC_FIELD_OF_JOB_FIELD: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (
-    (r"spec\.template\.spec\.(tolerations|affinity|nodeSelector|priorityClassName|runtimeClassName)([.\[].*)?", r"spec.scheduling.\1\2"),
-    # Pod template metadata errors name spec.template.labels (no .metadata) in batch/v1 validation.
-    (r"spec\.template\.(?:metadata\.)?(labels|annotations)([.\[].*)?", r"spec.podMetadata.\1\2"),
-    # The Job's own labels are the operator's, except the Kueue queue name.
-    (r"metadata\.labels([.\[].*)?", "spec.scheduling.queueName"),
-    (r"spec\.(backoffLimit|activeDeadlineSeconds|ttlSecondsAfterFinished)", r"spec.runPolicy.\1"),
-    (_CONTAINER + r"\.resources([.\[].*)?", "spec.resources"),
-    (_CONTAINER + r"\.env\[\d+\]\.valueFrom\.secretKeyRef\.name", "spec.storage.credentialsSecret.name"),
-    (_CONTAINER + r"\.env\[\d+\]\.valueFrom\.secretKeyRef\..*", "spec.storage.credentialsSecret"),
-    (r"spec\.template\.spec\.volumes\[\d+\]\.projected\..*", "spec.storage.credentials.webIdentity.audience"),
-    (r"spec\.template\.spec\.volumes\[\d+\]\.configMap\.name", "spec.storage.caBundle.configMapName"),
-    (r"spec\.template\.spec\.volumes\[\d+\]\.configMap\..*", "spec.storage.caBundle.key"),
-))
-
-
-def spec_field(job_field: str) -> str | None:
-    """The QuantizationJob field behind a field of the Job build_job makes; None for the operator's own."""
-    for pattern, replacement in _SPEC_FIELD_OF_JOB_FIELD:
-        if pattern.fullmatch(job_field):
-            return pattern.sub(replacement, job_field, count=1)
-    return None

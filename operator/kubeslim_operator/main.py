@@ -1,5 +1,5 @@
 """kopf registration only: settings, login, indexes and event handlers. The work is elsewhere:
-handlers/reconcile.py orchestrates; decide.py, jobs.py and status.py are pure.
+handlers/reconcile.py orchestrates; decide.py, jobs.py and status/ are pure.
 
 The operator's state lives in kopf's operator memo (`kopf.run(memo=kopf.Memo(config=...))` in
 __main__): startup adds the memory trimmer, login the API client, the reconciler and the scheduler.

@@ -178,12 +178,13 @@ def test_the_onnx_finding_survives_the_termination_message():
      "model at s3://b/out/model.pdmodel; no ONNX (UnsupportedOperators; see the OnnxExported condition)."),
 ])
 def test_the_operator_reports_the_onnx_export_as_a_condition(onnx, uri, condition, says):
-    from kubeslim_operator import status
+    from kubeslim_operator.status import build_status
+    from kubeslim_operator.status.stage_result import StageOutcome, verdict_from_result
 
-    out = status.StageOutcome(container="verify", exit_code=0, reason="Completed", message="")
-    v = status._verdict_from_result(out, _verify_result(onnx, uri))
+    out = StageOutcome(container="verify", exit_code=0, reason="Completed", message="")
+    v = verdict_from_result(out, _verify_result(onnx, uri))
     assert v.phase == "Succeeded" and v.message == says
-    st = status.build_status(v, generation=1, job_name="j", prev=None, now="2026-01-01T00:00:00Z")
+    st = build_status(v, generation=1, job_name="j", prev=None, now="2026-01-01T00:00:00Z")
     conds = {x["type"]: (x["status"], x["reason"], x["message"]) for x in st["conditions"]}
     assert conds.get("OnnxExported") == condition
     assert st["artifacts"].get("onnx") == uri

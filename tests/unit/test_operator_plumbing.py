@@ -242,7 +242,7 @@ def test_bad_web_identity_is_refused_naming_the_field(storage, field, says):
 
 
 def test_an_api_server_complaint_about_the_token_volume_names_the_audience_field():
-    from kubeslim_operator.jobs import spec_field
+    from kubeslim_operator.status import spec_field
 
     assert spec_field("spec.template.spec.volumes[3].projected.sources[0].serviceAccountToken.audience") == \
         "spec.storage.credentials.webIdentity.audience"

@@ -11,9 +11,8 @@ from kubeslim_api import reasons
 from kubeslim_operator import constants as c
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.handlers.reconcile import Reconciler
-from kubeslim_operator.jobs import spec_field
 from kubeslim_operator.kube import ApiError
-from kubeslim_operator.status import job_rejection, observe
+from kubeslim_operator.status import job_rejection, observe, spec_field
 from tests.invalid_specs import VALID_SPEC
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,7 @@ it acts), and carries out what decide.py makes of them:
 2. creates the Job of the current generation unless it exists (deterministic name: a 409 is
    answered by reading that Job and checking its owner uid, so no generation ever gets a second Job;
    a Job the API server finds invalid ends the generation as Failed/JobRejected, never a retry loop);
-3. derives the status from the Job and its Pods (status.py) and patches it only when it differs
+3. derives the status from the Job and its Pods (status/) and patches it only when it differs
    from the last status written, with one event per visible transition.
 
 Writes per QuantizationJob: one Job create, then one status patch + one event per transition.
