@@ -2,7 +2,9 @@
 # Builds the devenv's binaries from pinned Go modules, once per version, into
 # $KUBESLIM_CACHE/<tool>-<version>/bin. Safe to rerun: a cached tool is skipped.
 # Each build records its wall time in <tool>-<version>/build.json (read by `make bench-devenv`).
-#   usage: hack/build-tools.sh [etcd kwok helm s3 kubernetes gitops kueue actionlint]   (default: all)
+#   usage: hack/build-tools.sh [etcd kwok helm s3 registry kubernetes gitops kueue actionlint]   (default: all)
+# `make devenv`/`make demo` build only what the devenv runs (DEVENV_TOOLS in hack/devenv.sh); the
+# GitOps judges, Kueue and actionlint are built on demand by the tests and hack/kueue.sh that use them.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR
@@ -181,7 +183,8 @@ build_gitops_judges() {
   record "$out" gitops-judges "$ARGOCD_VERSION" "$start"
 }
 
-want="${*:-etcd kwok helm s3 kubernetes gitops kueue actionlint}"
+ALL_TOOLS="etcd kwok helm s3 registry kubernetes gitops kueue actionlint"
+want="${*:-$ALL_TOOLS}"
 for tool in $want; do
   case "$tool" in
     etcd) build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3=etcd ;;
@@ -190,13 +193,15 @@ for tool in $want; do
             build_simple helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm ;;
     s3) LDFLAGS_EXTRA="-X main.Version=$VERSITYGW_VERSION" \
           build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw ;;
+    registry) LDFLAGS_EXTRA="-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
+                build_simple registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3 github.com/distribution/distribution/v3/cmd/registry ;;
     kubernetes) build_kubernetes ;;
     gitops) build_gitops_judges ;;
     kueue) LDFLAGS_EXTRA="-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
              build_simple kueue "$KUEUE_VERSION" sigs.k8s.io/kueue sigs.k8s.io/kueue/cmd/kueue ;;
     actionlint) LDFLAGS_EXTRA="-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
                   build_simple actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint ;;
-    *) die "unknown tool '$tool' (known: etcd kwok helm s3 kubernetes gitops kueue actionlint)" ;;
+    *) die "unknown tool '$tool' (known: $ALL_TOOLS)" ;;
   esac
 done
 log "tools ready in $CACHE: $want"

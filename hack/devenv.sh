@@ -3,18 +3,19 @@
 # admission, kube-controller-manager, kube-scheduler) on 127.0.0.1, kwok-run fake GPU/CPU nodes,
 # a real node (hack/node.sh: kubelet + containerd + kube-proxy + CNI, running the images our
 # Dockerfile builds) and a real S3 server (versitygw) on the node's own address, all from
-# binaries built by hack/build-tools.sh and Debian packages.
+# binaries built by hack/build-tools.sh and Debian packages. A registry (CNCF distribution) on the
+# node's address holds the images make images pushes and the chart make demo pushes.
 # kwokctl's binary runtime runs the control plane processes; this script adds the fake nodes,
 # the real node, the S3 server and the files clients need:
 #   .devenv/kubeconfig  admin kubeconfig (cluster named kubeslim-devenv-<id>)
 #   .devenv/devenv-id   <id>: proves a kubeconfig was written by this script (tests check it)
 #   .devenv/s3.env      AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
 #   .devenv/env         `source` it: PATH with our kubectl/helm, KUBECONFIG, the S3 variables
-#   .devenv/devenv.json ports, endpoints, binaries; .devenv/timings.json start-to-ready seconds
+#   .devenv/devenv.json ports, endpoints (the registry's too), binaries; .devenv/timings.json start-to-ready seconds
 #
 #   usage: hack/devenv.sh up|down|status        (make devenv / devenv-down / devenv-status)
 #          hack/devenv.sh stop|start|restart <component>   outages on purpose (etcd, kube-apiserver,
-#          kube-controller-manager, kube-scheduler, kwok-controller, s3); otherwise any of them that
+#          kube-controller-manager, kube-scheduler, kwok-controller, s3, registry); otherwise any of them that
 #          exits is started again by hack/devenv/supervise.py
 # Ports, all on 127.0.0.1, are set below (KUBESLIM_*_PORT overrides each): apiserver 16443, S3 16900, ...
 set -euo pipefail
@@ -48,9 +49,14 @@ ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin"
 KWOK_BIN="$CACHE/kwok-$KWOK_VERSION/bin"
 HELM_BIN="$CACHE/helm-$HELM_VERSION/bin"
 S3_BIN="$CACHE/versitygw-$VERSITYGW_VERSION/bin"
+REGISTRY_BIN="$CACHE/registry-$REGISTRY_VERSION/bin/registry"
+# Only what the devenv runs: the GitOps judges, Kueue and actionlint serve tests alone and are
+# built when a test (tests/gitops.py, tests/cluster/built_tools.py) or hack/kueue.sh first needs them.
+DEVENV_TOOLS="etcd kwok helm s3 registry kubernetes"
 KUBECTL="$K8S_BIN/kubectl"
 KWOKCTL="$KWOK_BIN/kwokctl"
 S3_DIR="$DEVENV/s3"
+REGISTRY_DIR="$DEVENV/registry"
 PROMETHEUS_DIR="$DEVENV/prometheus"
 PROMETHEUS_BIN=/usr/bin/prometheus
 
@@ -71,6 +77,9 @@ probe_targets() {
 probe() { python3 "$here/devenv/probe.py" "$@"; }
 # Started once the kubeconfig its discovery reads exists, so probed apart from the others.
 prometheus_target() { echo "prometheus=http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
+# Added to a running devenv by `make devenv` (ensure_registry), so not part of what healthy() asks:
+# a devenv started before the registry existed is healthy and gets one, not a fresh start.
+registry_target() { echo "registry=http://$REGISTRY/v2/"; }
 
 # What a running devenv was started with: the pins of what it runs and the kwokctl configuration
 # (not script edits, not the pins of tools it does not run, such as Kueue's or a Go toolchain's).
@@ -81,8 +90,7 @@ config_hash() {
 tools_present() {
   local b
   for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" "$KUBECTL" \
-           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOKCTL" "$HELM_BIN/helm" "$S3_BIN/versitygw" \
-           "$CACHE/gitops-judges-$ARGOCD_VERSION/bin/argocd-health" "$CACHE/gitops-judges-$ARGOCD_VERSION/bin/kstatus"; do
+           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOKCTL" "$HELM_BIN/helm" "$S3_BIN/versitygw" "$REGISTRY_BIN"; do
     [ -x "$b" ] || return 1
   done
 }
@@ -90,8 +98,9 @@ tools_present() {
 ensure_tools() {
   tools_present && return
   command -v go >/dev/null || die "the devenv binaries are not built yet ($CACHE) and no Go toolchain is on PATH: install Go >= 1.24 (https://go.dev/dl)" "make tools && make devenv"
-  log "building missing tools (cached in $CACHE; a cold build took about 10 min on 2 cores)"
-  "$here/build-tools.sh" || die "building the devenv tools failed (see the build output above)" "make tools && make devenv"
+  log "building missing tools: $DEVENV_TOOLS (cached in $CACHE; cold, kubernetes alone took about 10 min on 2 cores)"
+  # shellcheck disable=SC2086
+  "$here/build-tools.sh" $DEVENV_TOOLS || die "building the devenv tools failed (see the build output above)" "make tools && make devenv"
   tools_present || die "hack/build-tools.sh finished but binaries are missing under $CACHE" "make tools && make devenv"
 }
 
@@ -113,7 +122,8 @@ check_ports() {
   for spec in kube-apiserver:$APISERVER_PORT:KUBESLIM_APISERVER_PORT etcd:$ETCD_PORT:KUBESLIM_ETCD_PORT \
               etcd-peer:$ETCD_PEER_PORT:KUBESLIM_ETCD_PEER_PORT kube-controller-manager:$KCM_PORT:KUBESLIM_KCM_PORT \
               kube-scheduler:$SCHEDULER_PORT:KUBESLIM_SCHEDULER_PORT kwok-controller:$KWOK_PORT:KUBESLIM_KWOK_PORT \
-              s3:$S3_PORT:KUBESLIM_S3_PORT prometheus:$PROMETHEUS_PORT:KUBESLIM_PROMETHEUS_PORT; do
+              s3:$S3_PORT:KUBESLIM_S3_PORT prometheus:$PROMETHEUS_PORT:KUBESLIM_PROMETHEUS_PORT \
+              registry:$REGISTRY_PORT:KUBESLIM_REGISTRY_PORT; do
     IFS=: read -r name port var <<<"$spec"
     if ! port_free "$port"; then
       owner="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(.*)' | head -1 || true)"
@@ -136,17 +146,30 @@ devenv_pids() {
 }
 
 SUPERVISE_DIR="$DEVENV/supervise"
-SUPERVISED="etcd kube-apiserver kube-controller-manager kube-scheduler kwok-controller s3 prometheus"
+SUPERVISED="etcd kube-apiserver kube-controller-manager kube-scheduler kwok-controller s3 prometheus registry"
 pidfile_of() {
-  case "$1" in s3) echo "$S3_DIR/pid" ;; prometheus) echo "$PROMETHEUS_DIR/pid" ;; *) echo "$CLUSTER_DIR/pids/$1.pid" ;; esac
+  case "$1" in
+    s3) echo "$S3_DIR/pid" ;; prometheus) echo "$PROMETHEUS_DIR/pid" ;; registry) echo "$REGISTRY_DIR/pid" ;;
+    *) echo "$CLUSTER_DIR/pids/$1.pid" ;;
+  esac
 }
 supervisor_running() {
   local pid; pid="$(cat "$SUPERVISE_DIR/pid" 2>/dev/null)" || return 1
   tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$here/devenv/supervise.py"
 }
+# It watches what its command line names: one started before a component existed here (the
+# registry, on a devenv older than it) is replaced by one that watches every component.
+supervisor_watches_all() {
+  local cmdline name; cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$(cat "$SUPERVISE_DIR/pid")/cmdline")"
+  for name in $SUPERVISED; do grep -qF " $name=$(pidfile_of "$name")" <<<"$cmdline" || return 1; done
+}
 # hack/devenv/supervise.py restarts any of them that exits, as a node's kubelet would.
 ensure_supervisor() {
-  supervisor_running && return
+  if supervisor_running; then
+    supervisor_watches_all && return
+    log "the running supervisor does not watch every component ($SUPERVISED): starting it again"
+    stop_supervisor
+  fi
   local name args=()
   for name in $SUPERVISED; do args+=("$name=$(pidfile_of "$name")"); done
   mkdir -p "$SUPERVISE_DIR/hold" "$DEVENV/logs"
@@ -166,7 +189,7 @@ stop_supervisor() {
   supervisor_running || return 0
   stop_pid "$(cat "$SUPERVISE_DIR/pid")"
 }
-probe_target_of() { { probe_targets; prometheus_target; } | grep "^$1="; }
+probe_target_of() { { probe_targets; prometheus_target; registry_target; } | grep "^$1="; }
 
 # stop NAME: held down (the supervisor leaves it), for outage tests; start NAME: back and ready.
 stop_component() {
@@ -247,6 +270,47 @@ componentsPatches:
   - key: manage-nodes-with-annotation-selector
     value: kwok.x-k8s.io/node=fake
 EOF
+}
+
+# The CNCF distribution registry: plain http on the node's address (the node's containerd reaches it
+# through $REGISTRY_HOSTS_DIR, hack/node.sh), its blobs under $REGISTRY_DIR, deletes allowed so tests
+# can remove what they pushed. Started when missing, or when what runs is not the pinned binary.
+registry_running() {
+  local pid; pid="$(cat "$REGISTRY_DIR/pid" 2>/dev/null)" && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$REGISTRY_BIN" ]
+}
+# stop_registry: the one this devenv started (any pin), never another program that reused its pid.
+stop_registry() {
+  local pid; pid="$(cat "$REGISTRY_DIR/pid" 2>/dev/null)" || return 0
+  case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "$CACHE"/registry-*/bin/registry) stop_pid "$pid" ;; esac
+}
+ensure_registry() {
+  registry_running && return
+  # Another pin's registry: the supervisor would start that one again, so it goes first (and is
+  # started again by ensure_supervisor with this pin learned).
+  if [ -f "$REGISTRY_DIR/pid" ]; then
+    stop_supervisor
+    stop_registry
+  fi
+  mkdir -p "$REGISTRY_DIR/data" "$DEVENV/logs"
+  cat >"$REGISTRY_DIR/config.yml" <<EOF
+# Generated by hack/devenv.sh.
+version: 0.1
+log: {level: info, formatter: text, fields: {service: registry}}
+storage:
+  filesystem: {rootdirectory: "$REGISTRY_DIR/data"}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY
+  # Signs upload state; a fixed one per devenv keeps an upload valid across a supervised restart.
+  secret: kubeslim-devenv-$(cat "$DEVENV/devenv-id")
+EOF
+  # No tracing exporter: distribution v3 would otherwise look for an OTLP collector.
+  OTEL_TRACES_EXPORTER=none setsid nohup "$REGISTRY_BIN" serve "$REGISTRY_DIR/config.yml" \
+    >>"$DEVENV/logs/registry.log" 2>&1 </dev/null 8>&- &
+  echo $! >"$REGISTRY_DIR/pid"
+  probe --timeout 60 "$(registry_target)" >/dev/null \
+    || die "the registry did not answer on http://$REGISTRY/v2/ (log: $DEVENV/logs/registry.log)" "make devenv"
+  log "registry (distribution $REGISTRY_VERSION) on http://$REGISTRY"
 }
 
 start_s3() {
@@ -338,16 +402,18 @@ EOF
   "s3_env": "$DEVENV/s3.env",
   "kube_apiserver": "https://127.0.0.1:$APISERVER_PORT",
   "s3_endpoint": "http://$NODE_IP:$S3_PORT",
+  "registry": "$REGISTRY",
   "prometheus": "http://127.0.0.1:$PROMETHEUS_PORT",
   "node": {"name": "$NODE_NAME", "ip": "$NODE_IP", "bridge": "$NODE_BRIDGE", "gpus": $NODE_GPUS,
            "containerd": "$CONTAINERD_SOCK", "docker": "$DOCKER_SOCK", "dir": "$NODE_DIR"},
   "images": "$DEVENV/images.env",
   "ports": {"kube-apiserver": $APISERVER_PORT, "etcd": $ETCD_PORT, "etcd-peer": $ETCD_PEER_PORT,
             "kube-controller-manager": $KCM_PORT, "kube-scheduler": $SCHEDULER_PORT,
-            "kwok-controller": $KWOK_PORT, "s3": $S3_PORT, "prometheus": $PROMETHEUS_PORT},
+            "kwok-controller": $KWOK_PORT, "s3": $S3_PORT, "prometheus": $PROMETHEUS_PORT, "registry": $REGISTRY_PORT},
   "bin": {"kubectl": "$KUBECTL", "helm": "$HELM_BIN/helm", "kwokctl": "$KWOKCTL"},
   "versions": {"kubernetes": "$K8S_VERSION", "etcd": "$ETCD_VERSION", "kwok": "$KWOK_VERSION",
-               "helm": "$HELM_VERSION", "versitygw": "$VERSITYGW_VERSION", "prometheus": "$PROMETHEUS_DEBIAN_VERSION"}
+               "helm": "$HELM_VERSION", "versitygw": "$VERSITYGW_VERSION", "registry": "$REGISTRY_VERSION",
+               "prometheus": "$PROMETHEUS_DEBIAN_VERSION"}
 }
 EOF
 }
@@ -362,7 +428,7 @@ apply_stages_and_nodes() {
 }
 
 summary() {
-  log "devenv ready: kube-apiserver https://127.0.0.1:$APISERVER_PORT, S3 http://$NODE_IP:$S3_PORT, real node $NODE_NAME ($NODE_IP)"
+  log "devenv ready: kube-apiserver https://127.0.0.1:$APISERVER_PORT, S3 http://$NODE_IP:$S3_PORT, registry http://$REGISTRY, real node $NODE_NAME ($NODE_IP)"
   log "  kubectl --kubeconfig $DEVENV/kubeconfig get nodes    (or: source $DEVENV/env)"
 }
 
@@ -372,9 +438,13 @@ up() {
   if healthy; then
     log "devenv already running and healthy ($(cat "$DEVENV/devenv-id"))"
     ensure_prometheus
+    ensure_registry
     ensure_supervisor
     write_client_files
     apply_stages_and_nodes
+    # The runtimes' configuration as this checkout writes it (the registry's hosts.toml, dockerd's
+    # insecure registry); a running containerd is restarted only when its configuration changed.
+    "$HERE_NODE" runtime || die "the real node's container runtimes could not be configured (logs: $NODE_DIR/logs/)" "make devenv"
     "$here/images.sh"
     if [ "$(cat "$DEVENV/config-hash" 2>/dev/null)" != "$(config_hash)" ]; then
       log "WARNING: the pinned versions or the kwokctl settings in hack/devenv.sh changed since this devenv started; to load them: make devenv-down && make devenv"
@@ -382,7 +452,7 @@ up() {
     summary
     return
   fi
-  if [ -d "$CLUSTER_DIR" ] || [ -f "$S3_DIR/pid" ] || [ -n "$(devenv_pids)" ]; then
+  if [ -d "$CLUSTER_DIR" ] || [ -f "$S3_DIR/pid" ] || [ -f "$REGISTRY_DIR/pid" ] || [ -n "$(devenv_pids)" ]; then
     log "a devenv exists but is not healthy; removing it and starting fresh"
     down
   fi
@@ -397,6 +467,7 @@ up() {
   kwokctl_config >"$DEVENV/kwokctl.yaml"
   log "starting S3 (versitygw $VERSITYGW_VERSION) and the control plane (kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
   start_s3
+  ensure_registry
   # shellcheck disable=SC2046
   probe --timeout 240 --since "$t0" --out "$DEVENV/components.json" $(probe_targets) &
   local prober=$!
@@ -452,6 +523,7 @@ down() {
     if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$S3_BIN/versitygw" ]; then kill "$pid" 2>/dev/null || true; fi
   fi
   ! prometheus_running || stop_pid "$(cat "$PROMETHEUS_DIR/pid")"
+  stop_registry
   # Whatever is left (a crashed kwokctl, an interrupted start): stop it by pid, then insist.
   local pids i
   for i in $(seq 1 50); do
@@ -465,7 +537,8 @@ down() {
   # Kueue (hack/kueue.sh), if started: its process went with the others (its command line names
   # $DEVENV); its objects go with the cluster's etcd, so only its files are left to remove.
   rm -rf "$DEVENV/kueue" "$DEVENV/logs/kueue.log" "$DEVENV/.kueue.lock"
-  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$SUPERVISE_DIR" "$PROMETHEUS_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml,kcm-flexvolume}
+  # The registry's blobs (images, charts) go with it: a fresh devenv pushes them again.
+  rm -rf "$KWOK_WORKDIR" "$S3_DIR" "$REGISTRY_DIR" "$SUPERVISE_DIR" "$PROMETHEUS_DIR" "$DEVENV"/{kubeconfig,s3.env,env,devenv-id,devenv.json,config-hash,kwokctl.yaml,components.json,images.env,values-images.yaml,kcm-flexvolume}
   [ "$node_rc" = 0 ] || die "the real node did not leave the host as it found it (see above)" "make devenv-down"
   log "devenv stopped; no devenv process left"
   # Clients of the devenv that other tools started: named, not killed.
@@ -481,8 +554,8 @@ down() {
 status() {
   local ok=0 t name url answered
   # shellcheck disable=SC2046
-  answered="$(probe --timeout 2 --out /dev/stdout $(probe_targets) "$(prometheus_target)" 2>/dev/null || true)"
-  for t in $(probe_targets) "$(prometheus_target)"; do
+  answered="$(probe --timeout 2 --out /dev/stdout $(probe_targets) "$(prometheus_target)" "$(registry_target)" 2>/dev/null || true)"
+  for t in $(probe_targets) "$(prometheus_target)" "$(registry_target)"; do
     name="${t%%=*}"; url="${t#*=}"
     if grep -q "\"$name\"" <<<"$answered"; then printf '  %-24s up    %s\n' "$name" "${url#\~}"; else printf '  %-24s DOWN  %s\n' "$name" "${url#\~}"; ok=1; fi
   done

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Builds the project's images with the devenv's dockerd and imports them into the real node's
-# containerd, without a registry and without network inside the build:
+# Builds the project's images with the devenv's dockerd, without network inside the build, and
+# pushes them to the devenv registry (hack/devenv.sh, http://$REGISTRY), from which the real node's
+# containerd pulls them (hosts.toml, hack/node.sh) as any cluster pulls from its registry:
 #   base        Debian bookworm (debootstrap, from the mirror apt is configured with) + python3-venv
 #               + libgomp1, imported as $IMAGE_PREFIX/python-base: the Dockerfile's PYTHON_IMAGE
 #   wheelhouse  every wheel the images install, made on the host with the host's own pip set-up,
 #               as a scratch image the Dockerfile bind-mounts (WHEELHOUSE, PIP_OFFLINE=1)
-#   operator, job-cpu, pause   the images pods run
-# Each image is tagged with a hash of its inputs and rebuilt, saved and imported only when that
-# hash has no image yet. Writes $DEVENV/images.env and $DEVENV/values-images.yaml (Helm values).
-#   usage: hack/images.sh            (make images; needs the node's daemons: make devenv)
+#   operator, job-cpu   pushed as $REGISTRY/kubeslim/kubeslim-{operator,job-cpu} (the chart's
+#               repository names, under the devenv registry) with three tags: the chart's appVersion,
+#               <chart version>-<git sha> and the hash of the image's inputs; the Helm values
+#               pin the pushed digest (image.digest), so a rebuild is never hidden by a cached tag
+#   pause       the kubelet's sandbox image: node infrastructure, imported into containerd as a
+#               node image would carry it (containerd's config names it before any registry runs)
+# Each image is tagged with a hash of its inputs and rebuilt only when that hash has no image yet.
+# The job-cpu image (1 GB) is then pulled by the node from the registry ahead of the first Job;
+# the operator image is not: its first pod pulls it. Writes $DEVENV/images.env and
+# $DEVENV/values-images.yaml (Helm values).
+#   usage: hack/images.sh            (make images; needs the node's daemons and the registry: make devenv)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR
@@ -26,6 +34,8 @@ declare -A SECONDS_OF=()
 timed() { local what="$1" t0; shift; t0=$(date +%s.%N); "$@"; SECONDS_OF[$what]=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))"); }
 
 [ -S "$DOCKER_SOCK" ] && [ -S "$CONTAINERD_SOCK" ] || die "the node's dockerd/containerd are not running ($NODE_RUN): run make devenv"
+python3 "$here/devenv/probe.py" --timeout 5 "registry=http://$REGISTRY/v2/" >/dev/null 2>&1 \
+  || die "the devenv registry does not answer on http://$REGISTRY/v2/: run make devenv (it starts the registry)"
 
 # The Debian mirror apt already uses (deb822 .sources or one-line sources.list): no host name here.
 debian_mirror() {
@@ -139,20 +149,56 @@ pause_image() {
   fi
 }
 
-# import REF: into the node's containerd, once. Older tags of the same repository go, but for the
-# newest few: a Helm release installed a moment ago (make demo, another test session) still runs
-# the tag it was given.
+# Older images of a repository go, but for the newest few: a Helm release installed a moment ago
+# (make demo, another test session) still runs the image it was given.
 KEEP_TAGS=3
+# prune_docker REPO: docker's tags of REPO but the newest KEEP_TAGS (docker lists them newest first).
+prune_docker() {
+  local keep; keep="$(docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | head -n "$KEEP_TAGS")"
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | grep -vxF "$keep" | while read -r old; do docker rmi "$old" >/dev/null; done || true
+}
+
+# import REF: into the node's containerd, once (the pause image only).
 import() {
-  local repo="${1%:*}" keep old
   if ! ctr images ls -q | grep -qxF "$1"; then
     log "importing $1 into the node's containerd"
     docker save "$1" | ctr images import - >/dev/null || die "ctr images import of $1 failed"
   fi
-  # docker lists a repository's tags newest first.
-  keep="$(docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | head -n "$KEEP_TAGS")"
-  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -vxF "$keep" | while read -r old; do docker rmi "$old" >/dev/null; done || true
-  ctr images ls -q | grep "^$repo:" | grep -vxF "$keep" | while read -r old; do ctr images rm "$old" >/dev/null; done || true
+  prune_docker "${1%:*}"
+  ctr images ls -q | grep "^${1%:*}:" | grep -vxF "$(docker image ls --format '{{.Repository}}:{{.Tag}}' "${1%:*}")" \
+    | while read -r old; do ctr images rm "$old" >/dev/null; done || true
+}
+
+# push LOCAL_REF NAME: LOCAL_REF to $REGISTRY/kubeslim/NAME under the appVersion, <version>-<git sha>
+# and input-hash tags; sets PUSHED to the repository@digest the registry now serves. Layers the
+# registry already has are not sent again.
+push() {
+  local repo="$REGISTRY/kubeslim/$2" tag digest
+  for tag in "$APP_VERSION" "$CHART_VERSION-$GIT_SHA" "${1##*:}"; do
+    docker tag "$1" "$repo:$tag"
+    docker push "$repo:$tag" >"$DEVENV/logs/push-$2.log" 2>&1 || { tail -5 "$DEVENV/logs/push-$2.log" >&2; die "docker push $repo:$tag failed (log: $DEVENV/logs/push-$2.log)"; }
+  done
+  digest="$(sed -n 's/.* digest: \(sha256:[0-9a-f]\{64\}\) .*/\1/p' "$DEVENV/logs/push-$2.log" | tail -1)"
+  [ -n "$digest" ] || die "docker push $repo:${1##*:} printed no digest (log: $DEVENV/logs/push-$2.log)"
+  prune_docker "$repo"
+  PUSHED="$repo@$digest"
+}
+
+# pull_ahead REF: the node's containerd pulls REF (repository@digest) from the registry through
+# the same hosts.toml the kubelet's pulls use.
+pull_ahead() {
+  ctr images ls -q | grep -qxF "$1" && return
+  log "the node pulls $1 from the registry"
+  ctr images pull --hosts-dir "$REGISTRY_HOSTS_DIR" "$1" >"$DEVENV/logs/pull-ahead.log" 2>&1 \
+    || { tail -5 "$DEVENV/logs/pull-ahead.log" >&2; die "the node's containerd could not pull $1 (log: $DEVENV/logs/pull-ahead.log)"; }
+}
+
+# prune_node REF: the node's earlier pulls of REF's repository go (the kubelet disk is shared and
+# its image GC is off); running containers keep their layers, and the registry still serves them.
+prune_node() {
+  local repo="${1%@*}" digest="${1#*@}"
+  ctr images ls | awk -v r="$repo" -v d="$digest" '(index($1, r ":") == 1 || index($1, r "@") == 1) && $3 != d {print $1}' \
+    | while read -r old; do ctr images rm "$old" >/dev/null || true; done
 }
 
 mkdir -p "$DEVENV/logs"
@@ -162,29 +208,43 @@ flock 9
 timed base base_image
 timed wheelhouse wheelhouse_image
 timed pause pause_image
+APP_VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO/helm/kubeslim/Chart.yaml")"
+CHART_VERSION="$(sed -n 's/^version: *//p' "$REPO/helm/kubeslim/Chart.yaml")"
+GIT_SHA="$(git -C "$REPO" rev-parse --short=12 HEAD)"
+[ -n "$APP_VERSION" ] && [ -n "$CHART_VERSION" ] || die "cannot read version/appVersion from helm/kubeslim/Chart.yaml"
 TAG="$(app_hash)"
 OPERATOR_REF="$IMAGE_PREFIX/operator:$TAG"
 JOB_REF="$IMAGE_PREFIX/job-cpu:$TAG"
 timed build_operator build_target operator "$OPERATOR_REF"
 timed build_job build_target job-cpu "$JOB_REF"
-for ref in "$PAUSE_REF" "$OPERATOR_REF" "$JOB_REF"; do name="${ref#"$IMAGE_PREFIX"/}"; timed "import_${name%%:*}" import "$ref"; done
+timed import_pause import "$PAUSE_REF"
+timed push_operator push "$OPERATOR_REF" kubeslim-operator
+OPERATOR_PUSHED="$PUSHED"
+timed push_job push "$JOB_REF" kubeslim-job-cpu
+JOB_PUSHED="$PUSHED"
+prune_docker "$IMAGE_PREFIX/operator"; prune_docker "$IMAGE_PREFIX/job-cpu"
+timed pull_ahead_job pull_ahead "$JOB_PUSHED"
+prune_node "$OPERATOR_PUSHED"; prune_node "$JOB_PUSHED"
 # BuildKit keeps every layer it ever built (about 1 GB per job-image code change; 21 GB after a
 # day of edits filled the kubelet's disk-pressure threshold): only the newest few GB stay.
 docker builder prune -f --keep-storage "${KUBESLIM_BUILD_CACHE_KEEP:-6GB}" >/dev/null || log "WARNING: docker builder prune failed"
 
 cat >"$DEVENV/images.env" <<EOF
-KUBESLIM_OPERATOR_IMAGE=$OPERATOR_REF
-KUBESLIM_JOB_IMAGE=$JOB_REF
+KUBESLIM_OPERATOR_IMAGE=$OPERATOR_PUSHED
+KUBESLIM_JOB_IMAGE=$JOB_PUSHED
 KUBESLIM_PAUSE_IMAGE=$PAUSE_REF
 KUBESLIM_BASE_IMAGE=$BASE_REF
 KUBESLIM_WHEELHOUSE_IMAGE=$WHEELHOUSE_REF
+KUBESLIM_REGISTRY=$REGISTRY
+KUBESLIM_IMAGE_TAGS=$APP_VERSION $CHART_VERSION-$GIT_SHA $TAG
 EOF
 cat >"$DEVENV/values-images.yaml" <<EOF
-# Written by hack/images.sh: the images built from this checkout, present on the node only.
+# Written by hack/images.sh: the images built from this checkout, in the devenv registry, pinned by
+# digest; the chart's own pullPolicy (IfNotPresent) applies.
 operator:
-  image: {repository: $IMAGE_PREFIX/operator, tag: "$TAG", pullPolicy: Never}
+  image: {repository: ${OPERATOR_PUSHED%@*}, tag: "$APP_VERSION", digest: "${OPERATOR_PUSHED#*@}"}
 job:
-  image: {repository: $IMAGE_PREFIX/job-cpu, tag: "$TAG", pullPolicy: Never}
+  image: {repository: ${JOB_PUSHED%@*}, tag: "$APP_VERSION", digest: "${JOB_PUSHED#*@}"}
 EOF
 python3 - "$TIMINGS" "${!SECONDS_OF[@]}" -- "${SECONDS_OF[@]}" <<'PY'
 import json, sys, time
@@ -192,4 +252,4 @@ args = sys.argv[2:]; cut = args.index("--")
 json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "seconds": dict(zip(args[:cut], map(float, args[cut + 1:])))}, open(sys.argv[1], "w"), indent=2)
 PY
-log "images ready: $OPERATOR_REF, $JOB_REF"
+log "images ready in the registry: $OPERATOR_PUSHED, $JOB_PUSHED"

@@ -79,10 +79,20 @@ write_cni() {
 EOF
 }
 
-start_containerd() {
-  pid_alive "$NODE_DIR/containerd.pid" && return
-  mkdir -p "$NODE_CACHE/containerd" "$NODE_RUN/containerd" "$NODE_DIR/logs"
-  cat >"$NODE_DIR/containerd.toml" <<EOF
+# The devenv registry speaks plain http: containerd's CRI plugin reads this per pull (config_path),
+# so kubelet pulls of $REGISTRY/... work with imagePullPolicy IfNotPresent and no import step.
+write_registry_hosts() {
+  mkdir -p "$REGISTRY_HOSTS_DIR/$REGISTRY"
+  cat >"$REGISTRY_HOSTS_DIR/$REGISTRY/hosts.toml" <<EOF
+# Written by hack/node.sh: the devenv registry (hack/devenv.sh), plain http on the node address.
+server = "http://$REGISTRY"
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+EOF
+}
+
+containerd_config() {
+  cat <<EOF
 version = 2
 root = "$NODE_CACHE/containerd"
 state = "$NODE_RUN/containerd"
@@ -107,22 +117,49 @@ state = "$NODE_RUN/containerd"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$NODE_DIR/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$REGISTRY_HOSTS_DIR"
 EOF
-  setsid nohup containerd --config "$NODE_DIR/containerd.toml" >"$NODE_DIR/logs/containerd.log" 2>&1 </dev/null 8>&- 9>&- &
+}
+
+# Started once; a running one whose configuration differs from what this checkout writes (a
+# devenv older than the registry) is restarted: containers keep running in their shims, and the
+# kubelet and dockerd reconnect. The image build lock keeps a build from losing its containerd.
+start_containerd() {
+  write_registry_hosts
+  if pid_alive "$NODE_DIR/containerd.pid"; then
+    [ "$(containerd_config)" = "$(cat "$NODE_DIR/containerd.toml" 2>/dev/null)" ] && return
+    log "containerd's configuration changed (registry hosts at $REGISTRY_HOSTS_DIR): restarting it; containers keep running"
+    exec 7>"$DEVENV/images.lock"
+    flock 7
+    stop_pidfile "$NODE_DIR/containerd.pid" 10
+  fi
+  mkdir -p "$NODE_CACHE/containerd" "$NODE_RUN/containerd" "$NODE_DIR/logs"
+  containerd_config >"$NODE_DIR/containerd.toml"
+  setsid nohup containerd --config "$NODE_DIR/containerd.toml" >>"$NODE_DIR/logs/containerd.log" 2>&1 </dev/null 7>&- 8>&- 9>&- &
   echo $! >"$NODE_DIR/containerd.pid"
-  local _; for _ in $(seq 1 100); do ctr version >/dev/null 2>&1 && return; sleep 0.1; done
+  local _; for _ in $(seq 1 100); do ctr version >/dev/null 2>&1 && { exec 7>&-; return; }; sleep 0.1; done
   die "containerd did not answer on $CONTAINERD_SOCK (log: $NODE_DIR/logs/containerd.log)"
 }
 
 start_dockerd() {
-  pid_alive "$NODE_DIR/dockerd.pid" && return
+  # Its own config file: the host's /etc/docker/daemon.json is not ours to read or write. It only
+  # lets hack/images.sh push to the devenv registry over plain http, an option dockerd reloads on
+  # SIGHUP, so a running dockerd takes it without a restart.
+  local config; config="{\"insecure-registries\": [\"$REGISTRY\"]}"
+  if pid_alive "$NODE_DIR/dockerd.pid"; then
+    [ "$config" = "$(cat "$NODE_DIR/dockerd.json" 2>/dev/null)" ] && return
+    echo "$config" >"$NODE_DIR/dockerd.json"
+    kill -HUP "$(cat "$NODE_DIR/dockerd.pid")"
+    log "dockerd reloaded $NODE_DIR/dockerd.json (insecure registry $REGISTRY)"
+    return
+  fi
   mkdir -p "$NODE_CACHE/docker" "$NODE_RUN/docker"
-  # Its own (empty) config file: the host's /etc/docker/daemon.json is not ours to read or write.
-  echo '{}' >"$NODE_DIR/dockerd.json"
+  echo "$config" >"$NODE_DIR/dockerd.json"
   setsid nohup dockerd --data-root "$NODE_CACHE/docker" --exec-root "$NODE_RUN/docker" --pidfile "$NODE_RUN/docker/dockerd.pid" \
     -H "unix://$DOCKER_SOCK" --containerd "$CONTAINERD_SOCK" --iptables=false --ip-forward=false --ip-masq=false \
     --bridge=none --cgroup-parent "/$DOCKER_CGROUP" --storage-driver overlay2 --config-file "$NODE_DIR/dockerd.json" \
-    >"$NODE_DIR/logs/dockerd.log" 2>&1 </dev/null 8>&- 9>&- &
+    >>"$NODE_DIR/logs/dockerd.log" 2>&1 </dev/null 7>&- 8>&- 9>&- &
   echo $! >"$NODE_DIR/dockerd.pid"
   local _; for _ in $(seq 1 150); do DOCKER_HOST="unix://$DOCKER_SOCK" "$DOCKER_CLI" version >/dev/null 2>&1 && return; sleep 0.2; done
   die "dockerd did not answer on $DOCKER_SOCK (log: $NODE_DIR/logs/dockerd.log)"
@@ -375,7 +412,7 @@ down() {
   remove_cgroups
   # The kubelet links every container log into /var/log/containers, a path it does not let us move.
   find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
-  rm -rf "$NODE_RUN" "$KUBELET_ROOT" "$NODE_DIR/cni" "$NODE_DIR/sysctl-standins" "$NODE_DIR/pki" "$NODE_DIR"/*.pid "$NODE_DIR"/*.kubeconfig
+  rm -rf "$NODE_RUN" "$KUBELET_ROOT" "$NODE_DIR/cni" "$REGISTRY_HOSTS_DIR" "$NODE_DIR/sysctl-standins" "$NODE_DIR/pki" "$NODE_DIR"/*.pid "$NODE_DIR"/*.kubeconfig
   if [ -f "$NODE_DIR/host-before.json" ]; then
     # Paths the runtimes create on their own whatever they are told (dockerd's /run/docker/plugins,
     # the kubelet's /usr/libexec/kubernetes, the shims' /run/containerd/s) that did not exist
@@ -404,10 +441,33 @@ status() {
   return $ok
 }
 
+# Node loss, for the chaos suite (tests/cluster/test_chaos_node.py). stop-daemons stops the kubelet
+# and containerd as `down` does, but leaves the pods' containers running in their shims: the node
+# is cut off from the control plane, as when its host hangs or its network goes. start-daemons
+# starts what of the node is down the way `up` does (no image build: nothing changed) and waits for
+# the node to be Ready again. Callers hold $DEVENV/images.lock meanwhile: no build loses its containerd.
+stop_daemons() {
+  stop_pidfile "$NODE_DIR/kubelet.pid" 10
+  stop_pidfile "$NODE_DIR/containerd.pid" 10
+}
+
+start_daemons() {
+  start_containerd
+  start_dockerd
+  start_apiserver_forwarder
+  start_kubelet
+  start_kube_proxy
+  k wait --for=condition=Ready "node/$NODE_NAME" --timeout=180s >/dev/null \
+    || { tail -20 "$NODE_DIR/logs/kubelet.log" >&2; die "node $NODE_NAME did not become Ready again (log: $NODE_DIR/logs/kubelet.log)"; }
+  log "node $NODE_NAME Ready again"
+}
+
 case "${1:-}" in
   up) up ;;
   runtime) runtime ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  stop-daemons) stop_daemons ;;
+  start-daemons) start_daemons ;;
+  *) echo "usage: $0 up|down|status|stop-daemons|start-daemons" >&2; exit 2 ;;
 esac

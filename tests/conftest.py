@@ -113,10 +113,11 @@ def k8s(devenv: Devenv):
 
 @dataclass(frozen=True)
 class NodeImages:
-    """The images hack/images.sh built from this checkout and imported into the real node."""
+    """The images hack/images.sh built from this checkout and pushed to the devenv registry, as
+    repository@digest (the job image is on the node already: pulled ahead from the registry)."""
     operator: str
     job: str
-    values_file: Path       # Helm values that select them (pullPolicy Never: no registry here)
+    values_file: Path       # Helm values that select them by digest, with the chart's pullPolicy
 
 
 @pytest.fixture(scope="session")

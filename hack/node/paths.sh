@@ -16,6 +16,10 @@ NODE_BRIDGE="${KUBESLIM_NODE_BRIDGE:-kubeslim0}"
 NODE_IP="${KUBESLIM_NODE_IP:-10.77.0.1}"
 POD_CIDR="${KUBESLIM_POD_CIDR:-10.77.0.0/24}"
 NODE_GPUS="${KUBESLIM_NODE_GPUS:-4}"
+# The devenv's registry (hack/devenv.sh): plain http on the node address. make images pushes there,
+# the node's containerd pulls from there (hosts.toml under REGISTRY_HOSTS_DIR), helm pushes charts.
+REGISTRY_PORT="${KUBESLIM_REGISTRY_PORT:-16500}"
+REGISTRY="$NODE_IP:$REGISTRY_PORT"
 KUBELET_PORT="${KUBESLIM_KUBELET_PORT:-16250}"
 KUBELET_HEALTHZ_PORT="${KUBESLIM_KUBELET_HEALTHZ_PORT:-16248}"
 KUBE_PROXY_HEALTHZ_PORT="${KUBESLIM_KUBE_PROXY_HEALTHZ_PORT:-16256}"
@@ -23,6 +27,8 @@ KUBE_PROXY_METRICS_PORT="${KUBESLIM_KUBE_PROXY_METRICS_PORT:-16249}"
 NODE_CACHE="$CACHE/node"
 NODE_DIR="$DEVENV/node"
 NODE_RUN="${KUBESLIM_NODE_RUN:-/run/kubeslim}"
+# containerd's registry host configuration (certs.d layout), ours and not the host's /etc/containerd.
+REGISTRY_HOSTS_DIR="$NODE_DIR/certs.d"
 CONTAINERD_SOCK="$NODE_RUN/containerd/containerd.sock"
 DOCKER_SOCK="$NODE_RUN/docker.sock"
 # Debian's docker client (20.10) speaks the API of Debian's dockerd; another docker on PATH may not.

@@ -59,6 +59,27 @@ def test_default_images_are_the_released_names_at_the_app_version(helm):
     assert operator_env(docs)["KUBESLIM_JOB_IMAGE"] == f"ghcr.io/kubeslim/kubeslim-job:{APP_VERSION}"
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_pins_the_image_and_the_tag_no_longer_counts(helm):
+    docs = render(helm, f"operator.image.digest={DIGEST}", "operator.image.tag=9.9.9", f"job.image.digest={DIGEST}")
+    (c,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"ghcr.io/kubeslim/kubeslim-operator@{DIGEST}"
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    job_image = f"ghcr.io/kubeslim/kubeslim-job@{DIGEST}"
+    assert operator_env(docs)["KUBESLIM_JOB_IMAGE"] == job_image
+    # The admission policy admits the pinned reference, the one the operator puts in every Job.
+    (rule,) = [v for v in only(docs, "ValidatingAdmissionPolicy")["spec"]["validations"] if "c.image ==" in v["expression"]]
+    assert f'c.image == "{job_image}"' in rule["expression"]
+
+
+def test_a_digest_that_is_not_sha256_hex_is_refused_naming_the_value(helm):
+    proc = template(helm, "operator.image.digest=sha256:abc")
+    assert proc.returncode != 0
+    assert "/operator/image/digest" in proc.stderr and "sha256:abc" in proc.stderr
+
+
 def test_no_job_pull_secrets_by_default_and_the_policy_admits_none(helm):
     docs = render(helm)
     assert operator_env(docs)["KUBESLIM_JOB_IMAGE_PULL_SECRETS"] == ""

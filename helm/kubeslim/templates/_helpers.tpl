@@ -28,8 +28,14 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{- /* repository:tag, or repository@digest when image.digest pins the content (the tag is then only
+a label: what runs is the digest). */ -}}
 {{- define "kubeslim.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- /* The names of job.imagePullSecrets as a JSON list: the Job's imagePullSecrets and the only ones the
