@@ -90,11 +90,13 @@ def metric_value(m: Any, metric: str) -> float | None:
 class Int8Metrics(ModelMetrics):
     algo: str
     fp32_layers: int | None = None         # layers kept in fp32 by the accuracy-aware fallback (None: none)
+    speed_fp32_layers: int | None = None   # layers kept in fp32 by speed-aware quantization (None: none)
 
 
 class Candidate(_Camel):
     algo: str
     fp32_layers: int | None = None         # a fallback step: this many of the most sensitive layers kept in fp32
+    speed_fp32_layers: int | None = None   # speed-aware: this many layers of the slow groups kept in fp32 besides
     top1: float | None = None
     top5: float | None = None
     agreement: float | None = None
@@ -141,6 +143,28 @@ class Fallback(_Camel):
     seconds: float = 0.0
 
 
+class SpeedGroup(_Camel):
+    """One group of like layers (kind and shape) timed kept in fp32 against all-int8."""
+    group: str                             # e.g. "depthwise 3x3", "pointwise, 1-64 in-channels", "conv 1x1 on 1x1 maps"
+    layers: int
+    gain: float                            # 1 - median(fp32 variant / all-int8 latency): 0.1 = 10 % faster in fp32
+    faster_share: float                    # the share of back-to-back timed pairs the fp32 variant won
+    kept_fp32: bool
+
+
+class SpeedAware(_Camel):
+    """What speed-aware quantization (spec.quantization.speedAware) measured and kept. Optional:
+    readers that predate it ignore it."""
+    mode: str                              # auto
+    applied: bool                          # the chosen int8 model has these layers in fp32
+    reason: str                            # Faster | NoSlowerGroup | CombinedNotFaster | GateFailed | NotFasterOnEvaluation | Failed
+    groups: list[SpeedGroup] = Field(default_factory=list)
+    fp32_layers: list[str] = Field(default_factory=list)   # the slow groups' layers
+    gain: float | None = None              # the combined model's 1 - latency ratio to all-int8 (timed interleaved)
+    message: str = ""
+    seconds: float = 0.0
+
+
 class Results(_Camel):
     """Exactly what the operator copies into status.results."""
     backend: str
@@ -153,6 +177,7 @@ class Results(_Camel):
     speedup_vs_fp16: float | None = None
     onnx: OnnxResult | None = None
     fallback: Fallback | None = None
+    speed_aware: SpeedAware | None = None
 
 
 class Gate(_Camel):

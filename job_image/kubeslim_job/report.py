@@ -50,7 +50,8 @@ def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: 
 
 
 def _label(r: MeasuredCandidate) -> str:
-    return f"{r.algo}+{r.fp32_layers} fp32" if r.fp32_layers else r.algo
+    label = f"{r.algo}+{r.fp32_layers} fp32" if r.fp32_layers else r.algo
+    return f"{label}+{r.speed_fp32_layers} fp32 for speed" if r.speed_fp32_layers else label
 
 
 def _gate_line(results: Results, gate: Gate) -> tuple[float, str]:
@@ -182,6 +183,24 @@ def _fallback_html(doc: dict[str, Any]) -> str:
             f"latency {e(_fmt(fb.get('latencyCost')))}x the plain int8 model's; {fb['seconds']:.1f} s.</p>")
 
 
+def _speed_aware_html(r: dict[str, Any]) -> str:
+    """spec.quantization.speedAware: each group of like layers timed in fp32 against all-int8, and
+    what was kept."""
+    sa = r.get("speedAware")
+    if not sa:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(g['group'])}</th><td>{g['layers']}</td><td>{e(_fmt(g['gain']))}</td>"
+                   f"<td>{e(_fmt(g['fasterShare']))}</td><td>{'fp32' if g['keptFp32'] else 'int8'}</td></tr>"
+                   for g in sa.get("groups", []))
+    kept = ", ".join(sa.get("fp32Layers") or []) or "none"
+    return (f"<h2>Speed-aware quantization</h2><p>{'Applied' if sa['applied'] else 'Not applied'} ({e(sa['reason'])}"
+            f"{': ' + e(sa['message']) if sa.get('message') else ''}). Layers kept in fp32 because int8 ran them slower: "
+            f"<b>{e(kept)}</b>; gain of the model with all of them in fp32 {e(_fmt(sa.get('gain')))} (1 - latency ratio to "
+            f"all-int8); {sa['seconds']:.1f} s.</p><table><tr><th>group</th><th>layers</th><th>gain in fp32</th>"
+            f"<th>share of pairs won</th><th>kept</th></tr>{rows}</table>")
+
+
 def _html(doc: dict[str, Any], results: Results, gate: Gate, pngs: dict[str, bytes]) -> str:
     e = html.escape
     r = results.dump()
@@ -206,7 +225,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}figure{{displa
 {e(_fmt(r.get('speedup')))}x.</p>
 {_fidelity_html(r)}
 <h2>fp32</h2><pre>{e(json.dumps(r['fp32'], indent=1))}</pre>
-{_fp16_html(r)}{_onnx_html(r, gate.metric)}{_fallback_html(doc)}
+{_fp16_html(r)}{_onnx_html(r, gate.metric)}{_fallback_html(doc)}{_speed_aware_html(r)}
 <h2>Candidates</h2>
 <table><tr><th>algo</th><th>fp32 layers</th><th>top1</th><th>top5</th><th>agreement with fp32</th><th>output cosine</th><th>drop</th><th>latency ms</th><th>size bytes</th>
 <th>calibration s</th><th>error</th></tr>{rows}</table>

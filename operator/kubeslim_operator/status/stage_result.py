@@ -71,6 +71,9 @@ def _success_message(result: StageResult) -> str:
     if r.fallback is not None and r.fallback.fp32_layers:
         cost = f", {r.fallback.latency_cost:.2f}x the latency of plain int8" if r.fallback.latency_cost else ""
         parts.append(f"{len(r.fallback.fp32_layers)} layer(s) kept in fp32 ({', '.join(r.fallback.fp32_layers)}{cost})")
+    if r.speed_aware is not None and r.speed_aware.applied:
+        gain = f", {r.speed_aware.gain:.0%} faster than all-int8" if r.speed_aware.gain is not None else ""
+        parts.append(f"{len(r.speed_aware.fp32_layers)} layer(s) kept in fp32 for speed{gain}")
     where = result.artifacts.model if result.artifacts and result.artifacts.model else None
     if where:
         parts.append(f"model at {where}")
