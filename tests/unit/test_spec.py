@@ -3,7 +3,7 @@ import json
 import pytest
 
 from kubeslim_api.spec import SpecError, parse_manifest, parse_spec
-from tests.invalid_specs import INVALID_SPECS, VALID_SPEC, invalid_spec
+from tests.invalid_specs import API_SERVER_ONLY, INVALID_SPECS, MODEL_CHECKED_SPECS, VALID_SPEC, invalid_spec
 
 
 def test_valid_spec_gets_the_documented_defaults():
@@ -17,11 +17,18 @@ def test_valid_spec_gets_the_documented_defaults():
     assert spec.data.preprocess.mean == [0.485, 0.456, 0.406]
 
 
-@pytest.mark.parametrize("case_id, mutate, field", INVALID_SPECS, ids=[c[0] for c in INVALID_SPECS])
+@pytest.mark.parametrize("case_id, mutate, field", MODEL_CHECKED_SPECS, ids=[c[0] for c in MODEL_CHECKED_SPECS])
 def test_invalid_spec_is_rejected_naming_the_field(case_id, mutate, field):
     with pytest.raises(SpecError) as err:
         parse_spec(invalid_spec(mutate))
     assert field in str(err.value)
+
+
+@pytest.mark.parametrize("case_id, mutate", [(c[0], c[1]) for c in INVALID_SPECS if c[0] in API_SERVER_ONLY])
+def test_pod_rules_are_left_to_the_api_server(case_id, mutate):
+    """The core/v1 toleration/affinity/annotation rules live once, as the CRD's CEL (checked against
+    the real API server in tests/cluster/test_crd_validation.py): the model parses such a spec."""
+    parse_spec(invalid_spec(mutate))
 
 
 def test_unknown_field_is_rejected_not_ignored():
