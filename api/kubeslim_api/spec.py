@@ -15,7 +15,6 @@ the operator builds, and the operator only ever parses specs the API server admi
 """
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer, model_validator
