@@ -30,6 +30,8 @@ With a Job (`WITH_JOB`):
   job_failed         …the Job controller's failure condition, the fallback for a failed Job.
   suspended          a suspended Job runs no pod: the queue (Kueue's Workload) says why it waits.
   pod_running        a live pod says where the run is; failed pods are earlier attempts.
+  pod_on_lost_node   no live pod, and the newest was taken off a node that stopped answering:
+                     Retrying, naming the node, while the Job waits for the node to let it go.
   attempt_failed     no live pod but failed ones: a retry is coming, or the Job's failure is.
   pods_finished      every pod succeeded and the Job has not concluded yet: hold.
   waiting_for_pod    none of these: the Job controller has not made a pod yet.
@@ -52,6 +54,7 @@ from .job_concluded import deadline_passed, job_complete, job_failed, pod_view_l
 from .job_running import attempt_failed, pod_running, pods_finished, suspended, waiting_for_pod
 from .kubelet import scheduled_fact
 from .kueue import Queue
+from .node_lost import pod_on_lost_node
 from .rejection import JobRejection
 from .verdict import CONFIG_FOUND, Fact, Verdict, container_statuses, created
 
@@ -59,7 +62,7 @@ BEFORE_JOB: tuple[Callable[[Evidence], Verdict | None], ...] = (
     invalid_spec, job_deleted, config_missing, job_refused, job_name_taken, creating_job)
 WITH_JOB: tuple[Callable[[JobEvidence], Verdict | None], ...] = (
     invalid_spec, pod_view_lagging, job_complete, deadline_passed, work_volume_evicted, stage_failed, job_failed,
-    suspended, pod_running, attempt_failed, pods_finished, waiting_for_pod)
+    suspended, pod_running, pod_on_lost_node, attempt_failed, pods_finished, waiting_for_pod)
 
 E = TypeVar("E", bound=Evidence)
 
