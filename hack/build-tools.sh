@@ -201,6 +201,10 @@ for tool in $want; do
              build_simple kueue "$KUEUE_VERSION" sigs.k8s.io/kueue sigs.k8s.io/kueue/cmd/kueue ;;
     actionlint) LDFLAGS_EXTRA="-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
                   build_simple actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint ;;
+    # Not in the default list: only `make chaos` (tests/cluster/test_chaos_s3.py) runs it.
+    toxiproxy) LDFLAGS_EXTRA="-X github.com/Shopify/toxiproxy/v2.Version=$TOXIPROXY_VERSION" \
+                 build_simple toxiproxy "$TOXIPROXY_VERSION" github.com/Shopify/toxiproxy/v2 \
+                   github.com/Shopify/toxiproxy/v2/cmd/server=toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/cli=toxiproxy-cli ;;
     *) die "unknown tool '$tool' (known: $ALL_TOOLS)" ;;
   esac
 done

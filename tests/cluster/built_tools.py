@@ -9,7 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # tool name in build-tools.sh -> (its version variable in versions.env, the binary)
-TOOLS = {"helm": ("HELM_VERSION", "helm"), "actionlint": ("ACTIONLINT_VERSION", "actionlint")}
+TOOLS = {"helm": ("HELM_VERSION", "helm"), "actionlint": ("ACTIONLINT_VERSION", "actionlint"),
+         "toxiproxy": ("TOXIPROXY_VERSION", "toxiproxy-server")}
 
 
 def pinned_versions() -> dict[str, str]:

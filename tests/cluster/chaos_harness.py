@@ -137,8 +137,13 @@ def record(section: str, figures: dict) -> None:
     print(json.dumps({section: figures}, indent=1))
     if SCALE != "full":
         return
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_pipeline import _cpu_model      # the model and its int8 instruction sets, as every benchmark prints
+
     doc = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
-    doc.update({"benchmark": "chaos", "machine": {"cpus": os.cpu_count()}, section: figures})
+    doc.update({"benchmark": "chaos", "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model()}, section: figures})
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -442,3 +447,272 @@ class TcpProxy:
     def close(self) -> None:
         if self._listener is not None:
             self.cut()
+
+
+# -- a flaky S3 -----------------------------------------------------------------------------------
+
+class Toxiproxy:
+    """toxiproxy-server (hack/build-tools.sh toxiproxy, pinned in hack/versions.env), driven through
+    its REST API: one TCP proxy whose toxics add latency, reset connections, stall them and cut them
+    after a number of bytes — the faults of a network between the pods and S3."""
+
+    def __init__(self, binary: str, log_path: str):
+        self.binary, self.log_path = binary, log_path
+        self.api = ""
+        self.proc: Any = None
+
+    def start(self) -> "Toxiproxy":
+        import subprocess
+
+        with socket.socket() as s:          # a free port for the API (toxiproxy has no port 0 for it)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen([self.binary, "-host", "127.0.0.1", "-port", str(port)],
+                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        self.api = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self._request("GET", "/version")
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"toxiproxy-server did not answer on {self.api} (log: {self.log_path})") from None
+                time.sleep(0.1)
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
+        import urllib.request
+
+        req = urllib.request.Request(self.api + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            text = resp.read()
+        return json.loads(text) if text.strip() else None
+
+    def proxy(self, name: str, listen: str, upstream: str) -> str:
+        """A TCP proxy from `listen` (host:port, port 0 for any) to `upstream`; its listening host:port."""
+        return self._request("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream, "enabled": True})["listen"]
+
+    def add(self, proxy: str, name: str, kind: str, stream: str, toxicity: float = 1.0, **attributes: int) -> None:
+        """A toxic on every new link of `proxy` with probability `toxicity`; `stream` downstream (S3 → pod) or upstream."""
+        self._request("POST", f"/proxies/{proxy}/toxics", {"name": name, "type": kind, "stream": stream,
+                                                           "toxicity": toxicity, "attributes": attributes})
+
+    def remove(self, proxy: str, name: str) -> None:
+        self._request("DELETE", f"/proxies/{proxy}/toxics/{name}")
+
+    def toxics(self, proxy: str) -> list[dict]:
+        return self._request("GET", f"/proxies/{proxy}/toxics")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+
+
+# S3 error documents the fault proxy answers with: what a struggling S3 sends.
+_S3_ERRORS = {500: ("InternalError", "We encountered an internal error. Please try again."),
+              503: ("ServiceUnavailable", "Please reduce your request rate.")}
+# Hop-by-hop headers: they describe one connection, not the request, and are not forwarded.
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
+
+
+class FaultyS3:
+    """An HTTP proxy in front of S3 that answers some requests itself with a 500 or 503 S3 error
+    (toxiproxy works on TCP and has no HTTP-status toxic, so the 5xx answers are ours). Which
+    requests: every write's first attempt (so every upload is retried) and, of the rest, a seeded
+    share `rate`; `rate` 1.0 is an S3 that only fails. Request bodies are read before the answer,
+    so the client sees a clean 5xx, not a broken pipe. Counts what it did, by method."""
+
+    def __init__(self, upstream: tuple[str, int], rate: float, seed: int, host: str = "127.0.0.1"):
+        import http.server
+
+        self.upstream, self.rate, self.rng = upstream, rate, random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self._written: set[tuple[str, str]] = set()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"          # keep-alive, and Expect: 100-continue handled
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                proxy._handle(self)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, client_address: None     # a client reset mid-request: expected here
+        self.address = f"{host}:{self.server.server_address[1]}"
+        self._local = threading.local()
+
+    def start(self) -> "FaultyS3":
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="faulty-s3").start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def set_rate(self, rate: float) -> None:
+        with self.lock:
+            self.rate = rate
+
+    def _fault(self, method: str, path: str) -> int | None:
+        key = (method, path.split("?", 1)[0])
+        with self.lock:
+            self.requests[method] = self.requests.get(method, 0) + 1
+            first_write = method in ("PUT", "POST") and key not in self._written
+            if first_write:
+                self._written.add(key)
+            if first_write or self.rng.random() < self.rate:
+                self.faults[method] = self.faults.get(method, 0) + 1
+                return self.rng.choice((500, 503))
+        return None
+
+    def _handle(self, h: Any) -> None:
+        import http.client
+
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            raise NotImplementedError("a chunked request body (boto3 sends Content-Length to an http:// endpoint)")
+        n = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(n) if n else None
+        status = self._fault(h.command, h.path)
+        if status is not None:
+            code, text = _S3_ERRORS[status]
+            doc = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{text}</Message>'
+                   f"<Resource>{h.path.split('?', 1)[0]}</Resource></Error>").encode()
+            h.send_response(status)
+            h.send_header("Content-Type", "application/xml")
+            h.send_header("Content-Length", str(len(doc)))
+            h.end_headers()
+            if h.command != "HEAD":
+                h.wfile.write(doc)
+            return
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP_BY_HOP}
+        try:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+            # The client's Host header goes on unchanged: its SigV4 signature covers it.
+            conn.request(h.command, h.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            self._local.conn = None
+            h.close_connection = True          # the client sees its connection dropped, as from S3
+            return
+        h.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":
+                h.send_header(k, v)
+        h.send_header("Content-Length", (resp.getheader("Content-Length") or "0") if h.command == "HEAD" else str(len(data)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(data)
+
+
+def linked_artifact_problems(status: dict[str, Any], size_of: Callable[[str], int | None],
+                             read_json: Callable[[str], Any]) -> list[str]:
+    """What is wrong with the artifacts one status links (empty: nothing): a link to an object that
+    is not there, a model whose files do not add up to the size the run measured (half written),
+    or a report.json that is unreadable or tells another run's result."""
+    arts = status.get("artifacts") or {}
+    int8 = (status.get("results") or {}).get("int8") or {}
+    problems = [f"{key} {uri}: not in S3" for key, uri in sorted(arts.items()) if uri and size_of(uri) is None]
+    if problems:
+        return problems
+    if arts.get("model"):
+        files = size_of(arts["model"]) + (size_of(arts["params"]) if arts.get("params") else 0)
+        if files != int8.get("sizeBytes"):
+            problems.append(f"model + params {files} bytes, the run measured {int8.get('sizeBytes')}: half written")
+    if arts.get("reportJson"):
+        try:
+            report = read_json(arts["reportJson"])
+            told = (report.get("results") or {}).get("int8") or {}
+        except Exception as exc:
+            problems.append(f"reportJson {arts['reportJson']}: unreadable ({type(exc).__name__})")
+        else:
+            mine = {k: int8.get(k) for k in ("algo", "sizeBytes", "top1")}
+            if {k: told.get(k) for k in mine} != mine:
+                problems.append(f"reportJson tells {({k: told.get(k) for k in mine})}, the status {mine}")
+    return problems
+
+
+
+# -- real runs on the real node (test_chaos_s3.py, test_chaos_node.py) ----------------------------
+
+@pytest.fixture
+def recorders(k8s, namespace):
+    """Watches of the namespace's QuantizationJobs and Jobs for the length of a test."""
+    qjs = Recorder(k8s, namespace, "kubeslim.io", "v1alpha1", "quantizationjobs").start()
+    jobs = Recorder(k8s, namespace, "batch", "v1", "jobs").start()
+    yield qjs, jobs
+    qjs.stop()
+    jobs.stop()
+
+
+def digits_job(kubectl, s3, s3_env: dict[str, str], namespace: str, bucket: str, real_node, name: str, endpoint: str,
+               backoff: int, algos: list[str] | None = None) -> dict[str, Any]:
+    """The demo's digits QuantizationJob (examples/digits.yaml) on the real node, its model and data
+    seeded into `bucket`, talking to S3 at `endpoint`; `algos` replaces the example's sweep."""
+    from kubeslim_dev import demo
+
+    demo.seed(s3, bucket, "digits")          # a bucket of its own: the model and data match this checkout
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": namespace},
+        "stringData": {"AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"]}}))
+    doc = demo.example_manifest(name, bucket, endpoint)
+    doc["metadata"]["namespace"] = namespace
+    if algos:
+        doc["spec"]["quantization"]["algos"] = algos
+    doc["spec"]["scheduling"] = json.loads(json.dumps(real_node.scheduling))
+    doc["spec"]["resources"] = {"gpu": 1, "cpu": "1", "memory": "2Gi"}
+    doc["spec"]["runPolicy"] = {"backoffLimit": backoff, "activeDeadlineSeconds": 480}
+    return doc
+
+
+def s3_readers(s3) -> tuple[Callable[[str], int | None], Callable[[str], Any]]:
+    """(size of an s3:// object or None, its JSON) through the test's own S3 client."""
+    def size_of(uri: str) -> int | None:
+        b, _, k = uri.removeprefix("s3://").partition("/")
+        try:
+            return s3.head_object(Bucket=b, Key=k)["ContentLength"]
+        except s3.exceptions.ClientError:
+            return None
+
+    def read_json(uri: str) -> Any:
+        b, _, k = uri.removeprefix("s3://").partition("/")
+        return json.loads(s3.get_object(Bucket=b, Key=k)["Body"].read())
+    return size_of, read_json
+
+
+def run_figures(name: str, qjs: Recorder, jobs: Recorder, s3, t0: float, pods: int) -> dict[str, Any]:
+    """The verdicts of one real run of generation 1 of `name`: Jobs made (1: no duplicate), final
+    or lost, every artifact any status linked checked whole (wrong), and the time to the final
+    status from `t0` (time.monotonic())."""
+    seen = [s for s in list(qjs.seen) if s.obj["metadata"]["name"] == name]
+    statuses = [s.obj.get("status") or {} for s in seen]
+    final = next((s for s in seen if (s.obj.get("status") or {}).get("phase") in FINAL), None)
+    size_of, read_json = s3_readers(s3)
+    wrong: dict[str, list[str]] = {}
+    for st in statuses:
+        key = json.dumps(st.get("artifacts"), sort_keys=True)
+        if st.get("artifacts") and key not in wrong:
+            wrong[key] = linked_artifact_problems(st, size_of, read_json)
+    wrong = {k: v for k, v in wrong.items() if v}
+    jobs_made = len(job_index(list(qjs.seen), list(jobs.seen))[0].get((name, 1), ()))
+    return {"jobs": jobs_made, "duplicates": max(0, jobs_made - 1), "pods": pods, "lost": int(final is None),
+            "wrong": len(wrong), "wrong_detail": list(wrong.values()),
+            "backwards": len(backwards_steps(statuses, lambda gen: True)),
+            "statuses_with_links": sum(1 for st in statuses if st.get("artifacts")),
+            "time_to_final_s": round(final.t - t0, 1) if final else None,
+            "final": {k: (final.obj.get("status") or {}).get(k) for k in ("phase", "reason", "message")} if final else None}

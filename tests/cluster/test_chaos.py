@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos_harness import (OUTCOMES, SCALE, Plan, Recorder, TcpProxy, analyse, full_only, job_index, random_plan, record,
-                           spec_of)
+from chaos_harness import (OUTCOMES, SCALE, Plan, TcpProxy, analyse, full_only, job_index, random_plan, record,  # noqa: F401
+                           recorders, spec_of)
 from operator_harness import REPO, OperatorProcess, crd, operator_identity, qj_manifest  # noqa: F401
 
 SCALES = {
@@ -78,15 +78,6 @@ def wait_all_final(plans: dict[str, dict[int, Plan]], qjs: Recorder, wait_for, t
 
 def events_of(kubectl, namespace: str) -> list[dict]:
     return json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
-
-
-@pytest.fixture
-def recorders(k8s, namespace):
-    qjs = Recorder(k8s, namespace, "kubeslim.io", "v1alpha1", "quantizationjobs").start()
-    jobs = Recorder(k8s, namespace, "batch", "v1", "jobs").start()
-    yield qjs, jobs
-    qjs.stop()
-    jobs.stop()
 
 
 def check(figures: dict, operator_log: str | None = None) -> None:

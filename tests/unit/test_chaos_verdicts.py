@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 
 from chaos_harness import (BAD_INPUT, CRASH, GATE, OK, OOM, Plan, Seen, analyse, backwards_steps,  # noqa: E402
-                           model_uri, retry_allowed, weights_uri, wrong)
+                           linked_artifact_problems, model_uri, retry_allowed, weights_uri, wrong)
 
 
 def st(gen, phase, reason="", **extra):
@@ -95,3 +95,30 @@ def test_each_fault_is_counted():
     assert f["lost"] == 1 and f["lost_detail"][0].startswith("c:")         # never final
     assert f["wrong"] == 1 and "b" in f["wrong_detail"]                    # another run's result
     assert f["spurious_retrying"] == 2                                     # c's status and a's event
+
+
+LINKED = {"artifacts": {"model": "s3://b/o/model.pdmodel", "params": "s3://b/o/model.pdiparams",
+                        "report": "s3://b/o/report.html", "reportJson": "s3://b/o/report.json"},
+          "results": {"int8": {"algo": "avg", "sizeBytes": 300, "top1": 0.96}}}
+WHOLE = {"s3://b/o/model.pdmodel": 100, "s3://b/o/model.pdiparams": 200, "s3://b/o/report.html": 5, "s3://b/o/report.json": 5}
+REPORT = {"results": {"int8": {"algo": "avg", "sizeBytes": 300, "top1": 0.96}}}
+
+
+@pytest.mark.parametrize("sizes,report,problem", [
+    (WHOLE, REPORT, None),
+    ({**WHOLE, "s3://b/o/model.pdiparams": 120}, REPORT, "half written"),                      # a cut upload
+    ({k: v for k, v in WHOLE.items() if not k.endswith("report.json")}, REPORT, "not in S3"),  # linked before uploaded
+    (WHOLE, {"results": {"int8": {"algo": "hist", "sizeBytes": 300, "top1": 0.95}}}, "tells"),  # an older run's report
+    (WHOLE, ValueError("truncated json"), "unreadable"),
+], ids=["whole", "half-written", "missing", "other-run", "unreadable"])
+def test_linked_artifact_problems(sizes, report, problem):
+    def read_json(uri):
+        if isinstance(report, Exception):
+            raise report
+        return report
+    found = linked_artifact_problems(LINKED, sizes.get, read_json)
+    assert (found == []) if problem is None else (len(found) == 1 and problem in found[0]), found
+
+
+def test_a_status_without_links_has_no_artifact_problems():
+    assert linked_artifact_problems({"phase": "Failed", "reason": "StorageUnavailable"}, lambda uri: None, lambda uri: {}) == []
