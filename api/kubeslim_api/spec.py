@@ -106,6 +106,15 @@ class _Camel(CamelModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The messages of rules that are both CEL (API server) and Python (_cross_field_rules); the CEL
+# message starts with the field path the Python SpecError carries separately.
+_ONE_SOURCE = "set exactly one of inference, builtin or custom"
+_SHAPE_OR_INPUTS = "set either inputShape (one image input, C, H, W) or inputs (named inputs), not both"
+_CODE_OR_MODULE = "set exactly one of code (an s3:// Python file) or module (a module in the job image)"
+_CUSTOM_IFF_METRIC = "set custom (code, function) exactly when metric is custom"
+_NPZ_FOR_CUSTOM = "must be npz for spec.verification.custom (the metric function gets the evaluation npz's arrays)"
+
+
 class InferenceModel(_Camel):
     uri: S3Uri = Field(description="s3:// prefix that holds modelFile and paramsFile.")
     model_file: str = Field("model.pdmodel", description="Program file name under uri.", max_length=255)
@@ -124,8 +133,7 @@ class BuiltinModel(_Camel):
 
 class CustomModel(_Camel):
     model_config = ConfigDict(json_schema_extra=_crd(None, _cel(
-        "has(self.code) != has(self.module)",
-        "spec.model.custom: set exactly one of code (an s3:// Python file) or module (a module in the job image)")))
+        "has(self.code) != has(self.module)", f"spec.model.custom: {_CODE_OR_MODULE}")))
 
     code: S3Uri | None = Field(None, description="s3:// object of a Python file fetched at run time.")
     module: str | None = Field(
@@ -174,16 +182,14 @@ class ModelInput(_Camel):
 
 
 class ModelSpec(_Camel):
-    # Twins of _cross_field_rules below (the job reads the model from a local manifest too).
+    # Twins of QuantizationJobSpec._cross_field_rules (the job reads the model from a local manifest too).
     model_config = ConfigDict(json_schema_extra=_crd(
         None,
-        _cel("[has(self.inference), has(self.builtin), has(self.custom)].filter(x, x).size() == 1",
-             "spec.model: set exactly one of inference, builtin or custom"),
+        _cel("[has(self.inference), has(self.builtin), has(self.custom)].filter(x, x).size() == 1", f"spec.model: {_ONE_SOURCE}"),
         _cel("has(self.inference) || has(self.inputShape) || has(self.inputs)",
              "spec.model.inputShape is required unless spec.model.inference is used, e.g. [3, 224, 224] (or spec.model.inputs "
              "for a model with named or several inputs)"),
-        _cel("!(has(self.inputShape) && has(self.inputs))",
-             "spec.model.inputs: set either inputShape (one image input, C, H, W) or inputs (named inputs), not both", ".inputs")))
+        _cel("!(has(self.inputShape) && has(self.inputs))", f"spec.model.inputs: {_SHAPE_OR_INPUTS}", ".inputs")))
 
     inference: InferenceModel | None = Field(
         None,
@@ -211,7 +217,7 @@ class ModelSpec(_Camel):
         for name in ("inference", "builtin", "custom"):
             if getattr(self, name) is not None:
                 return name  # type: ignore[return-value]
-        raise SpecError("spec.model", "set exactly one of inference, builtin or custom")
+        raise SpecError("spec.model", _ONE_SOURCE)
 
 
 class DatasetSpec(_Camel):
@@ -366,8 +372,8 @@ class CustomMetric(_Camel):
 class VerificationSpec(_Camel):
     # Twin of _cross_field_rules' metric/custom check.
     model_config = ConfigDict(json_schema_extra=_crd(None, _cel(
-        "has(self.custom) == (has(self.metric) && self.metric == 'custom')",
-        "spec.verification.custom: set custom (code, function) exactly when metric is custom", ".custom")))
+        "has(self.custom) == (has(self.metric) && self.metric == 'custom')", f"spec.verification.custom: {_CUSTOM_IFF_METRIC}",
+        ".custom")))
 
     # agreement: the fraction of evaluation images whose int8 top-1 class equals fp32's. It needs no
     # labels; the gate holds 1 - agreement (fp32 agrees with itself: 1.0) to maxAccuracyDrop.
@@ -741,8 +747,7 @@ class QuantizationJobSpec(_Camel):
     model_config = ConfigDict(json_schema_extra=_crd(
         None,
         _cel("!has(self.verification) || !has(self.verification.custom) || self.data.evaluation.format == 'npz'",
-             "spec.data.evaluation.format: must be npz for spec.verification.custom (the metric function gets the evaluation "
-             "npz's arrays)", ".data.evaluation.format"),
+             f"spec.data.evaluation.format: {_NPZ_FOR_CUSTOM}", ".data.evaluation.format"),
         _cel("self.data.evaluation.format != 'imagePrefix' || (has(self.verification) && has(self.verification.metric) && "
              "self.verification.metric in ['agreement', 'fidelity'])",
              "spec.data.evaluation.format: imagePrefix has no labels and evaluation needs them; use imageList or npz with labels, "
@@ -776,10 +781,9 @@ class QuantizationJobSpec(_Camel):
         # server's list-type map/set checks.
         sources = [n for n in ("inference", "builtin", "custom") if getattr(self.model, n) is not None]
         if len(sources) != 1:
-            raise SpecError("spec.model", f"set exactly one of inference, builtin or custom (found: {', '.join(sources) or 'none'})")
+            raise SpecError("spec.model", f"{_ONE_SOURCE} (found: {', '.join(sources) or 'none'})")
         if self.model.input_shape is not None and self.model.inputs is not None:
-            raise SpecError("spec.model.inputs", "set either inputShape (one image input, C, H, W) or inputs (named "
-                                                 "inputs), not both")
+            raise SpecError("spec.model.inputs", _SHAPE_OR_INPUTS)
         if sources[0] != "inference" and not self.model.input_shape and not self.model.inputs:
             raise SpecError("spec.model.inputShape", "required unless spec.model.inference is used, e.g. [3, 224, 224] "
                                                      "(or spec.model.inputs for a model with named or several inputs)")
@@ -788,7 +792,7 @@ class QuantizationJobSpec(_Camel):
             if len(set(names)) != len(names):
                 raise SpecError("spec.model.inputs", f"names an input twice ({', '.join(names)})")
         if self.model.custom is not None and (self.model.custom.code is None) == (self.model.custom.module is None):
-            raise SpecError("spec.model.custom", "set exactly one of code (an s3:// Python file) or module (a module in the image)")
+            raise SpecError("spec.model.custom", _CODE_OR_MODULE)
         for name in ("calibration", "evaluation"):
             ds: DatasetSpec = getattr(self.data, name)
             if ds.format == "imageList" and not ds.list_file:
@@ -799,10 +803,9 @@ class QuantizationJobSpec(_Camel):
                                                             "or spec.verification.metric agreement or fidelity")
         v = self.verification
         if (v.metric == "custom") != (v.custom is not None):
-            raise SpecError("spec.verification.custom", "set custom (code, function) exactly when metric is custom")
+            raise SpecError("spec.verification.custom", _CUSTOM_IFF_METRIC)
         if v.custom is not None and self.data.evaluation.format != "npz":
-            raise SpecError("spec.data.evaluation.format", "must be npz for spec.verification.custom: the metric function "
-                                                           "gets the evaluation npz's arrays (labels, targets)")
+            raise SpecError("spec.data.evaluation.format", _NPZ_FOR_CUSTOM)
         pp = self.data.preprocess
         if len(pp.mean) != len(pp.std):
             raise SpecError("spec.data.preprocess.std", "must have as many entries as mean")
