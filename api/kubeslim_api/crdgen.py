@@ -11,7 +11,8 @@ every field the code reads must exist there anyway, so the CRD's spec schema is 
 as controller-gen generates a kubebuilder CRD from Go types with markers:
 
 - structure, types, enums (Literal), required fields, bounds and patterns (Field constraints) come
-  from the model and are therefore enforced identically by pydantic and by the API server;
+  from the model and are therefore enforced alike by pydantic and by the API server (spec.py's
+  docstring names the few rules only one side checks, and why);
 - what only the API server reads is attached to the field or the model as `json_schema_extra`:
   `description`, CEL `x-kubernetes-validations`, `x-kubernetes-list-type`/`-map-type`, `format`;
 - a Python default becomes the server-side `default` (a nested model's default becomes `{}`), unless
@@ -31,7 +32,8 @@ exactly it); its rules are copied to helm/kubeslim/files/rbac.yaml, which the ch
 template reads with `.Files.Get` (a chart cannot read files outside its directory).
 
 tests/unit/test_crd.py fails on any difference between this output and the committed files.
-Run `make generate` (or `python -m kubeslim_api.crdgen`) after changing spec.py, the base or the rules.
+Run `make generate` (or `python -m kubeslim_api.crdgen`; `--check` only lists the stale files and
+exits 1) after changing spec.py, the base or the rules.
 """
 
 from __future__ import annotations

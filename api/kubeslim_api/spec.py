@@ -11,7 +11,11 @@ Python validators stay only where the API server's copy of a rule cannot serve: 
 rules the job needs when it runs a local manifest no API server saw (`kubeslim-job run -f`), each
 the twin of the CEL rule attached beside it (tests/invalid_specs.py runs one table against both).
 The core/v1 rules on tolerations, affinity and pod annotations are CEL only: they concern the pod
-the operator builds, and the operator only ever parses specs the API server admitted.
+the operator builds, and the operator only ever parses specs the API server admitted. Checked by one
+side alone, on purpose: an S3 URI's bucket name (CEL only; pydantic wants just s3://bucket/key, as
+S3-compatible stores take names AWS refuses), an input named twice and an algo listed twice (Python;
+the API server's list-type map/set), the length of a label key in a list (pydantic and CRD alike) but
+not of a map key (the CEL rule checks the pattern; the API server refuses a longer key on the pod).
 """
 from __future__ import annotations
 
