@@ -13,9 +13,9 @@ the twin of the CEL rule attached beside it (tests/invalid_specs.py runs one tab
 The core/v1 rules on tolerations, affinity and pod annotations are CEL only: they concern the pod
 the operator builds, and the operator only ever parses specs the API server admitted. Checked by one
 side alone, on purpose: an S3 URI's bucket name (CEL only; pydantic wants just s3://bucket/key, as
-S3-compatible stores take names AWS refuses), an input named twice and an algo listed twice (Python;
-the API server's list-type map/set), the length of a label key in a list (pydantic and CRD alike) but
-not of a map key (the CEL rule checks the pattern; the API server refuses a longer key on the pod).
+S3-compatible stores take names AWS refuses) and a map key's length (neither: the CEL rule checks the
+key's pattern, and the API server refuses a longer label key on the pod). An input named twice and an
+algo listed twice are Python checks whose server side is the list-type map/set, not CEL.
 """
 from __future__ import annotations
 
