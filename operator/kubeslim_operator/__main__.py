@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
@@ -50,7 +49,7 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) ->
         if not config.leader_election_namespace:
             raise ConfigError("--leader-elect needs KUBESLIM_LEADER_ELECTION_NAMESPACE (the Lease's namespace)")
         changes["leader_election"] = True
-    return dataclasses.replace(config, **changes)
+    return config.model_copy(update=changes)
 
 
 def main(argv: list[str] | None = None) -> int:

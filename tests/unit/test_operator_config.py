@@ -73,3 +73,38 @@ def test_cluster_defaults_are_merged_with_the_crs_own():
 def test_in_cluster_server_is_the_kubernetes_service_from_the_pod_env(env, server):
     from kubeslim_operator.kube import in_cluster_server
     assert in_cluster_server(env) == server
+
+
+def test_every_bad_variable_is_named_in_one_error():
+    # pydantic-settings validates every field before it answers: one start names all the fixes.
+    with pytest.raises(ConfigError) as err:
+        OperatorConfig.from_env({"KUBESLIM_METRICS_PORT": "x", "KUBESLIM_API_CONCURRENCY": "0",
+                                 "KUBESLIM_LOG_FORMAT": "logfmt", "KUBESLIM_RECHECK_SECONDS": "15"})
+    says = str(err.value)
+    assert "KUBESLIM_METRICS_PORT must be a number, got 'x'" in says
+    assert "KUBESLIM_API_CONCURRENCY must be >= 1, got '0'" in says
+    assert "KUBESLIM_LOG_FORMAT must be text or json (the chart's operator.logFormat), got 'logfmt'" in says
+    assert "KUBESLIM_RECHECK_SECONDS" not in says
+
+
+@pytest.mark.parametrize("raw", ["", "   "])
+def test_an_empty_or_blank_variable_means_the_default(raw):
+    env = {name: raw for name in ("KUBESLIM_JOB_IMAGE_PULL_POLICY", "KUBESLIM_METRICS_PORT", "KUBESLIM_LOG_FORMAT",
+                                  "KUBESLIM_DEFAULT_TOLERATIONS", "KUBESLIM_LEADER_ELECTION", "KUBESLIM_LOG_LEVEL")}
+    assert OperatorConfig.from_env(env) == OperatorConfig()
+
+
+def test_an_empty_liveness_endpoint_turns_the_probe_off():
+    # Unlike every other variable: "" is a value here (the chart's probe switched off).
+    assert OperatorConfig.from_env({"KUBESLIM_LIVENESS_ENDPOINT": ""}).liveness_endpoint == ""
+    assert OperatorConfig.from_env({"KUBESLIM_LIVENESS_ENDPOINT": "", "KUBESLIM_LIVENESS_PORT": "8081"}).liveness_endpoint == ""
+
+
+def test_only_from_env_reads_the_process_environment(monkeypatch):
+    monkeypatch.setenv("KUBESLIM_JOB_IMAGE", "from-env/job:1")
+    monkeypatch.setenv("KUBESLIM_METRICS_PORT", "x")
+    assert OperatorConfig().job_image != "from-env/job:1"        # tests and callers build configs freely
+    with pytest.raises(ConfigError, match="KUBESLIM_METRICS_PORT"):
+        OperatorConfig.from_env()
+    monkeypatch.delenv("KUBESLIM_METRICS_PORT")
+    assert OperatorConfig.from_env().job_image == "from-env/job:1"
