@@ -15,12 +15,15 @@ import zlib  # noqa: F401  -- must precede paddle
 import math
 import os
 import time
+from typing import Callable
 
+import numpy as np
 import paddle
 from kubeslim_api.spec import QuantizationJobSpec, QuantizationSpec
 
 from . import data, progress
-from .errors import BadInput, last_line
+from .inference import CPU_ONEDNN, open_model
+from .errors import BadInput, candidate_errors, last_line
 from .handoff import CalibratedCandidate, CalibrationFacts, ExportFacts
 from .storage import Storage
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
@@ -51,8 +54,7 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
                            seconds=round(time.perf_counter() - t0, 3))
     work.save(doc)
     if all(c.error is not None for c in candidates):
-        raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: "
-                                            f"{'; '.join(f'{c.algo}: {c.error}' for c in candidates)}"[:900])
+        raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: {candidate_errors(candidates)}")
     return doc
 
 
@@ -60,11 +62,9 @@ def check_shapes(model_dir: str, samples: data.TensorFile, field: str) -> None:
     """Run the fp32 model once on the first sample: a shape the model refuses (a dynamic dimension
     the data fills with a size the network cannot take) is the data's fault, said before any algo
     runs rather than as every candidate failing."""
-    from .verify import CPU_ONEDNN, predictor, runner
-
     feeds, _ = next(samples.batches(1))
     try:
-        runner(predictor(model_dir, CPU_ONEDNN, "fp32", 1, samples.shapes))(feeds)
+        open_model(model_dir, CPU_ONEDNN, "fp32", 1, samples.shapes)(feeds)
     except Exception as exc:
         shapes = ", ".join(f"{n} {s}" for n, s in samples.shapes.items())
         raise BadInput("ShapeMismatch", f"{field}.uri: the model refuses samples of shape {shapes} ({last_line(exc)}); "
@@ -87,13 +87,11 @@ def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: Expo
     t0 = time.perf_counter()
     paddle.enable_static()
     try:
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup):
-            # one feed per model input, at the shapes the calibration data has (a dynamic dimension
-            # is calibrated at the data's size, never resized to fit)
-            feeds = [paddle.static.data(i.name, [None, *i.shape], i.dtype) for i in calib.inputs]
-            loader = _CountingLoader(_Samples(calib), feed_list=feeds, places=paddle.CPUPlace(),
-                                     batch_size=q.batch_size, shuffle=False, drop_last=False, return_list=False)
+        # one feed per model input, at the shapes the calibration data has (a dynamic dimension is
+        # calibrated at the data's size, never resized to fit); in the feed_list's order: the model's inputs
+        loader = calibration_loader(calib.n, lambda i: tuple(calib.sample(i).values()),
+                                    [(i.name, list(i.shape), i.dtype) for i in calib.inputs], q.batch_size,
+                                    count_progress=True)
         exe = paddle.static.Executor(paddle.CPUPlace())
         scope = paddle.static.Scope()   # a fresh scope per algo: no state leaks between candidates
         with paddle.static.scope_guard(scope):
@@ -141,15 +139,37 @@ class _CountingLoader(paddle.io.DataLoader):
 
 
 class _Samples(paddle.io.Dataset):
-    """A map-style dataset over the calibration TensorFile (read per item; a few hundred samples)."""
+    """A map-style dataset of `n` samples read one by one by `sample(i)` (a few hundred samples)."""
 
-    def __init__(self, tf: data.TensorFile):
+    def __init__(self, n: int, sample: Callable[[int], tuple[np.ndarray, ...]]):
         super().__init__()
-        self.tf = tf
-        self.n = tf.n
+        self.n, self.sample = n, sample
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
-        return tuple(self.tf.sample(i).values())      # in the feed_list's order: the model's inputs
+        return self.sample(i)
+
+
+Feed = tuple[str, list[int], str]      # an input's name, its shape without the batch axis, its dtype
+
+
+def calibration_loader(n: int, sample: Callable[[int], tuple[np.ndarray, ...]], feeds: list[Feed], batch_size: int,
+                       *, count_progress: bool = False) -> paddle.io.DataLoader:
+    """The calibration input paddle 2.6.2's quant_post_static and PostTrainingQuantization accept:
+    a paddle.io.DataLoader with a feed_list of static variables and return_list=False (a plain
+    generator fails inside them). `sample(i)` gives sample i's arrays in `feeds`' order. Call in
+    static mode; `count_progress`: each batch taken counts on the stage's progress line."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        feed_list = [paddle.static.data(name, [None, *shape], dtype) for name, shape, dtype in feeds]
+        loader = _CountingLoader if count_progress else paddle.io.DataLoader
+        return loader(_Samples(n, sample), feed_list=feed_list, places=paddle.CPUPlace(), batch_size=batch_size,
+                      shuffle=False, drop_last=False, return_list=False)
+
+
+def array_loader(x: np.ndarray, feed: str, batch_size: int) -> paddle.io.DataLoader:
+    """calibration_loader over the float32 samples of one array (N, ...) fed to the input `feed`
+    (the benchmarks' and tests' in-memory calibration sets)."""
+    return calibration_loader(len(x), lambda i: (x[i],), [(feed, list(x.shape[1:]), "float32")], batch_size)

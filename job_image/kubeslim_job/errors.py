@@ -6,7 +6,15 @@ Anything else escaping a stage is a crash (exit 1, retried by the Job's backoffL
 """
 from __future__ import annotations
 
+from typing import Iterable, Protocol
+
 from kubeslim_api.contract import EXIT_ACCURACY_GATE, EXIT_BAD_INPUT, EXIT_TRANSIENT
+from kubeslim_api.text import truncate
+
+# How much of a foreign error (Paddle's, numpy's) one line of ours quotes, and how long the list of
+# every candidate's error may get: the termination message that carries them holds 4 KiB in all.
+ERROR_LINE_CHARS = 300
+CANDIDATE_ERRORS_CHARS = 900
 
 
 class JobError(Exception):
@@ -46,4 +54,15 @@ def last_line(exc: BaseException) -> str:
     banners of dashes. For messages; the traceback goes to the log."""
     text = str(exc).strip().splitlines()
     line = next((ln.strip() for ln in reversed(text) if ln.strip() and not set(ln.strip()) <= set("-=[]")), "")
-    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
+    return f"{type(exc).__name__}: {truncate(line, ERROR_LINE_CHARS)}" if line else type(exc).__name__
+
+
+class _Failed(Protocol):
+    algo: str
+    error: str | None
+
+
+def candidate_errors(candidates: Iterable[_Failed]) -> str:
+    """`algo: error; algo: error` of the candidates that failed, cut to CANDIDATE_ERRORS_CHARS."""
+    return truncate("; ".join(f"{c.algo}: {c.error}" for c in candidates if c.error is not None),
+                    CANDIDATE_ERRORS_CHARS)

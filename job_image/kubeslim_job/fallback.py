@@ -33,13 +33,14 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from kubeslim_api.contract import Fallback, Gate
 from kubeslim_api.spec import CLASSIFIER_METRICS, AccuracyControl, QuantizationJobSpec
 
-from . import data, progress, ranking
-from .errors import BadInput, last_line
+from . import data, gate, inference, progress, ranking
+from .errors import last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
 from .workdir import MODEL_FILE, WorkDir
 
@@ -189,12 +190,11 @@ class Outcome:
     sensitivity: list[Sensitivity] = field(default_factory=list)
 
 
-def _outputs(model_dir: str, backend: str, precision: str, subset: data.TensorFile, batch_size: int) -> list[list[np.ndarray]]:
+def _outputs(model_dir: str, backend: str, precision: inference.Precision, subset: data.TensorFile,
+             batch_size: int) -> list[list[np.ndarray]]:
     """Every output of the model on each batch of the ranking subset (a few hundred samples)."""
-    from .verify import predictor, runner
-
-    infer = runner(predictor(model_dir, backend, precision, batch_size, subset.shapes))
-    return [list(infer(x).values()) for x, _ in subset.batches(batch_size)]
+    infer = inference.open_model(model_dir, backend, precision, batch_size, subset.shapes)
+    return [list(outs.values()) for _, _, _, outs in inference.run_batches(infer, subset, batch_size)]
 
 
 def sensitivity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], metric: str) -> tuple[float | None, float]:
@@ -204,9 +204,7 @@ def sensitivity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], metric
     if metric in CLASSIFIER_METRICS:
         first = [np.concatenate([b[0].reshape(len(b[0]), -1) for b in bs]).astype(np.float64) for bs in (ref, got)]
         return compare(*first)
-    from .verify import FidelityMeter
-
-    meter = FidelityMeter([str(k) for k in range(len(ref[0]))])
+    meter = inference.FidelityMeter([str(k) for k in range(len(ref[0]))])
     for r, g in zip(ref, got):
         meter.add(r, g, len(r[0]) if r[0].ndim else 1)
     cosine = meter.result().cosine
@@ -223,16 +221,17 @@ def compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
 
 
 def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_facts: CalibrationFacts,
-        evalset: data.TensorFile, backend: str, fp32: Measurement, plain: MeasuredCandidate, gate: Gate,
-        measure_step) -> Outcome:
-    """Rank and fall back from the best plain candidate `plain`. `measure_step(dir)` measures one
-    model on the whole evaluation set as verify measures candidates (a MeasuredCandidate's fields)."""
-    from . import calibrate, verify     # import paddle and paddleslim: only when the fallback runs
+        evalset: data.TensorFile, backend: str, fp32: Measurement, plain: MeasuredCandidate, plain_gate: Gate,
+        measure_step: Callable[[MeasuredCandidate, str], MeasuredCandidate]) -> Outcome:
+    """Rank and fall back from the best plain candidate `plain`. `measure_step(row, dir)` is `row`
+    with the model in dir measured on the whole evaluation set as verify measures candidates (or
+    with the error that stopped it)."""
+    from . import calibrate     # imports paddle and paddleslim: only when the fallback runs
 
     t0 = time.perf_counter()
     q, ctl, v = spec.quantization, spec.quantization.accuracy_control, spec.verification
     deadline = t0 + ctl.max_seconds
-    metric = gate.metric
+    metric = plain_gate.metric
     calib = data.TensorFile(work.calib)
     with _program(os.path.join(work.fp32, MODEL_FILE)) as program:
         layers = quantizable_layers(program, list(q.quantizable_op_types), list(q.skip_tensors))
@@ -241,7 +240,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
     batch = min(v.batch_size, subset.n)
 
     def passes(c: MeasuredCandidate) -> bool:
-        return verify.passes(fp32, c, v)
+        return gate.passes(fp32, c, v)
 
     def quantize(name: str, fp32_layers: list[str]):
         out = work.path("fallback", name)
@@ -295,14 +294,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         row = MeasuredCandidate(algo=plain.algo, fp32_layers=k, calibration_seconds=cand.calibration_seconds,
                                 dir=cand.dir, error=cand.error)
         if cand.error is None:
-            try:
-                m = measure_step(out)
-            except BadInput:
-                raise                   # the user's metric failed (MetricError): not this step's failure
-            except Exception as exc:
-                row.error = f"inference failed: {last_line(exc)}"
-            else:
-                row = row.model_copy(update={**dict(m), "fp32_layers": k, "accuracy_drop": verify.drop_of(fp32, m, metric)})
+            row = measure_step(row, out)
         steps.append(row)
         progress.advance("steps")
     best = choose_step(plain, steps, passes)
@@ -312,7 +304,7 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
     chosen = best or plain
     kept = ranked[:chosen.fp32_layers or 0]
     summary = Fallback(
-        mode=ctl.mode, algo=plain.algo, plain_accuracy_drop=verify.drop_of(fp32, plain, metric),
+        mode=ctl.mode, algo=plain.algo, plain_accuracy_drop=gate.drop_of(fp32, plain, metric),
         ranked_layers=len([s for s in sens if s.error is None]), steps=len(steps), passed=best is not None,
         stop_reason=stop, fp32_layers=kept,
         latency_cost=round(chosen.latency_ms / plain.latency_ms, 3) if chosen.latency_ms and plain.latency_ms else None,

@@ -29,14 +29,16 @@ import numpy as np
 from kubeslim_api import reasons
 from kubeslim_api.contract import OnnxResult, metric_value
 from kubeslim_api.spec import OnnxOutput
+from kubeslim_api.text import truncate
 
-from .errors import last_line
+from .errors import ERROR_LINE_CHARS, last_line
+from .gate import within
 from .handoff import MeasuredCandidate
 from .workdir import MODEL_FILE, PARAMS_FILE
 
 MODEL_ONNX = "model.onnx"
 CONVERT_TIMEOUT_S = 900
-EPS = 1e-9
+CONVERTER_LOG_TAIL_CHARS = 8000     # what of paddle2onnx's (verbose) output goes to the pod log
 
 _UNSUPPORTED = re.compile(r"operators not supported yet, including ([^\n]*)")
 _OPSET_USED = re.compile(r"Use opset_version = (\d+)")
@@ -81,7 +83,7 @@ def error_line(log: str) -> str:
     abort prints its traceback and signal after it), else the last non-blank line."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip() and not ln.strip().startswith(("I1", "W1", "---"))]
     picked = next((ln for ln in lines if _ERROR_LINE.search(ln)), lines[-1] if lines else "no output")
-    return picked if len(picked) <= 300 else picked[:299] + "…"
+    return truncate(picked, ERROR_LINE_CHARS)
 
 
 def _exit_text(code: int) -> str:
@@ -136,7 +138,7 @@ def convert(model_dir: str, opset: int, timeout: float = CONVERT_TIMEOUT_S) -> C
             exported=False, reason=reasons.ONNX_CONVERSION_FAILED, converter=converter, opset_version=opset,
             message=f"{converter} did not finish within {timeout:.0f} s; no model.onnx was written."))
     log = proc.stdout + proc.stderr
-    sys.stderr.write(log[-8000:])     # the pod log keeps what the converter said
+    sys.stderr.write(log[-CONVERTER_LOG_TAIL_CHARS:])     # the pod log keeps what the converter said
     if proc.returncode != 0 or not os.path.exists(dest):
         return Conversion(dest, opset, converter, failure=conversion_failure(log, proc.returncode, converter, opset))
     return Conversion(dest, used_opset(log, opset), converter, size_bytes=os.path.getsize(dest))
@@ -172,7 +174,7 @@ def judge(conv: Conversion, cfg: OnnxOutput, metric: str, *, paddle: MeasuredCan
     delta = round(onnx_value - paddle_value, 6)
     agreement = round(float(np.mean(np.asarray(paddle.predictions) == predictions)), 6) \
         if len(paddle.predictions) == len(predictions) and len(predictions) else None
-    ok = abs(delta) <= cfg.max_accuracy_delta + EPS
+    ok = within(abs(delta), cfg.max_accuracy_delta)
     runtime = runtime_name()
     said = (f"model.onnx (opset {conv.opset_version}) scores {metric} {onnx_value:.4f} under {runtime} against "
             f"{paddle_value:.4f} for the Paddle int8 model (delta {delta:+.4f}"

@@ -1,29 +1,12 @@
 """Stage 3: measure fp32 and every int8 candidate with Paddle Inference, choose, gate, publish.
 
 One evaluation set (the first `limit` samples) is fetched once into work/data/evaluation and
-streamed batch by batch through every model. Per model: top-1/top-5 over the whole set, then
-latency p50/p95 of full batches of verification.batchSize (after warm-up) and throughput.
+streamed batch by batch through every model (inference.py: the backends, the one inference loop,
+what a measurement holds, output fidelity). With metric fidelity the summary's cosine (the worst
+output's) is what the choice and the gate use: cosine >= minCosine; top1/top5/agreement are then
+computed only for a model whose first output is [N, classes] scores (ExportFacts.num_classes).
 
-Backends ("backend" in the results names what really ran the int8 model):
-- cpu-onednn-int8: Paddle Inference on CPU with oneDNN and enable_mkldnn_int8 (fp32 with oneDNN).
-- gpu-tensorrt-int8: GPU with TensorRT in Int8 precision (fp32 with TensorRT Float32). The fp32 model
-  is also built as a TensorRT fp16 engine (results.fp16, speedupVsFp16): on GPUs int8 is often only
-  1.3-1.5x faster than fp16, and fp16 is what GPU users compare with. No GPU here: the TensorRT
-  settings are unit-tested on a fake Config (tests/unit/test_job_inference_config.py), never run here.
-Int8 latency is only reported from one of these; a quantized model run without int8 kernels is
-slower than fp32 (it runs fake-quantize ops in float) and would be a lie. verification.backend: auto = GPU+TensorRT when
-the image has CUDA and a GPU is visible, else CPU; cpu forces CPU; gpu and tensorrt both mean
-GPU + TensorRT (the only GPU path with int8 kernels) and fail if no GPU is visible.
-
-Output fidelity (every metric): fp32's outputs on the evaluation set are kept on disk batch by batch
-(work/outputs/fp32) and every int8 model's outputs are compared with them output by output: mean
-per-sample cosine similarity, SQNR and max abs error (FidelityMeter). An output whose shape differs
-between the two in some batch (NMS boxes of different counts) is reported not comparable, with the
-reason, and left out of the summary. With metric fidelity the summary's cosine (the worst output's)
-is what the choice and the gate use: cosine >= minCosine; top1/top5/agreement are then computed only
-for a model whose first output is [N, classes] scores (ExportFacts.num_classes).
-
-Best candidate: highest spec metric, ties broken by lower latency. Gate: fp32 - best <=
+Best candidate: highest spec metric, ties broken by lower latency. Gate (gate.py): fp32 - best <=
 maxAccuracyDrop (fidelity: best cosine >= minCosine). Every int8 candidate's `agreement` (the share of evaluation images whose top-1
 class equals fp32's; fp32's own is 1.0) is reported; with metric agreement it is also what the
 choice and the gate use (1 - agreement <= maxAccuracyDrop), and the labels are not read, so
@@ -33,360 +16,240 @@ uploaded beside it when it converts and scores within maxAccuracyDelta of Paddle
 success the best model goes to output.uri (model.pdmodel, model.pdiparams) with report.json,
 report.html and the plots; on a failed gate only the report is uploaded (a model that failed its
 gate must not be picked up by a deploy pipeline watching output.uri).
+
+`run` is the list of named steps in STEPS, each reading and extending one `Verifying` state, in
+that order: a new step (a choice by speed, say) goes into the list where its inputs are ready.
 """
 from __future__ import annotations
 
 import zlib  # noqa: F401  -- must precede paddle
 
-import json
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from kubeslim_api import reasons
-from kubeslim_api.contract import (Artifacts, Fidelity, Gate, Int8Metrics, OnnxResult, OutputFidelity, Results,
-                                   metric_value)
+from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, OnnxResult, Results, metric_value
 from kubeslim_api.spec import CLASSIFIER_METRICS, OnnxOutput, QuantizationJobSpec, VerificationSpec
 
 from . import custom_metric, data, fallback, onnx_export, progress, report
-from .errors import BadInput, GateFailed, last_line
+from .errors import BadInput, GateFailed, candidate_errors, last_line
+from .gate import drop_of, judge, knob, miss
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement, Verification
+from .inference import GPU_TENSORRT, OutputStore, cpu_threads, latencies, measure, pick_backend, score
 from .storage import Storage, join_uri
 from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
-EPS = 1e-9
-CPU_ONEDNN = "cpu-onednn-int8"
-GPU_TENSORRT = "gpu-tensorrt-int8"
-Precision = Literal["fp32", "fp16", "int8"]
-
-
-# Where a container finds its CPU quota: cgroup v2, then v1 (the real node here runs cgroup v1; a
-# v2-only check left a 1-CPU pod timing 2 threads that the CFS quota then throttled).
-CGROUP_V2_CPU_MAX = "/sys/fs/cgroup/cpu.max"
-CGROUP_V1_CPU_DIRS = ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct")
-
-
-def cgroup_cpu_limit(read: Callable[[str], str]) -> float | None:
-    """The CPUs the cgroup quota allows, None when unlimited or unknown; `read(path)` returns a
-    file's text or raises OSError."""
-    try:
-        quota, period = read(CGROUP_V2_CPU_MAX).split()
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    for d in CGROUP_V1_CPU_DIRS:
-        try:
-            quota_us, period_us = int(read(f"{d}/cpu.cfs_quota_us")), int(read(f"{d}/cpu.cfs_period_us"))
-        except (OSError, ValueError):
-            continue
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    return None
-
-
-def _read(path: str) -> str:
-    with open(path) as fh:
-        return fh.read()
-
-
-def cpu_threads() -> int:
-    """CPU threads for inference: KUBESLIM_THREADS, else the cgroup CPU limit (rounded down, at
-    least 1), else the affinity set."""
-    if os.environ.get("KUBESLIM_THREADS"):
-        return max(1, int(os.environ["KUBESLIM_THREADS"]))
-    n = len(os.sched_getaffinity(0))
-    limit = cgroup_cpu_limit(_read)
-    return n if limit is None else min(n, max(1, int(limit)))
-
-
-def pick_backend(requested: str) -> str:
-    import paddle
-
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if requested == "cpu" or (requested == "auto" and not has_gpu):
-        return CPU_ONEDNN
-    if not has_gpu:
-        raise BadInput("NoGPU", f"spec.verification.backend is {requested} but no GPU is visible to the job "
-                                "(or the image has no CUDA); request spec.resources.gpu or use backend cpu")
-    return GPU_TENSORRT
-
-
-def configure(config: Any, backend: str, precision: Precision, batch_size: int, shapes: dict[str, list[int]],
-              threads: int) -> None:
-    """Set a paddle.inference.Config up for one backend and precision, and refuse one that did not
-    take: a model timed without the kernels it was meant for would report a lie. Touches nothing
-    but `config`, so the TensorRT settings are tested on a fake where no GPU is."""
-    from paddle.inference import PrecisionType
-
-    config.disable_glog_info()
-    config.switch_ir_optim(True)          # off, inference measured 13x slower on these models
-    config.enable_memory_optim()
-    if backend == CPU_ONEDNN:
-        if precision == "fp16":
-            raise ValueError("fp16 is timed on the TensorRT backend only")
-        config.disable_gpu()
-        config.enable_mkldnn()
-        config.set_cpu_math_library_num_threads(threads)
-        config.set_mkldnn_cache_capacity(4)   # bounded shape cache: the last batch may be short
-        if precision == "int8":
-            config.enable_mkldnn_int8()
-            if not config.mkldnn_int8_enabled():
-                raise RuntimeError("oneDNN int8 could not be enabled; refusing to time int8 without int8 kernels")
-        return
-    mode = {"fp32": PrecisionType.Float32, "fp16": PrecisionType.Half, "int8": PrecisionType.Int8}[precision]
-    config.enable_use_gpu(256, 0)
-    # use_calib_mode=False: an int8 candidate carries its scales in its quantize ops (TensorRT's own
-    # calibration would replace them); fp32 and fp16 need none.
-    config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=batch_size, min_subgraph_size=3,
-                                  precision_mode=mode, use_static=False, use_calib_mode=False)
-    config.set_trt_dynamic_shape_info({n: [1, *s] for n, s in shapes.items()}, {n: [batch_size, *s] for n, s in shapes.items()},
-                                      {n: [batch_size, *s] for n, s in shapes.items()})
-    if not config.tensorrt_engine_enabled() or config.tensorrt_precision_mode() != mode:
-        raise RuntimeError(f"TensorRT {precision} could not be enabled; refusing to time it without TensorRT")
-
-
-def predictor(model_dir: str, backend: str, precision: Precision, batch_size: int, shapes: dict[str, list[int]]):
-    from paddle.inference import Config, create_predictor
-
-    config = Config(os.path.join(model_dir, MODEL_FILE), os.path.join(model_dir, PARAMS_FILE))
-    configure(config, backend, precision, batch_size, shapes, cpu_threads())
-    return create_predictor(config)
-
-
-Outputs = dict[str, np.ndarray]       # a model's outputs for one batch, by name, in the model's order
-Infer = Callable[[dict[str, np.ndarray]], Outputs]
-
-
-def runner(pred) -> Infer:
-    """A Paddle Inference predictor as a function: {input name: batch} -> {output name: array}."""
-    inputs = {n: pred.get_input_handle(n) for n in pred.get_input_names()}
-    outputs = {n: pred.get_output_handle(n) for n in pred.get_output_names()}
-
-    def infer(feeds: dict[str, np.ndarray]) -> Outputs:
-        for name, handle in inputs.items():
-            x = np.ascontiguousarray(feeds[name])
-            handle.reshape(list(x.shape))
-            handle.copy_from_cpu(x)
-        pred.run()
-        return {n: h.copy_to_cpu() for n, h in outputs.items()}
-    return infer
-
-
-class OutputStore:
-    """One model's outputs on the evaluation set, batch by batch on disk (the reference the int8
-    models are compared with; disk keeps memory flat for large outputs)."""
-
-    def __init__(self, directory: str):
-        self.dir = directory
-        os.makedirs(directory, exist_ok=True)
-        self.batches = 0
-
-    def _path(self, index: int) -> str:
-        return os.path.join(self.dir, f"batch-{index:06d}.npz")
-
-    def put(self, index: int, outputs: Outputs) -> None:
-        if index == 0:
-            with open(os.path.join(self.dir, "names.json"), "w") as fh:
-                json.dump(list(outputs), fh)
-        np.savez(self._path(index), *outputs.values())
-        self.batches = max(self.batches, index + 1)
-
-    def joined(self) -> Outputs:
-        """Every output over all batches, joined along the first axis (what a custom metric gets)."""
-        with open(os.path.join(self.dir, "names.json")) as fh:
-            names = json.load(fh)
-        batches = [self.get(i) for i in range(self.batches)]
-        return {n: np.concatenate([b[k] for b in batches]) if batches[0][k].ndim else batches[0][k]
-                for k, n in enumerate(names)}
-
-    def get(self, index: int) -> list[np.ndarray]:
-        with np.load(self._path(index), allow_pickle=False) as z:
-            return [z[f"arr_{k}"] for k in range(len(z.files))]
-
 
 @dataclass
-class _OutputStats:
-    name: str
-    cosines: float = 0.0
-    rows: int = 0
-    signal: float = 0.0
-    noise: float = 0.0
-    max_error: float = 0.0
-    reason: str | None = None
+class Verifying:
+    """What the steps of one verify run share; each step fills in its part, in STEPS' order."""
+    spec: QuantizationJobSpec
+    storage: Storage
+    work: WorkDir
+    facts: ExportFacts
+    calib: CalibrationFacts
+    started: float                                   # perf_counter at the start, for details.seconds
+    backend: str = ""
+    evalset: data.TensorFile | None = None
+    load_stats: data.LoadStats | None = None
+    classify: bool = True                            # the first output is [N, classes] scores
+    fp32_outputs: OutputStore | None = None          # fp32's outputs: every int8 model's fidelity reference
+    custom: Callable | None = None                   # spec.verification.custom, with metric custom
+    fp32: Measurement | None = None
+    fp16: Measurement | None = None                  # TensorRT's fp16 engine of the fp32 model (GPU only)
+    rows: list[MeasuredCandidate] = field(default_factory=list)   # every int8 model measured, in order
+    best: MeasuredCandidate | None = None
+    drop: float | None = None
+    gate: Gate | None = None
+    fallback_outcome: fallback.Outcome | None = None   # spec.quantization.accuracyControl's steps, when it ran
+    onnx: OnnxResult | None = None
+    results: Results | None = None
+    details: dict = field(default_factory=dict)
+    artifacts: Artifacts = field(default_factory=Artifacts)
+
+    @property
+    def v(self) -> VerificationSpec:
+        return self.spec.verification
+
+    @property
+    def best_dir(self) -> str:
+        return os.path.join(self.work.root, self.best.dir)
+
+    def measure_int8(self, row: MeasuredCandidate, model_dir: str) -> MeasuredCandidate:
+        """`row` with the int8 model in model_dir measured against fp32 on the whole evaluation set,
+        or with the error that stopped it."""
+        # metric custom: the model's outputs are kept for the user's function, in work/outputs/<its dir, dashed>
+        kept_as = os.path.relpath(model_dir, self.work.root).replace(os.sep, "-")
+        try:
+            store = OutputStore(self.work.path("outputs", kept_as)) if self.custom is not None else None
+            m = measure(model_dir, self.backend, True, self.evalset, self.v.batch_size, reference=self.fp32,
+                        classify=self.classify, outputs=self.fp32_outputs, keep=store)
+            m = self.with_custom(m, store, f"int8 {os.path.basename(model_dir)}")
+        except BadInput:
+            raise                   # the user's metric failed: MetricError, not this model's failure
+        except Exception as exc:
+            return row.model_copy(update={"error": f"inference failed: {last_line(exc)}"})
+        return row.model_copy(update={**dict(m), "accuracy_drop": drop_of(self.fp32, m, self.v.metric)})
+
+    def with_custom(self, m: Measurement, store: OutputStore | None, model: str) -> Measurement:
+        """`m` with spec.verification.custom's value on the outputs in `store` (metric custom)."""
+        return m if self.custom is None else m.model_copy(update={"custom": self.custom(store.joined(), model)})
+
+    def verification(self) -> Verification:
+        return Verification(results=self.results, gate=self.gate, artifacts=self.artifacts, details=self.details)
 
 
-class FidelityMeter:
-    """Compares a model's outputs with the reference's, batch by batch, output by output (by
-    position: ONNX may rename them). Per output: the mean over samples of the cosine similarity of
-    the flattened sample (rows are samples where the output's first dimension is the batch, else
-    the whole batch is one row), SQNR over all elements, and the max abs error. An output whose
-    shapes differ in any batch is not comparable; int8 NaN/Inf count as cosine 0."""
-
-    def __init__(self, names: list[str]):
-        self.stats = [_OutputStats(n) for n in names]
-
-    def add(self, ref: list[np.ndarray], got: list[np.ndarray], batch: int) -> None:
-        if len(ref) != len(got):
-            for st in self.stats:
-                st.reason = st.reason or f"the model has {len(got)} outputs, fp32 {len(ref)}"
-            return
-        for st, r, g in zip(self.stats, ref, got):
-            if st.reason is not None:
-                continue
-            if r.shape != g.shape:
-                st.reason = (f"shape differs from fp32's in a batch ({list(g.shape)} vs {list(r.shape)}): a variable-"
-                             "length output such as NMS boxes cannot be matched element for element")
-                continue
-            r64 = r.astype(np.float64)
-            if not np.isfinite(r64).all():
-                st.reason = "fp32's output holds NaN or Inf"
-                continue
-            g64 = g.astype(np.float64)
-            bad = ~np.isfinite(g64)
-            g64[bad] = 0.0
-            per = batch if r64.ndim and r64.shape[0] == batch else 1
-            rr, gg = r64.reshape(per, -1), g64.reshape(per, -1)
-            nr, ng = np.linalg.norm(rr, axis=1), np.linalg.norm(gg, axis=1)
-            both_zero = (nr == 0) & (ng == 0)
-            cos = np.where(both_zero, 1.0, (rr * gg).sum(1) / np.maximum(nr * ng, 1e-300))
-            cos[bad.reshape(per, -1).any(axis=1)] = 0.0
-            st.cosines += float(np.clip(cos, -1.0, 1.0).sum())
-            st.rows += per
-            st.signal += float((rr ** 2).sum())
-            st.noise += float(((rr - gg) ** 2).sum())
-            if rr.size:
-                st.max_error = max(st.max_error, float(np.abs(rr - gg).max()))
-
-    def result(self) -> Fidelity:
-        rows = []
-        for st in self.stats:
-            if st.reason is not None or not st.rows:
-                rows.append(OutputFidelity(name=st.name, comparable=False, reason=st.reason or "no samples"))
-                continue
-            sqnr = round(10.0 * float(np.log10(st.signal / st.noise)), 4) if st.noise > 0 and st.signal > 0 else None
-            rows.append(OutputFidelity(name=st.name, comparable=True, cosine=round(st.cosines / st.rows, 6), sqnr_db=sqnr,
-                                       max_abs_error=round(st.max_error, 6)))
-        ok = [o for o in rows if o.comparable]
-        sqnrs = [o.sqnr_db for o in ok if o.sqnr_db is not None]
-        return Fidelity(cosine=min(o.cosine for o in ok) if ok else None, sqnr_db=min(sqnrs) if sqnrs else None,
-                        max_abs_error=max(o.max_abs_error for o in ok) if ok else None, per_output=rows)
+def load_evaluation(r: Verifying) -> None:
+    """The backend, the evaluation set (fetched once), spec.verification.custom, the progress plan."""
+    spec, v = r.spec, r.v
+    r.backend = pick_backend(v.backend)
+    prep = data.prep_for(spec.data.preprocess, r.facts.inputs)
+    r.evalset, r.load_stats = data.load(r.storage, spec.data.evaluation, "spec.data.evaluation",
+                                        spec.data.evaluation.limit, prep, r.work.eval, r.facts.num_classes,
+                                        spec.needs_labels("evaluation"), inputs=r.facts.inputs)
+    r.classify = r.facts.num_classes is not None
+    r.fp32_outputs = OutputStore(r.work.path("outputs", "fp32"))
+    if v.metric == "custom":
+        r.custom = custom_metric.load(spec, r.storage, r.work, r.evalset.n, [i.name for i in r.facts.inputs])
+    models = (1 + (r.backend == GPU_TENSORRT) + spec.output.onnx.enabled
+              + sum(c.error is None for c in r.calib.candidates))
+    progress.plan(progress.evaluation_batches(r.evalset.n, v.batch_size, models), "batches", step="fp32")
 
 
-def reference_fidelity(names: list[str]) -> Fidelity:
-    """fp32 against itself: every output identical."""
-    return Fidelity(cosine=1.0, max_abs_error=0.0,
-                    per_output=[OutputFidelity(name=n, comparable=True, cosine=1.0, max_abs_error=0.0) for n in names])
+def measure_fp32(r: Verifying) -> None:
+    """fp32: the reference every int8 model is compared with; a declared classifier whose first
+    output is no [N, classes] is refused for a classifier metric, else scored as any model."""
+    v = r.v
+    r.fp32 = r.with_custom(measure(r.work.fp32, r.backend, False, r.evalset, v.batch_size, classify=r.classify,
+                                   outputs=r.fp32_outputs), r.fp32_outputs, "fp32")
+    if r.classify and r.fp32.agreement is None:
+        if v.metric in CLASSIFIER_METRICS:
+            raise BadInput("BadModel", f"the first output ({r.facts.outputs[0].name}) does not give one row of class "
+                                       f"scores per evaluation sample; spec.verification.metric {v.metric} needs "
+                                       "[N, classes]. For a detector or any other model use metric fidelity (or custom)")
+        r.classify = False
 
 
-@dataclass(frozen=True)
-class Scores:
-    """One model's answers on the evaluation set; top1/top5/correct are None where its labels were
-    not read (metric agreement or fidelity) or the model is no classifier, agreement None where no
-    reference was given, fidelity None where no reference outputs were."""
-    top1: float | None
-    top5: float | None
-    correct: int | None
-    predictions: np.ndarray     # the top-1 class of every sample, in order (empty: not a classifier)
-    batch: dict[str, np.ndarray]  # a full batch of batch_size samples per input, for timing
-    agreement: float | None = None
-    fidelity: Fidelity | None = None
+def measure_fp16(r: Verifying) -> None:
+    """On TensorRT, the fp32 model as an fp16 engine too: what GPU users compare int8 with."""
+    if r.backend == GPU_TENSORRT:
+        r.fp16 = measure(r.work.fp32, r.backend, False, r.evalset, r.v.batch_size, fp16=True, reference=r.fp32,
+                         classify=r.classify, outputs=r.fp32_outputs)
 
 
-def agreement(predictions: np.ndarray, reference: np.ndarray) -> float:
-    """The fraction of samples whose top-1 class equals the reference model's."""
-    if predictions.shape != reference.shape or not len(reference):
-        raise ValueError(f"cannot compare {predictions.shape[0]} predictions with {reference.shape[0]} reference ones")
-    return round(float((predictions == reference).mean()), 6)
+def measure_candidates(r: Verifying) -> None:
+    """Every calibrated int8 candidate; one that fails to run is a row with its error."""
+    for c in r.calib.candidates:
+        row = MeasuredCandidate(algo=c.algo, calibration_seconds=c.calibration_seconds, dir=c.dir, error=c.error)
+        if c.error is None:
+            progress.step(c.algo)
+            row = r.measure_int8(row, os.path.join(r.work.root, c.dir))
+        r.rows.append(row)
 
 
-def score(infer: Infer, evalset: data.TensorFile, batch_size: int, reference: np.ndarray | None = None, *,
-          classify: bool = True, record: OutputStore | None = None, against: OutputStore | None = None) -> Scores:
-    """Run `infer` ({input: batch} -> {output: array}) over the evaluation set. With `classify`
-    (the first output is [N, classes] scores): top-1/top-5 (if labelled), the predictions and their
-    agreement with `reference` (another model's predictions). `record`: keep the outputs (the fp32
-    reference); `against`: compare them with a recorded reference (fidelity). The same for every
-    runtime, so Paddle's and onnxruntime's numbers compare."""
-    top1 = top5 = 0
-    first: dict[str, np.ndarray] | None = None
-    preds: list[np.ndarray] = []
-    meter: FidelityMeter | None = None
-    names: list[str] = []
-    for index, (x, y) in enumerate(evalset.batches(batch_size)):
-        if first is None:    # a full batch for timing
-            first = {k: np.resize(v, (batch_size, *v.shape[1:])).astype(v.dtype) for k, v in x.items()}
-        outs = infer(x)
-        progress.advance("batches")
-        names = names or list(outs)
-        if record is not None:
-            record.put(index, outs)
-        if against is not None:
-            meter = meter or FidelityMeter(names)
-            meter.add(against.get(index), list(outs.values()), len(y))
-        if not classify:
-            continue
-        logits = next(iter(outs.values()))
-        if logits.ndim != 2 or logits.shape[0] != len(y):
-            # Not one row of scores per sample (a detector's NMS boxes): nothing to classify, and the
-            # rows of earlier batches that happened to match were boxes too.
-            classify, preds, top1, top5 = False, [], 0, 0
-            continue
-        k = min(5, logits.shape[1])
-        top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-        preds.append(np.argmax(logits, axis=1))
-        top1 += int((preds[-1] == y).sum())
-        top5 += int((top == y[:, None]).any(axis=1).sum())
-    n = evalset.n
-    assert first is not None
-    fidelity = meter.result() if meter is not None else reference_fidelity(names) if record is not None else None
-    predictions = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-    agreed = agreement(predictions, reference) if reference is not None and classify else None
-    if not evalset.labelled or not classify:
-        return Scores(top1=None, top5=None, correct=None, predictions=predictions, batch=first, agreement=agreed,
-                      fidelity=fidelity)
-    return Scores(top1=round(top1 / n, 6), top5=round(top5 / n, 6), correct=top1, predictions=predictions,
-                  batch=first, agreement=agreed, fidelity=fidelity)
+def choose_best(r: Verifying) -> None:
+    """The best candidate by the metric, and the gate's verdict on it."""
+    r.best = choose(r.rows, r.v.metric)
+    if r.best is None:
+        raise BadInput("CalibrationFailed", "no int8 candidate could be measured: " + candidate_errors(r.rows))
+    r.drop, r.gate = judge(r.fp32, r.best, r.v)
 
 
-def measure(model_dir: str, backend: str, int8: bool, evalset: data.TensorFile, batch_size: int, *,
-            fp16: bool = False, reference: Measurement | None = None, classify: bool = True,
-            outputs: OutputStore | None = None, keep: OutputStore | None = None) -> Measurement:
-    """Score and time one model; `fp16` builds the (fp32) model as a TensorRT fp16 engine.
-    `reference`: the fp32 measurement its agreement is taken against, `outputs` fp32's recorded
-    outputs its fidelity is; without a reference the model is the reference itself (agreement 1.0,
-    its outputs recorded into `outputs`). `keep`: also record this model's outputs there (for a
-    custom metric). `classify`: the first output is [N, classes] scores."""
-    pred = predictor(model_dir, backend, "int8" if int8 else "fp16" if fp16 else "fp32", batch_size, evalset.shapes)
-    infer = runner(pred)
-    s = score(infer, evalset, batch_size, np.asarray(reference.predictions) if reference is not None else None,
-              classify=classify, record=outputs if reference is None else keep,
-              against=outputs if reference is not None else None)
-    lat = _latency(lambda: infer(s.batch))
-    size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in (MODEL_FILE, PARAMS_FILE))
-    p50 = float(np.percentile(lat, 50))
-    classified = classify and len(s.predictions) == evalset.n
-    return Measurement(top1=s.top1 if classified else None, top5=s.top5 if classified else None,
-                       agreement=(s.agreement if reference is not None else 1.0) if classified else None,
-                       latency_ms=round(p50, 4),
-                       latency_p95_ms=round(float(np.percentile(lat, 95)), 4),
-                       throughput=round(batch_size / (p50 / 1000.0), 2), size_bytes=size, correct=s.correct,
-                       predictions=s.predictions.tolist(), fidelity=s.fidelity)
+def fall_back(r: Verifying) -> None:
+    """spec.quantization.accuracyControl: the most sensitive layers in fp32, step by step."""
+    if not fallback.wanted(r.spec.quantization.accuracy_control, r.gate.passed):
+        return
+    r.fallback_outcome = fallback.run(r.spec, r.work, r.facts, r.calib, r.evalset, r.backend, r.fp32, r.best, r.gate,
+                              r.measure_int8)
+    r.rows += r.fallback_outcome.rows
+    r.best = r.fallback_outcome.best or choose(r.rows, r.v.metric)
+    r.drop, r.gate = judge(r.fp32, r.best, r.v)
 
 
-def _latency(fn) -> list[float]:
-    """Per-batch milliseconds: 3 warm-up runs, then runs until KUBESLIM_LATENCY_SECONDS (default 1.5)
-    or 200 runs, at least 10."""
-    budget = float(os.environ.get("KUBESLIM_LATENCY_SECONDS", "1.5"))
-    for _ in range(3):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 10 or (time.perf_counter() - start < budget and len(times) < 200):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return times
+def export_onnx(r: Verifying) -> None:
+    """spec.output.onnx: the best model as ONNX, checked by onnxruntime, when its gate passed."""
+    if r.spec.output.onnx.enabled and r.gate.passed:
+        r.onnx = verify_onnx(r.spec.output.onnx, r.best, r.best_dir, r.evalset, r.v.metric, r.v.batch_size, r.fp32,
+                             r.fp32_outputs, r.classify)
 
+
+def collect_results(r: Verifying) -> None:
+    """The contract's Results and the stage's details."""
+    r.results = Results(
+        backend=r.backend,
+        fp32=r.fp32,                   # a Measurement and MeasuredCandidates: they serialise as the contract's types
+        int8=Int8Metrics.model_validate(r.best, from_attributes=True),
+        accuracy_drop=r.drop,
+        speedup=speedup(r.fp32, r.best),
+        candidates=r.rows,
+        fp16=r.fp16,
+        speedup_vs_fp16=speedup(r.fp16, r.best) if r.fp16 is not None else None,
+        onnx=r.onnx,
+        fallback=r.fallback_outcome.summary if r.fallback_outcome else None,
+    )
+    r.details = {"evalSamples": r.evalset.n, "bytesRead": r.load_stats.bytes_read, "bytesUsed": r.load_stats.bytes_used,
+                 "fp32Correct": r.fp32.correct, "bestCorrect": r.best.correct, "threads": cpu_threads()}
+
+
+def publish(r: Verifying) -> None:
+    """The report always; the model (and model.onnx) only when the gate passed."""
+    out, fb = r.spec.output.uri, r.fallback_outcome
+    files = report.write(r.work.report, r.spec, r.facts, r.calib, r.results, r.gate, r.rows, r.details,
+                         sensitivity=[x.dump() for x in fb.sensitivity] if fb else None)
+    if r.gate.passed:
+        for name in (MODEL_FILE, PARAMS_FILE):
+            _upload(r, os.path.join(r.best_dir, name), name, "application/octet-stream")
+        r.artifacts.model, r.artifacts.params = join_uri(out, MODEL_FILE), join_uri(out, PARAMS_FILE)
+    if r.onnx is not None and r.onnx.exported:
+        _upload(r, os.path.join(r.best_dir, onnx_export.MODEL_ONNX), onnx_export.MODEL_ONNX, "application/octet-stream")
+        r.artifacts.onnx = join_uri(out, onnx_export.MODEL_ONNX)
+    for name, ctype in files.items():
+        _upload(r, os.path.join(r.work.report, name), name, ctype)
+    r.artifacts.report, r.artifacts.report_json = join_uri(out, "report.html"), join_uri(out, "report.json")
+
+
+def _upload(r: Verifying, path: str, name: str, content_type: str) -> None:
+    r.storage.upload(path, join_uri(r.spec.output.uri, name), "spec.output.uri", content_type)
+
+
+def enforce_gate(r: Verifying) -> None:
+    """A failed gate fails the stage, with everything measured attached."""
+    r.details["seconds"] = round(time.perf_counter() - r.started, 3)
+    if r.gate.passed:
+        return
+    best, fb = r.best, r.fallback_outcome
+    tried = (f" even with {best.fp32_layers} of the most sensitive layers in fp32" if best.fp32_layers else "") + \
+        (f" (fallback stopped: {fb.summary.stop_reason})" if fb else "")
+    raise GateFailed(reasons.GATE_FAILED,
+                     f"the best int8 candidate ({best.algo}){tried} {miss(r.fp32, best, r.v, r.drop)}; try other "
+                     "algos, more calibration samples, skipTensors, a larger spec.quantization.accuracyControl "
+                     f"budget, or {knob(r.v)}").with_results(r.results, r.gate, r.artifacts, r.details)
+
+
+# The pipeline, in order. Each step reads what the steps before it filled in.
+STEPS: list[Callable[[Verifying], None]] = [
+    load_evaluation,
+    measure_fp32,
+    measure_fp16,
+    measure_candidates,
+    choose_best,
+    fall_back,
+    export_onnx,
+    collect_results,
+    publish,
+    enforce_gate,
+]
+
+
+def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verification:
+    state = Verifying(spec=spec, storage=storage, work=work, facts=work.load(ExportFacts),
+                      calib=work.load(CalibrationFacts), started=time.perf_counter())
+    for step in STEPS:
+        step(state)
+    return state.verification()
 
 def speedup(baseline: Measurement, model: Measurement | MeasuredCandidate) -> float | None:
     return round(baseline.latency_ms / model.latency_ms, 3) if baseline.latency_ms and model.latency_ms else None
@@ -403,36 +266,12 @@ def verify_onnx(cfg: OnnxOutput, best: MeasuredCandidate, best_dir: str, evalset
     try:
         infer = onnx_export.session(conv.path, cpu_threads())
         s = score(infer, evalset, batch_size, np.asarray(fp32.predictions), classify=classify, against=fp32_outputs)
-        lat = float(np.percentile(_latency(lambda: infer(s.batch)), 50))
+        lat = float(np.percentile(latencies(lambda: infer(s.batch)), 50))
     except Exception as exc:    # onnxruntime refusing the file is a finding about the file, not a crash
         return onnx_export.runtime_failed(conv, exc)
     # agreement, like Paddle int8's, is with fp32's top-1
     return onnx_export.judge(conv, cfg, metric, paddle=best, onnx_value=metric_value(s, metric), top1=s.top1, top5=s.top5,
                              predictions=s.predictions, latency_ms=round(lat, 4))
-
-
-def drop_of(fp32: Measurement, model: Any, metric: str) -> float | None:
-    """fp32's metric minus the model's (fidelity: 1 - cosine); None where the model has no value
-    (fidelity with no comparable output)."""
-    value = metric_value(model, metric)
-    return None if value is None else round(metric_value(fp32, metric) - value, 6)
-
-
-def passes(fp32: Measurement, model: Any, v: VerificationSpec) -> bool:
-    """The gate: the drop within maxAccuracyDrop, or for fidelity the cosine at least minCosine."""
-    value = metric_value(model, v.metric)
-    if value is None:
-        return False
-    if v.metric == "fidelity":
-        return value >= v.min_cosine - EPS
-    return metric_value(fp32, v.metric) - value <= v.max_accuracy_drop + EPS
-
-
-def judge(fp32: Measurement, best: MeasuredCandidate, v: VerificationSpec) -> tuple[float | None, Gate]:
-    """The drop of `best` against fp32 in the metric, and the gate's verdict on it."""
-    return drop_of(fp32, best, v.metric), Gate(metric=v.metric, max_accuracy_drop=v.max_accuracy_drop,
-                                               passed=passes(fp32, best, v),
-                                               min_cosine=v.min_cosine if v.metric == "fidelity" else None)
 
 
 def choose(candidates: list[MeasuredCandidate], metric: str) -> MeasuredCandidate | None:
@@ -447,133 +286,3 @@ def choose(candidates: list[MeasuredCandidate], metric: str) -> MeasuredCandidat
         return (value is None, -round(value or 0.0, 9), c.latency_ms or float("inf"))
     return min(ok, key=key)
 
-
-def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Verification:
-    t0 = time.perf_counter()
-    facts = work.load(ExportFacts)
-    calib = work.load(CalibrationFacts)
-    v = spec.verification
-    backend = pick_backend(v.backend)
-    prep = data.prep_for(spec.data.preprocess, facts.inputs)
-    evalset, stats = data.load(storage, spec.data.evaluation, "spec.data.evaluation", spec.data.evaluation.limit,
-                               prep, work.eval, facts.num_classes, spec.needs_labels("evaluation"), inputs=facts.inputs)
-    classify = facts.num_classes is not None       # top1/top5/agreement read the first output as class scores
-    fp32_outputs = OutputStore(work.path("outputs", "fp32"))
-    custom = custom_metric.load(spec, storage, work, evalset.n, [i.name for i in facts.inputs]) if v.metric == "custom" else None
-
-    def scored(m: Measurement, store: OutputStore | None, model: str) -> Measurement:
-        """`m` with spec.verification.custom's value on the outputs in `store` (metric custom)."""
-        return m if custom is None else m.model_copy(update={"custom": custom(store.joined(), model)})
-
-    def kept(name: str) -> OutputStore | None:
-        return OutputStore(work.path("outputs", name)) if custom is not None else None
-    progress.plan(progress.evaluation_batches(evalset.n, v.batch_size, 1 + (backend == GPU_TENSORRT) + spec.output.onnx.enabled
-                                              + sum(c.error is None for c in calib.candidates)), "batches", step="fp32")
-    fp32 = scored(measure(work.fp32, backend, False, evalset, v.batch_size, classify=classify, outputs=fp32_outputs),
-                  fp32_outputs, "fp32")
-    if classify and fp32.agreement is None:
-        if v.metric in CLASSIFIER_METRICS:
-            raise BadInput("BadModel", f"the first output ({facts.outputs[0].name}) does not give one row of class scores "
-                                       f"per evaluation sample; spec.verification.metric {v.metric} needs [N, classes]. "
-                                       "For a detector or any other model use metric fidelity (or custom)")
-        classify = False
-    fp16 = measure(work.fp32, backend, False, evalset, v.batch_size, fp16=True, reference=fp32, classify=classify,
-                   outputs=fp32_outputs) if backend == GPU_TENSORRT else None
-    metric = v.metric
-    rows: list[MeasuredCandidate] = []
-    for c in calib.candidates:
-        row = MeasuredCandidate(algo=c.algo, calibration_seconds=c.calibration_seconds, dir=c.dir, error=c.error)
-        if c.error is None:
-            progress.step(c.algo)
-            try:
-                store = kept(c.algo)
-                m = measure(os.path.join(work.root, c.dir), backend, True, evalset, v.batch_size, reference=fp32,
-                            classify=classify, outputs=fp32_outputs, keep=store)
-                m = scored(m, store, f"int8 {c.algo}")
-            except BadInput:
-                raise                   # the user's metric failed: MetricError, not a candidate's failure
-            except Exception as exc:
-                row.error = f"inference failed: {last_line(exc)}"
-            else:
-                row = row.model_copy(update={**dict(m), "accuracy_drop": drop_of(fp32, m, metric)})
-        rows.append(row)
-    best = choose(rows, metric)
-    if best is None:
-        raise BadInput("CalibrationFailed", "no int8 candidate could be measured: "
-                                            + "; ".join(f"{r.algo}: {r.error}" for r in rows)[:900])
-    drop, gate = judge(fp32, best, v)
-    fb = None
-    if fallback.wanted(spec.quantization.accuracy_control, gate.passed):
-        def step(d: str) -> Measurement:
-            store = kept(os.path.relpath(d, work.root).replace(os.sep, "-"))
-            return scored(measure(d, backend, True, evalset, v.batch_size, reference=fp32, classify=classify,
-                                  outputs=fp32_outputs, keep=store), store, f"int8 {os.path.basename(d)}")
-
-        fb = fallback.run(spec, work, facts, calib, evalset, backend, fp32, best, gate, step)
-        rows += fb.rows
-        best = fb.best or choose(rows, metric)
-        drop, gate = judge(fp32, best, v)
-    best_dir = os.path.join(work.root, best.dir)
-    onnx = verify_onnx(spec.output.onnx, best, best_dir, evalset, metric, v.batch_size, fp32, fp32_outputs, classify) \
-        if spec.output.onnx.enabled and gate.passed else None
-    results = Results(
-        backend=backend,
-        fp32=fp32,                     # a Measurement and MeasuredCandidates: they serialise as the contract's types
-        int8=Int8Metrics.model_validate(best, from_attributes=True),
-        accuracy_drop=drop,
-        speedup=speedup(fp32, best),
-        candidates=rows,
-        fp16=fp16,
-        speedup_vs_fp16=speedup(fp16, best) if fp16 is not None else None,
-        onnx=onnx,
-        fallback=fb.summary if fb else None,
-    )
-    details = {"evalSamples": evalset.n, "bytesRead": stats.bytes_read, "bytesUsed": stats.bytes_used,
-               "fp32Correct": fp32.correct, "bestCorrect": best.correct, "threads": cpu_threads()}
-    # Publish: report always; the model only when the gate passed.
-    out = spec.output.uri
-    files = report.write(work.report, spec, facts, calib, results, gate, rows, details,
-                         sensitivity=[x.dump() for x in fb.sensitivity] if fb else None)
-    artifacts = Artifacts()
-    if gate.passed:
-        for name in (MODEL_FILE, PARAMS_FILE):
-            storage.upload(os.path.join(best_dir, name), join_uri(out, name), "spec.output.uri", "application/octet-stream")
-        artifacts.model, artifacts.params = join_uri(out, MODEL_FILE), join_uri(out, PARAMS_FILE)
-    if onnx is not None and onnx.exported:
-        name = onnx_export.MODEL_ONNX
-        storage.upload(os.path.join(best_dir, name), join_uri(out, name), "spec.output.uri", "application/octet-stream")
-        artifacts.onnx = join_uri(out, name)
-    for name, ctype in files.items():
-        storage.upload(os.path.join(work.report, name), join_uri(out, name), "spec.output.uri", ctype)
-    artifacts.report, artifacts.report_json = join_uri(out, "report.html"), join_uri(out, "report.json")
-    details["seconds"] = round(time.perf_counter() - t0, 3)
-    if not gate.passed:
-        tried = (f" even with {best.fp32_layers} of the most sensitive layers in fp32" if best.fp32_layers else "") + \
-            (f" (fallback stopped: {fb.summary.stop_reason})" if fb else "")
-        raise GateFailed(reasons.GATE_FAILED,
-                         f"the best int8 candidate ({best.algo}){tried} {_gate_miss(fp32, best, v, drop)}; try other "
-                         "algos, more calibration samples, skipTensors, a larger spec.quantization.accuracyControl "
-                         f"budget, or {_gate_knob(v)}").with_results(results, gate, artifacts, details)
-    return Verification(results=results, gate=gate, artifacts=artifacts, details=details)
-
-
-def _gate_miss(fp32: Measurement, best: MeasuredCandidate, v: VerificationSpec, drop: float | None) -> str:
-    """What the best candidate missed the gate by, in the metric's terms."""
-    if v.metric == "fidelity":
-        fid = best.fidelity
-        if fid is None or fid.cosine is None:
-            why = "; ".join(f"{o.name}: {o.reason}" for o in (fid.per_output if fid else []))[:400]
-            return (f"has no output that can be compared with fp32's ({why}), so metric fidelity cannot judge it; "
-                    "export the model without its variable-length post-processing (e.g. NMS)")
-        worst = min((o for o in fid.per_output if o.comparable), key=lambda o: o.cosine)
-        return (f"reaches an output cosine of {fid.cosine:.4f} against fp32 (worst output {worst.name}, SQNR "
-                f"{worst.sqnr_db} dB), below minCosine {v.min_cosine}")
-    if v.metric == "agreement":
-        return (f"gives a different top-1 class than fp32 on {drop:.4f} of the evaluation images (agreement "
-                f"{best.agreement:.4f}), more than maxAccuracyDrop {v.max_accuracy_drop}")
-    return (f"loses {drop:.4f} {v.metric} against fp32 ({metric_value(fp32, v.metric):.4f} -> "
-            f"{metric_value(best, v.metric):.4f}), more than maxAccuracyDrop {v.max_accuracy_drop}")
-
-
-def _gate_knob(v: VerificationSpec) -> str:
-    return "lower spec.verification.minCosine" if v.metric == "fidelity" else "raise spec.verification.maxAccuracyDrop"

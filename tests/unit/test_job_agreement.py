@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kubeslim_api.spec import Preprocess, SpecError, parse_spec
-from kubeslim_job import data, verify
+from kubeslim_job import data, inference
 
 from tests.invalid_specs import VALID_SPEC
 
@@ -41,12 +41,12 @@ def test_unlabelled_image_prefix_evaluates_under_agreement_only():
     ([7], [7], 1.0),
 ])
 def test_agreement_is_the_share_of_equal_top1_classes(predictions, reference, expected):
-    assert verify.agreement(np.array(predictions), np.array(reference)) == expected
+    assert inference.agreement(np.array(predictions), np.array(reference)) == expected
 
 
 def test_agreement_refuses_sets_of_different_sizes():
     with pytest.raises(ValueError, match="3 predictions with 2"):
-        verify.agreement(np.array([1, 2, 3]), np.array([1, 2]))
+        inference.agreement(np.array([1, 2, 3]), np.array([1, 2]))
 
 
 def _evalset(tmp_path, labels: list[int] | None) -> data.TensorFile:
@@ -67,32 +67,32 @@ def _logits(shift: int):
 def test_score_without_labels_reports_agreement_and_no_accuracy(tmp_path):
     evalset = _evalset(tmp_path, None)
     assert not evalset.labelled
-    ref = verify.score(_logits(0), evalset, batch_size=2)
+    ref = inference.score(_logits(0), evalset, batch_size=2)
     assert ref.top1 is None and ref.top5 is None and ref.correct is None and ref.agreement is None
     assert ref.predictions.tolist() == [0, 1, 2, 0, 1]
-    same = verify.score(_logits(0), evalset, batch_size=2, reference=ref.predictions)
-    shifted = verify.score(_logits(1), evalset, batch_size=4, reference=ref.predictions)
+    same = inference.score(_logits(0), evalset, batch_size=2, reference=ref.predictions)
+    shifted = inference.score(_logits(1), evalset, batch_size=4, reference=ref.predictions)
     assert same.agreement == 1.0 and shifted.agreement == 0.0
 
 
 def test_score_with_labels_reports_both(tmp_path):
     evalset = _evalset(tmp_path, [0, 1, 2, 2, 2])
     assert evalset.labelled
-    ref = verify.score(_logits(0), evalset, batch_size=2)
+    ref = inference.score(_logits(0), evalset, batch_size=2)
     assert ref.top1 == 0.6 and ref.correct == 3
     # a model that differs from fp32 on k samples can move top-1 by at most k / n
-    other = verify.score(lambda x: _logits(0)(x) if x["x"].shape[0] == 2 else _logits(1)(x), evalset, 2, ref.predictions)
+    other = inference.score(lambda x: _logits(0)(x) if x["x"].shape[0] == 2 else _logits(1)(x), evalset, 2, ref.predictions)
     assert other.agreement == 0.8 and abs(other.top1 - ref.top1) <= 1 - other.agreement + 1e-9
 
 
 @pytest.mark.parametrize("files, expected", [
     ({}, None),                                                                  # no cgroup files: unknown
-    ({verify.CGROUP_V2_CPU_MAX: "max 100000\n"}, None),                           # v2, unlimited
-    ({verify.CGROUP_V2_CPU_MAX: "150000 100000\n"}, 1.5),                         # v2, 1.5 CPUs
+    ({inference.CGROUP_V2_CPU_MAX: "max 100000\n"}, None),                           # v2, unlimited
+    ({inference.CGROUP_V2_CPU_MAX: "150000 100000\n"}, 1.5),                         # v2, 1.5 CPUs
     ({"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"}, None),
     ({"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "100000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
     ({"/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "50000", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000"}, 0.5),
-    ({verify.CGROUP_V2_CPU_MAX: "garbage"}, None),
+    ({inference.CGROUP_V2_CPU_MAX: "garbage"}, None),
 ])
 def test_cgroup_cpu_limit_reads_v2_then_v1(files, expected):
     def read(path: str) -> str:
@@ -100,15 +100,15 @@ def test_cgroup_cpu_limit_reads_v2_then_v1(files, expected):
             raise FileNotFoundError(path)
         return files[path]
 
-    assert verify.cgroup_cpu_limit(read) == expected
+    assert inference.cgroup_cpu_limit(read) == expected
 
 
 @pytest.mark.parametrize("limit, cpus, threads", [(None, 2, 2), (1.0, 2, 1), (0.5, 2, 1), (1.5, 4, 1), (8.0, 2, 2)])
 def test_threads_follow_the_cpu_quota(monkeypatch, limit, cpus, threads):
     monkeypatch.delenv("KUBESLIM_THREADS", raising=False)
-    monkeypatch.setattr(verify, "cgroup_cpu_limit", lambda read: limit)
-    monkeypatch.setattr(verify.os, "sched_getaffinity", lambda pid: set(range(cpus)))
-    assert verify.cpu_threads() == threads
+    monkeypatch.setattr(inference, "cgroup_cpu_limit", lambda read: limit)
+    monkeypatch.setattr(inference.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert inference.cpu_threads() == threads
 
 
 def test_rows_that_are_not_one_per_sample_are_not_classified(tmp_path):
@@ -120,6 +120,6 @@ def test_rows_that_are_not_one_per_sample_are_not_classified(tmp_path):
     def detector(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"boxes": np.ones((next(boxes), 6), np.float32)}
 
-    s = verify.score(detector, evalset, batch_size=2)
+    s = inference.score(detector, evalset, batch_size=2)
     assert s.top1 is None and s.top5 is None and s.correct is None and s.agreement is None
     assert s.predictions.size == 0

@@ -1,4 +1,4 @@
-"""Output fidelity (verify.FidelityMeter, score with recorded fp32 outputs) and the fidelity gate:
+"""Output fidelity (inference.FidelityMeter, score with recorded fp32 outputs) and the fidelity gate:
 any model's outputs against fp32's, by numbers computed here by hand."""
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 
 from kubeslim_api.contract import Fidelity, StageResult, Results, decode, encode, metric_value
 from kubeslim_api.spec import VerificationSpec
-from kubeslim_job import data, verify
+from kubeslim_job import data, gate, inference, verify
 from kubeslim_job.handoff import MeasuredCandidate, Measurement
 
 pytestmark = pytest.mark.unit
 
 
 def test_identical_outputs_have_cosine_one_no_noise_and_no_error():
-    meter = verify.FidelityMeter(["out"])
+    meter = inference.FidelityMeter(["out"])
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     meter.add([x], [x.copy()], 3)
     fid = meter.result()
@@ -27,7 +27,7 @@ def test_identical_outputs_have_cosine_one_no_noise_and_no_error():
 def test_cosine_is_the_mean_over_samples_and_sqnr_over_all_elements():
     ref = np.array([[1.0, 0.0], [1.0, 1.0]])
     got = np.array([[0.0, 1.0], [1.0, 1.0]])       # sample 0 orthogonal (cos 0), sample 1 equal (cos 1)
-    meter = verify.FidelityMeter(["y"])
+    meter = inference.FidelityMeter(["y"])
     meter.add([ref[:1]], [got[:1]], 1)              # two batches of one sample each
     meter.add([ref[1:]], [got[1:]], 1)
     out = meter.result().per_output[0]
@@ -37,14 +37,14 @@ def test_cosine_is_the_mean_over_samples_and_sqnr_over_all_elements():
 
 
 def test_an_output_whose_first_dimension_is_not_the_batch_is_compared_as_one_row_per_batch():
-    meter = verify.FidelityMeter(["boxes"])
+    meter = inference.FidelityMeter(["boxes"])
     ref = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])   # 3 boxes for a batch of 2 images
     meter.add([ref], [2 * ref], 2)
     assert meter.result().cosine == 1.0            # one row: the whole batch, scaled
 
 
 def test_variable_length_outputs_are_not_comparable_and_left_out_of_the_summary():
-    meter = verify.FidelityMeter(["scores", "nms_boxes"])
+    meter = inference.FidelityMeter(["scores", "nms_boxes"])
     scores = np.ones((2, 3), np.float32)
     meter.add([scores, np.zeros((5, 6))], [scores * 0.5 + 0.5, np.zeros((4, 6))], 2)
     meter.add([scores, np.zeros((3, 6))], [scores, np.zeros((3, 6))], 2)   # equal later: still not comparable
@@ -55,18 +55,18 @@ def test_variable_length_outputs_are_not_comparable_and_left_out_of_the_summary(
 
 
 def test_nothing_comparable_leaves_no_cosine_to_gate_on():
-    meter = verify.FidelityMeter(["boxes"])
+    meter = inference.FidelityMeter(["boxes"])
     meter.add([np.zeros((5, 6))], [np.zeros((4, 6))], 1)
     fid = meter.result()
     assert fid.cosine is None and fid.max_abs_error is None
     best = MeasuredCandidate(algo="hist", fidelity=fid)
-    fp32 = Measurement(correct=None, fidelity=verify.reference_fidelity(["boxes"]))
-    assert not verify.passes(fp32, best, VerificationSpec(metric="fidelity"))
-    assert "no output that can be compared" in verify._gate_miss(fp32, best, VerificationSpec(metric="fidelity"), None)
+    fp32 = Measurement(correct=None, fidelity=inference.reference_fidelity(["boxes"]))
+    assert not gate.passes(fp32, best, VerificationSpec(metric="fidelity"))
+    assert "no output that can be compared" in gate.miss(fp32, best, VerificationSpec(metric="fidelity"), None)
 
 
 def test_int8_nan_counts_as_a_lost_sample_not_a_crash():
-    meter = verify.FidelityMeter(["y"])
+    meter = inference.FidelityMeter(["y"])
     ref = np.ones((2, 4))
     got = ref.copy()
     got[0, 1] = np.nan
@@ -90,11 +90,11 @@ def _model(noise: float):
 
 def test_score_records_fp32_outputs_and_compares_every_output_of_a_model_with_two_inputs(tmp_path):
     evalset = _evalset(tmp_path)
-    store = verify.OutputStore(str(tmp_path / "outputs"))
-    ref = verify.score(_model(0.0), evalset, 2, classify=False, record=store)
+    store = inference.OutputStore(str(tmp_path / "outputs"))
+    ref = inference.score(_model(0.0), evalset, 2, classify=False, record=store)
     assert ref.fidelity.cosine == 1.0 and [o.name for o in ref.fidelity.per_output] == ["feat", "score"]
     assert ref.top1 is None and ref.predictions.size == 0 and set(ref.batch) == {"image", "ids"}
-    got = verify.score(_model(0.1), evalset, 2, classify=False, against=store)
+    got = inference.score(_model(0.1), evalset, 2, classify=False, against=store)
     feat, score = got.fidelity.per_output
     # feat: each sample [i, i] against [1.1 i, 0.9 i]; sample 0 is all zeros in both (cosine 1)
     expected = (1 + 4 * (1.1 + 0.9) / (np.sqrt(2) * np.sqrt(1.1 ** 2 + 0.9 ** 2))) / 5
@@ -104,16 +104,16 @@ def test_score_records_fp32_outputs_and_compares_every_output_of_a_model_with_tw
 
 
 def test_fidelity_gate_choice_and_drop_use_the_worst_output_cosine():
-    fp32 = Measurement(correct=None, fidelity=verify.reference_fidelity(["a"]))
+    fp32 = Measurement(correct=None, fidelity=inference.reference_fidelity(["a"]))
     good = MeasuredCandidate(algo="avg", latency_ms=2.0, fidelity=Fidelity(cosine=0.995))
     worse = MeasuredCandidate(algo="hist", latency_ms=1.0, fidelity=Fidelity(cosine=0.98))
     lost = MeasuredCandidate(algo="KL", latency_ms=0.5, fidelity=Fidelity(cosine=None))
     v = VerificationSpec(metric="fidelity", min_cosine=0.99)
     assert verify.choose([lost, worse, good], "fidelity") is good
-    drop, gate = verify.judge(fp32, good, v)
-    assert drop == 0.005 and gate.passed and gate.min_cosine == 0.99 and gate.metric == "fidelity"
-    assert not verify.judge(fp32, worse, v)[1].passed
-    assert verify.judge(fp32, worse, VerificationSpec(metric="fidelity", min_cosine=0.98))[1].passed
+    drop, verdict = gate.judge(fp32, good, v)
+    assert drop == 0.005 and verdict.passed and verdict.min_cosine == 0.99 and verdict.metric == "fidelity"
+    assert not gate.judge(fp32, worse, v)[1].passed
+    assert gate.judge(fp32, worse, VerificationSpec(metric="fidelity", min_cosine=0.98))[1].passed
     assert metric_value(good, "fidelity") == 0.995 and metric_value(good, "top1") is None
 
 

@@ -1,4 +1,4 @@
-"""Paddle Inference settings per backend and precision (verify.configure), on a fake Config that
+"""Paddle Inference settings per backend and precision (inference.configure), on a fake Config that
 records the calls: no GPU is here, so this is how the TensorRT int8/fp16/fp32 settings are
 checked at all (they never run in CI). And verify.run's hook: on the TensorRT backend the fp32
 model is also timed as an fp16 engine and int8 is reported against it; on the CPU, never."""
@@ -11,7 +11,7 @@ import json
 import pytest
 from paddle.inference import PrecisionType
 
-from kubeslim_job import verify
+from kubeslim_job import inference, verify
 from kubeslim_api.spec import ModelInput
 from kubeslim_job.handoff import CalibratedCandidate, CalibrationFacts, ExportFacts, Measurement, OutputFacts
 from kubeslim_job.workdir import MODEL_FILE, PARAMS_FILE, WorkDir
@@ -66,7 +66,7 @@ COMMON = ["disable_glog_info", "switch_ir_optim", "enable_memory_optim"]
     ("fp32", PrecisionType.Float32), ("fp16", PrecisionType.Half), ("int8", PrecisionType.Int8)])
 def test_tensorrt_builds_the_engine_in_the_precision_asked(precision, mode):
     cfg = FakeConfig()
-    verify.configure(cfg, verify.GPU_TENSORRT, precision, 16, {"image": [3, 224, 224]}, threads=2)
+    inference.configure(cfg, inference.GPU_TENSORRT, precision, 16, {"image": [3, 224, 224]}, threads=2)
     assert cfg.names() == COMMON + ["enable_use_gpu", "enable_tensorrt_engine", "set_trt_dynamic_shape_info"]
     _, trt = cfg.call("enable_tensorrt_engine")
     # the int8 model's scales come from its quantize ops, never from TensorRT's own calibration
@@ -80,13 +80,13 @@ def test_tensorrt_builds_the_engine_in_the_precision_asked(precision, mode):
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_that_did_not_take_is_refused(precision):
     with pytest.raises(RuntimeError, match=f"TensorRT {precision} could not be enabled"):
-        verify.configure(FakeConfig(takes=False), verify.GPU_TENSORRT, precision, 8, {"x": [1, 8, 8]}, threads=2)
+        inference.configure(FakeConfig(takes=False), inference.GPU_TENSORRT, precision, 8, {"x": [1, 8, 8]}, threads=2)
 
 
 @pytest.mark.parametrize("precision, int8_calls", [("fp32", []), ("int8", ["enable_mkldnn_int8"])])
 def test_cpu_runs_onednn_with_int8_kernels_for_int8(precision, int8_calls):
     cfg = FakeConfig()
-    verify.configure(cfg, verify.CPU_ONEDNN, precision, 64, {"x": [1, 28, 28]}, threads=3)
+    inference.configure(cfg, inference.CPU_ONEDNN, precision, 64, {"x": [1, 28, 28]}, threads=3)
     assert cfg.names() == COMMON + ["disable_gpu", "enable_mkldnn", "set_cpu_math_library_num_threads",
                                     "set_mkldnn_cache_capacity"] + int8_calls
     assert cfg.call("set_cpu_math_library_num_threads") == ((3,), {})
@@ -94,9 +94,9 @@ def test_cpu_runs_onednn_with_int8_kernels_for_int8(precision, int8_calls):
 
 def test_cpu_refuses_fp16_and_an_int8_that_did_not_take():
     with pytest.raises(ValueError, match="TensorRT backend only"):
-        verify.configure(FakeConfig(), verify.CPU_ONEDNN, "fp16", 8, {"x": [1, 8, 8]}, threads=1)
+        inference.configure(FakeConfig(), inference.CPU_ONEDNN, "fp16", 8, {"x": [1, 8, 8]}, threads=1)
     with pytest.raises(RuntimeError, match="oneDNN int8 could not be enabled"):
-        verify.configure(FakeConfig(takes=False), verify.CPU_ONEDNN, "int8", 8, {"x": [1, 8, 8]}, threads=1)
+        inference.configure(FakeConfig(takes=False), inference.CPU_ONEDNN, "int8", 8, {"x": [1, 8, 8]}, threads=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class _Storage:
         self.uploads.append(uri)
 
 
-@pytest.mark.parametrize("backend, fp16_timed", [(verify.GPU_TENSORRT, True), (verify.CPU_ONEDNN, False)])
+@pytest.mark.parametrize("backend, fp16_timed", [(inference.GPU_TENSORRT, True), (inference.CPU_ONEDNN, False)])
 def test_run_reports_int8_against_tensorrt_fp16(backend, fp16_timed, tmp_path, monkeypatch):
     from kubeslim_api.spec import parse_spec
 
