@@ -31,10 +31,10 @@ from typing import Callable
 
 import numpy as np
 from kubeslim_api import reasons
-from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, OnnxResult, Results, metric_value
+from kubeslim_api.contract import Artifacts, Gate, Int8Metrics, OnnxResult, Results, SpeedAware, metric_value
 from kubeslim_api.spec import CLASSIFIER_METRICS, OnnxOutput, QuantizationJobSpec, VerificationSpec
 
-from . import custom_metric, data, fallback, onnx_export, progress, report
+from . import custom_metric, data, fallback, onnx_export, progress, report, speed_aware
 from .errors import BadInput, GateFailed, candidate_errors, last_line
 from .gate import drop_of, judge, knob, miss
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement, Verification
@@ -65,6 +65,7 @@ class Verifying:
     drop: float | None = None
     gate: Gate | None = None
     fallback_outcome: fallback.Outcome | None = None   # spec.quantization.accuracyControl's steps, when it ran
+    speed_outcome: SpeedAware | None = None          # spec.quantization.speedAware's timings and choice, when it ran
     onnx: OnnxResult | None = None
     results: Results | None = None
     details: dict = field(default_factory=dict)
@@ -189,6 +190,7 @@ def collect_results(r: Verifying) -> None:
         speedup_vs_fp16=speedup(r.fp16, r.best) if r.fp16 is not None else None,
         onnx=r.onnx,
         fallback=r.fallback_outcome.summary if r.fallback_outcome else None,
+        speed_aware=r.speed_outcome,
     )
     r.details = {"evalSamples": r.evalset.n, "bytesRead": r.load_stats.bytes_read, "bytesUsed": r.load_stats.bytes_used,
                  "fp32Correct": r.fp32.correct, "bestCorrect": r.best.correct, "threads": cpu_threads()}
@@ -237,6 +239,7 @@ STEPS: list[Callable[[Verifying], None]] = [
     measure_candidates,
     choose_best,
     fall_back,
+    speed_aware.apply,
     export_onnx,
     collect_results,
     publish,

@@ -34,7 +34,8 @@ def _assert_good_results(res, independent_top1: float, n_eval: int, algos: list[
     assert round(r.fp32.top1 * n_eval) == round(independent_top1 * n_eval), (r.fp32.top1, independent_top1)
     assert r.int8.top1 >= r.fp32.top1 - 0.02
     assert r.int8.algo in algos
-    assert sorted(c.algo for c in r.candidates) == sorted(algos)
+    # one row per algo, besides a speed-aware row (speedFp32Layers) when some group timed slower in int8
+    assert sorted(c.algo for c in r.candidates if c.speed_fp32_layers is None) == sorted(algos)
     assert all(c.error is None and c.top1 is not None and c.calibration_seconds > 0 for c in r.candidates)
     assert r.int8.size_bytes < r.fp32.size_bytes            # int8 weights (onnxFormat)
     assert r.fp32.latency_ms > 0 and r.int8.latency_ms > 0 and r.speedup > 0
