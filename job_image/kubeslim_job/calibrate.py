@@ -51,11 +51,18 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
         candidates.append(quantize(algo, q, calib, facts, work, batch_nums))
     doc = CalibrationFacts(samples=calib.n, batch_size=q.batch_size, batch_nums=batch_nums, bytes_read=stats.bytes_read,
                            bytes_used=stats.bytes_used, fetch_seconds=round(fetch_s, 3), candidates=candidates,
-                           seconds=round(time.perf_counter() - t0, 3))
+                           seconds=round(time.perf_counter() - t0, 3), device=calibration_device())
     work.save(doc)
     if all(c.error is not None for c in candidates):
         raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: {candidate_errors(candidates)}")
     return doc
+
+
+def calibration_device() -> str:
+    """Where quant_post_static runs its sampling passes: "gpu:0" when this Paddle is built with CUDA
+    and sees a GPU (the pod holds its GPU for the whole run, and the seed calibrated on
+    paddle.CUDAPlace(0)), else "cpu" (the job-cpu image, or a GPU build on a node without one)."""
+    return "gpu:0" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
 
 
 def check_shapes(model_dir: str, samples: data.TensorFile, field: str) -> None:
@@ -92,7 +99,7 @@ def quantize(algo: str, q: QuantizationSpec, calib: data.TensorFile, facts: Expo
         loader = calibration_loader(calib.n, lambda i: tuple(calib.sample(i).values()),
                                     [(i.name, list(i.shape), i.dtype) for i in calib.inputs], q.batch_size,
                                     count_progress=True)
-        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe = paddle.static.Executor(paddle.CUDAPlace(0) if calibration_device() == "gpu:0" else paddle.CPUPlace())
         scope = paddle.static.Scope()   # a fresh scope per algo: no state leaks between candidates
         with paddle.static.scope_guard(scope):
             quant_post_static(

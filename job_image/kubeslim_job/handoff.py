@@ -102,13 +102,15 @@ class CalibrationFacts(Handoff):
     fetch_seconds: float
     candidates: list[CalibratedCandidate]
     seconds: float
+    device: str = "cpu"          # calibrate.calibration_device(): "gpu:0" or "cpu"
 
     def to_result(self) -> StageResult:
         good = [c.algo for c in self.candidates if c.error is None]
         return StageResult(
             stage="calibrate", ok=True, reason=reasons.SUCCEEDED,
-            message=f"calibrated {len(good)}/{len(self.candidates)} candidates ({', '.join(good)}) on {self.samples} samples",
-            details={**self.dump(include={"samples", "bytes_read", "bytes_used"}),
+            message=f"calibrated {len(good)}/{len(self.candidates)} candidates ({', '.join(good)}) on {self.samples} samples "
+                    f"(device {self.device})",
+            details={**self.dump(include={"samples", "bytes_read", "bytes_used", "device"}),
                      "candidates": [c.dump(include={"algo", "calibration_seconds", "size_bytes", "error"})
                                     for c in self.candidates]})
 

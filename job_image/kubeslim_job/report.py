@@ -28,7 +28,7 @@ def write(directory: str, spec: QuantizationJobSpec, facts: ExportFacts, calib: 
         "gate": gate.dump(),
         "model": facts.dump(include={"source", "inputs", "outputs", "input_shape", "num_classes", "ops", "params",
                                      "size_bytes", "op_types"}),
-        "calibration": calib.dump(include={"samples", "batch_size", "batch_nums", "seconds"}),
+        "calibration": calib.dump(include={"samples", "batch_size", "batch_nums", "seconds", "device"}),
         "quantization": spec.quantization.model_dump(by_alias=True),
         "verification": {**spec.verification.model_dump(by_alias=True), **details},
         "candidates": [r.dump() for r in rows],     # every measured field; `dir` is excluded by the model

@@ -61,6 +61,7 @@ def test_custom_code_stage_by_stage_like_the_pod(kubeslim_job, job_bucket, train
     assert exp["inputShape"] == digits.INPUT_SHAPE and exp["numClasses"] == 10 and exp["ops"] > 0 and exp["params"] > 0
     cal = runs["calibrate"].result.details
     assert cal["samples"] == 64 and [c["algo"] for c in cal["candidates"]] == algos
+    assert cal["device"] == "cpu"        # the job's Paddle here is the CPU build (this machine kind has no GPU)
     # only the 64 calibration samples were read from the 1257-image npz (plus zip/npy headers)
     assert cal["bytesRead"] <= 1.2 * cal["bytesUsed"] and cal["bytesUsed"] < 64 * 28 * 28 * 1.2 + 2048
     res = runs["verify"].result

@@ -22,7 +22,7 @@ EXPORT = ExportFacts(source="custom", inputs=[ModelInput(name="x", shape=[1, 28,
                      input_shape=[1, 28, 28], num_classes=10, ops=14,
                      op_types={"conv2d": 2, "relu": 2}, params=31_000, size_bytes=96_344, seconds=1.5, bytes_read=125_000)
 CALIB = CalibrationFacts(samples=64, batch_size=32, batch_nums=2, bytes_read=51_429, bytes_used=50_176, fetch_seconds=0.2,
-                         seconds=4.0, candidates=[
+                         seconds=4.0, device="gpu:0", candidates=[
                              CalibratedCandidate(algo="hist", calibration_seconds=1.2, size_bytes=47_535, quant_ops=28,
                                                  dir="int8/hist"),
                              CalibratedCandidate(algo="KL", calibration_seconds=0.1, error="AssertionError: boom")])
@@ -31,7 +31,8 @@ CALIB = CalibrationFacts(samples=64, batch_size=32, batch_nums=2, bytes_read=51_
 @pytest.mark.parametrize("facts, keys", [
     (EXPORT, {"source", "inputs", "outputs", "inputShape", "numClasses", "ops", "opTypes", "params", "sizeBytes", "seconds",
               "bytesRead"}),
-    (CALIB, {"samples", "batchSize", "batchNums", "bytesRead", "bytesUsed", "fetchSeconds", "candidates", "seconds"}),
+    (CALIB, {"samples", "batchSize", "batchNums", "bytesRead", "bytesUsed", "fetchSeconds", "candidates", "seconds",
+             "device"}),
 ])
 def test_work_dir_files_keep_their_json_and_read_back_typed(tmp_path, facts, keys):
     work = WorkDir(str(tmp_path))
@@ -67,8 +68,8 @@ def test_export_and_calibrate_outcomes_become_their_stage_results():
                            "sizeBytes": 96_344}
     cal = CALIB.to_result()
     assert (cal.stage, cal.ok, cal.reason) == ("calibrate", True, "Succeeded")
-    assert cal.message == "calibrated 1/2 candidates (hist) on 64 samples"
-    assert cal.details == {"samples": 64, "bytesRead": 51_429, "bytesUsed": 50_176, "candidates": [
+    assert cal.message == "calibrated 1/2 candidates (hist) on 64 samples (device gpu:0)"
+    assert cal.details == {"samples": 64, "bytesRead": 51_429, "bytesUsed": 50_176, "device": "gpu:0", "candidates": [
         {"algo": "hist", "calibrationSeconds": 1.2, "sizeBytes": 47_535},
         {"algo": "KL", "calibrationSeconds": 0.1, "error": "AssertionError: boom"}]}
 
