@@ -16,26 +16,19 @@ import pytest
 import yaml
 
 from kubeslim_api.spec import parse_spec
-from kubeslim_dev.devenv import token_kubeconfig
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
-from tests.cluster.test_chart_render import CHART, helm, only, operator_env, render, template  # noqa: F401  (helm: fixture)
+from tests.cluster.chart_admission import JOB_IMAGE_SETS, SPEC, dry_run_as
+from tests.cluster.test_chart_render import helm, only, operator_env, render, template  # noqa: F401  (helm: fixture)
 
 pytestmark = pytest.mark.timeout(300)
 
-JOB_IMAGE = "registry.example/kubeslim-job:9.9.9"
 PROXY = "http://proxy.corp:3128"
 NO_PROXY = ".svc,10.0.0.0/8"
-PLUMBING = (f"job.image.repository={JOB_IMAGE.split(':')[0]}", f"job.image.tag={JOB_IMAGE.split(':')[1]}",
-            "job.serviceAccountName=s3-reader", f"job.proxy.httpsProxy={PROXY}",
+PLUMBING = (*JOB_IMAGE_SETS, "job.serviceAccountName=s3-reader", f"job.proxy.httpsProxy={PROXY}",
             # --set splits on commas: the list is escaped.
             "job.proxy.noProxy=" + NO_PROXY.replace(",", "\\,"),
             "job.workSizeLimit=20Gi", "operator.logFormat=json")
-SPEC = parse_spec({
-    "model": {"builtin": {"architecture": "mobilenet_v3_small"}, "inputShape": [3, 224, 224]},
-    "data": {"calibration": {"uri": "s3://d/train/", "listFile": "t.txt"}, "evaluation": {"uri": "s3://d/val/", "listFile": "v.txt"}},
-    "output": {"uri": "s3://m/out/"},
-})
 
 
 def policy_rule(docs: list[dict], needle: str) -> dict:
@@ -105,11 +98,7 @@ def plumbed_release(namespace, kubectl, helm):
     """The chart's ValidatingAdmissionPolicy of a release in `namespace` configured with PLUMBING
     (cluster-scoped: removed after the test), and the docs it was rendered from."""
     release = f"kubeslim-pl-{uuid.uuid4().hex[:6]}"
-    proc = subprocess.run([helm, "template", release, str(CHART), "--namespace", namespace,
-                           "--kube-version", "1.34.4", *(a for s in PLUMBING for a in ("--set", s))],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    docs = render(helm, *PLUMBING, release=release, namespace=namespace)
     policy = [d for d in docs if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
     manifest = "\n---\n".join(yaml.safe_dump(d) for d in policy)
     kubectl("apply", "-f", "-", input=manifest)
@@ -123,19 +112,7 @@ def plumbed_release(namespace, kubectl, helm):
 def as_release_operator(plumbed_release, namespace, kubectl, devenv, tmp_path) -> Callable[[dict], subprocess.CompletedProcess]:
     """Server-side dry-run `create` of a Job with the token of the release's operator ServiceAccount
     (which may create Jobs in `namespace` and nothing else)."""
-    sa = plumbed_release[0]
-    kubectl("create", "serviceaccount", sa, "-n", namespace)
-    kubectl("create", "role", "create-jobs", "--verb=create", "--resource=jobs.batch", "-n", namespace)
-    kubectl("create", "rolebinding", "create-jobs", "--role=create-jobs", f"--serviceaccount={namespace}:{sa}", "-n", namespace)
-    token = kubectl("create", "token", sa, "-n", namespace, "--duration=10m").stdout.strip()
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(token_kubeconfig(devenv.kubeconfig, token)))
-    path.chmod(0o600)
-
-    def create(job: dict) -> subprocess.CompletedProcess:
-        return subprocess.run([devenv.kubectl, "--kubeconfig", str(path), "create", "--dry-run=server", "-o", "name", "-f", "-"],
-                              input=json.dumps(job), capture_output=True, text=True, timeout=60)
-    return create
+    return dry_run_as(plumbed_release[0], namespace, kubectl, devenv, tmp_path)
 
 
 def changed(job: dict, change: Callable[[dict], Any]) -> dict:

@@ -25,14 +25,18 @@ def helm() -> str:
     return built_tool("helm")
 
 
-def template(helm: str, *sets: str) -> subprocess.CompletedProcess:
-    args = [a for s in sets for a in ("--set", s)]
-    return subprocess.run([helm, "template", "kubeslim", str(CHART), "--namespace", "kubeslim-system",
+def template(helm: str, *sets: str, release: str = "kubeslim", namespace: str = "kubeslim-system",
+             show_only: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`helm template` of this checkout's chart with `--set` for each of `sets` (and `--show-only`
+    for each template in `show_only`)."""
+    args = [a for s in sets for a in ("--set", s)] + [a for t in show_only for a in ("--show-only", t)]
+    return subprocess.run([helm, "template", release, str(CHART), "--namespace", namespace,
                            "--kube-version", "1.34.4", *args], capture_output=True, text=True, timeout=120)
 
 
-def render(helm: str, *sets: str) -> list[dict]:
-    proc = template(helm, *sets)
+def render(helm: str, *sets: str, **where) -> list[dict]:
+    """template's documents; `where`: its release, namespace and show_only."""
+    proc = template(helm, *sets, **where)
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 

@@ -7,51 +7,31 @@ policies block is not observable here.)"""
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import uuid
-from pathlib import Path
 from typing import Callable
 
 import pytest
 import yaml
 
-from kubeslim_api.spec import parse_spec
-from kubeslim_dev.devenv import token_kubeconfig
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
 
-from tests.cluster.built_tools import built_tool
+from tests.cluster.chart_admission import JOB_IMAGE, JOB_IMAGE_SETS, SPEC, dry_run_as
+from tests.cluster.test_chart_render import helm, render  # noqa: F401  (helm: fixture)
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "kubeslim"
-JOB_IMAGE = "registry.example/kubeslim-job:9.9.9"
 PULL_SECRETS = ("regcred", "mirror")
-SPEC = parse_spec({
-    "model": {"builtin": {"architecture": "mobilenet_v3_small"}, "inputShape": [3, 224, 224]},
-    "data": {"calibration": {"uri": "s3://d/train/", "listFile": "t.txt"}, "evaluation": {"uri": "s3://d/val/", "listFile": "v.txt"}},
-    "output": {"uri": "s3://m/out/"},
-})
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def render(release: str, namespace: str, *sets: str, show_only: tuple[str, ...] = ()) -> list[dict]:
-    args = [a for s in sets for a in ("--set", s)] + [a for t in show_only for a in ("--show-only", t)]
-    proc = subprocess.run([built_tool("helm"), "template", release, str(CHART), "--namespace", namespace,
-                           "--kube-version", "1.34.4", *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-
 @pytest.fixture
-def policy_with_pull_secrets(namespace, kubectl):
+def policy_with_pull_secrets(namespace, kubectl, helm):
     """The chart's ValidatingAdmissionPolicy for a release in `namespace` whose operator may use
     job.imagePullSecrets regcred and mirror (cluster-scoped: removed after the test)."""
     release = f"kubeslim-ps-{uuid.uuid4().hex[:6]}"
-    docs = render(release, namespace, f"job.image.repository={JOB_IMAGE.split(':')[0]}", f"job.image.tag={JOB_IMAGE.split(':')[1]}",
-                  *(f"job.imagePullSecrets[{i}].name={n}" for i, n in enumerate(PULL_SECRETS)),
-                  show_only=("templates/admission-policy.yaml",))
+    docs = render(helm, *JOB_IMAGE_SETS, *(f"job.imagePullSecrets[{i}].name={n}" for i, n in enumerate(PULL_SECRETS)),
+                  release=release, namespace=namespace, show_only=("templates/admission-policy.yaml",))
     manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
     kubectl("apply", "-f", "-", input=manifest)
     try:
@@ -64,19 +44,7 @@ def policy_with_pull_secrets(namespace, kubectl):
 def as_release_operator(policy_with_pull_secrets, namespace, kubectl, devenv, tmp_path) -> Callable[[dict], subprocess.CompletedProcess]:
     """Server-side dry-run `create` of a Job with the token of the release's operator ServiceAccount
     (which may create Jobs in `namespace` and nothing else)."""
-    sa = policy_with_pull_secrets
-    kubectl("create", "serviceaccount", sa, "-n", namespace)
-    kubectl("create", "role", "create-jobs", "--verb=create", "--resource=jobs.batch", "-n", namespace)
-    kubectl("create", "rolebinding", "create-jobs", "--role=create-jobs", f"--serviceaccount={namespace}:{sa}", "-n", namespace)
-    token = kubectl("create", "token", sa, "-n", namespace, "--duration=10m").stdout.strip()
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(token_kubeconfig(devenv.kubeconfig, token)))
-    path.chmod(0o600)
-
-    def create(job: dict) -> subprocess.CompletedProcess:
-        return subprocess.run([devenv.kubectl, "--kubeconfig", str(path), "create", "--dry-run=server", "-o", "name", "-f", "-"],
-                              input=json.dumps(job), capture_output=True, text=True, timeout=60)
-    return create
+    return dry_run_as(policy_with_pull_secrets, namespace, kubectl, devenv, tmp_path)
 
 
 def operator_job(namespace: str) -> dict:
@@ -117,11 +85,11 @@ def test_policy_admits_the_operators_job_with_the_configured_pull_secrets(as_rel
     assert proc.stdout.strip() == f"job.batch/{job['metadata']['name']}"
 
 
-def test_disruption_budget_and_network_policies_pass_the_api_server(namespace, kubectl):
-    docs = render("kubeslim", namespace, "networkPolicy.operator.enabled=true", "networkPolicy.operator.apiServer.cidrs={10.77.0.1/32}",
+def test_disruption_budget_and_network_policies_pass_the_api_server(namespace, kubectl, helm):
+    docs = render(helm, "networkPolicy.operator.enabled=true", "networkPolicy.operator.apiServer.cidrs={10.77.0.1/32}",
                   "networkPolicy.job.enabled=true", f"networkPolicy.job.namespaces={{{namespace}}}",
                   "networkPolicy.job.s3.cidrs={10.77.0.1/32}", "networkPolicy.job.s3.ports={16900}",
-                  show_only=("templates/poddisruptionbudget.yaml", "templates/networkpolicy.yaml"))
+                  namespace=namespace, show_only=("templates/poddisruptionbudget.yaml", "templates/networkpolicy.yaml"))
     assert sorted(d["kind"] for d in docs) == ["NetworkPolicy", "NetworkPolicy", "PodDisruptionBudget"]
     proc = kubectl("create", "--dry-run=server", "-o", "name", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
     assert sorted(proc.stdout.split()) == ["networkpolicy.networking.k8s.io/kubeslim-jobs", "networkpolicy.networking.k8s.io/kubeslim-operator",

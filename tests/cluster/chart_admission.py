@@ -1,0 +1,41 @@
+"""What the chart's admission-policy tests against the real API server share
+(test_chart_plumbing.py, test_chart_shipping.py): the job image and spec the operator's Job is
+built from, and a server-side dry-run `create` as the release's operator ServiceAccount."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from kubeslim_api.spec import parse_spec
+from kubeslim_dev.devenv import token_kubeconfig
+
+JOB_IMAGE = "registry.example/kubeslim-job:9.9.9"
+JOB_IMAGE_SETS = (f"job.image.repository={JOB_IMAGE.split(':')[0]}", f"job.image.tag={JOB_IMAGE.split(':')[1]}")
+SPEC = parse_spec({
+    "model": {"builtin": {"architecture": "mobilenet_v3_small"}, "inputShape": [3, 224, 224]},
+    "data": {"calibration": {"uri": "s3://d/train/", "listFile": "t.txt"}, "evaluation": {"uri": "s3://d/val/", "listFile": "v.txt"}},
+    "output": {"uri": "s3://m/out/"},
+})
+
+
+def dry_run_as(service_account: str, namespace: str, kubectl, devenv, tmp_path: Path) -> Callable[[dict], subprocess.CompletedProcess]:
+    """Server-side dry-run `create` of a Job with the token of `service_account` (created here, and
+    allowed to create Jobs in `namespace` and nothing else): the admission policy judges it as the
+    operator's own request."""
+    kubectl("create", "serviceaccount", service_account, "-n", namespace)
+    kubectl("create", "role", "create-jobs", "--verb=create", "--resource=jobs.batch", "-n", namespace)
+    kubectl("create", "rolebinding", "create-jobs", "--role=create-jobs", f"--serviceaccount={namespace}:{service_account}",
+            "-n", namespace)
+    token = kubectl("create", "token", service_account, "-n", namespace, "--duration=10m").stdout.strip()
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(token_kubeconfig(devenv.kubeconfig, token)))
+    path.chmod(0o600)
+
+    def create(job: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([devenv.kubectl, "--kubeconfig", str(path), "create", "--dry-run=server", "-o", "name", "-f", "-"],
+                              input=json.dumps(job), capture_output=True, text=True, timeout=60)
+    return create
