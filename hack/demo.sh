@@ -9,16 +9,20 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "1/6 Python environment (.venv)"
 make --no-print-directory venv
-step "2/6 Local cluster, real node and S3 (make devenv; the first run builds the pinned binaries and the images)"
+step "2/6 Local cluster, real node, S3 and registry (make devenv; the first run builds the pinned binaries and the images)"
 make --no-print-directory devenv
 # shellcheck source=/dev/null
 source .devenv/env
-step "3/6 Images built from the Dockerfile, in the node's containerd"
+step "3/6 Images and chart built from this checkout, in the devenv registry"
 sed 's/^/  /' .devenv/images.env
+# shellcheck source=/dev/null
+source .devenv/images.env
 
-step "4/6 Operator: helm upgrade --install kubeslim (watching namespace $NS)"
+step "4/6 Operator: helm upgrade --install kubeslim $KUBESLIM_CHART --version $KUBESLIM_CHART_VERSION (watching namespace $NS)"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-helm upgrade --install kubeslim helm/kubeslim -n kubeslim-system --create-namespace \
+# The chart as a user installs it, from the registry (plain http in the devenv); its pods pull
+# their images from the same registry, pinned by digest in .devenv/values-images.yaml.
+helm upgrade --install kubeslim "$KUBESLIM_CHART" --version "$KUBESLIM_CHART_VERSION" --plain-http -n kubeslim-system --create-namespace \
   -f hack/demo/values-devenv.yaml -f .devenv/values-images.yaml --set "operator.watchNamespaces={$NS}" --wait --timeout 180s >/dev/null
 kubectl -n kubeslim-system get deploy kubeslim -o wide
 

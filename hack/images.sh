@@ -14,8 +14,11 @@
 #               node image would carry it (containerd's config names it before any registry runs)
 # Each image is tagged with a hash of its inputs and rebuilt only when that hash has no image yet.
 # The job-cpu image (1 GB) is then pulled by the node from the registry ahead of the first Job;
-# the operator image is not: its first pod pulls it. Writes $DEVENV/images.env and
-# $DEVENV/values-images.yaml (Helm values).
+# the operator image is not: its first pod pulls it.
+#   chart       helm/kubeslim packaged and pushed as oci://$REGISTRY/charts/kubeslim at its own
+#               version (RELEASING.md's rule: version = appVersion = the images' tag), which make
+#               demo and the e2e tests install from (helm --plain-http)
+# Writes $DEVENV/images.env and $DEVENV/values-images.yaml (Helm values).
 #   usage: hack/images.sh            (make images; needs the node's daemons and the registry: make devenv)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -184,6 +187,19 @@ push() {
   PUSHED="$repo@$digest"
 }
 
+# push_chart: the working tree's chart, packaged and pushed over the registry's tag of its version
+# (a devenv holds one chart per version: the one this checkout last pushed).
+push_chart() {
+  local helm="$CACHE/helm-$HELM_VERSION/bin/helm" dir
+  [ -x "$helm" ] || die "no helm at $helm: run make devenv (it builds the devenv's tools)"
+  dir="$(mktemp -d)"
+  "$helm" package "$REPO/helm/kubeslim" -d "$dir" >/dev/null || { rm -rf "$dir"; die "helm package helm/kubeslim failed"; }
+  "$helm" push "$dir/kubeslim-$CHART_VERSION.tgz" "oci://$REGISTRY/charts" --plain-http >"$DEVENV/logs/push-chart.log" 2>&1 \
+    || { rm -rf "$dir"; tail -5 "$DEVENV/logs/push-chart.log" >&2; die "helm push of the chart to oci://$REGISTRY/charts failed (log: $DEVENV/logs/push-chart.log)"; }
+  rm -rf "$dir"
+  CHART_DIGEST="$(sed -n 's/^Digest: //p' "$DEVENV/logs/push-chart.log")"
+}
+
 # pull_ahead REF: the node's containerd pulls REF (repository@digest) from the registry through
 # the same hosts.toml the kubelet's pulls use.
 pull_ahead() {
@@ -225,6 +241,7 @@ JOB_PUSHED="$PUSHED"
 prune_docker "$IMAGE_PREFIX/operator"; prune_docker "$IMAGE_PREFIX/job-cpu"
 timed pull_ahead_job pull_ahead "$JOB_PUSHED"
 prune_node "$OPERATOR_PUSHED"; prune_node "$JOB_PUSHED"
+timed push_chart push_chart
 # BuildKit keeps every layer it ever built (about 1 GB per job-image code change; 21 GB after a
 # day of edits filled the kubelet's disk-pressure threshold): only the newest few GB stay.
 docker builder prune -f --keep-storage "${KUBESLIM_BUILD_CACHE_KEEP:-6GB}" >/dev/null || log "WARNING: docker builder prune failed"
@@ -237,6 +254,9 @@ KUBESLIM_BASE_IMAGE=$BASE_REF
 KUBESLIM_WHEELHOUSE_IMAGE=$WHEELHOUSE_REF
 KUBESLIM_REGISTRY=$REGISTRY
 KUBESLIM_IMAGE_TAGS=$APP_VERSION $CHART_VERSION-$GIT_SHA $TAG
+KUBESLIM_CHART=oci://$REGISTRY/charts/kubeslim
+KUBESLIM_CHART_VERSION=$CHART_VERSION
+KUBESLIM_CHART_DIGEST=$CHART_DIGEST
 EOF
 cat >"$DEVENV/values-images.yaml" <<EOF
 # Written by hack/images.sh: the images built from this checkout, in the devenv registry, pinned by
@@ -252,4 +272,4 @@ args = sys.argv[2:]; cut = args.index("--")
 json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "seconds": dict(zip(args[:cut], map(float, args[cut + 1:])))}, open(sys.argv[1], "w"), indent=2)
 PY
-log "images ready in the registry: $OPERATOR_PUSHED, $JOB_PUSHED"
+log "images ready in the registry: $OPERATOR_PUSHED, $JOB_PUSHED; chart oci://$REGISTRY/charts/kubeslim:$CHART_VERSION"

@@ -118,6 +118,13 @@ class NodeImages:
     operator: str
     job: str
     values_file: Path       # Helm values that select them by digest, with the chart's pullPolicy
+    chart: str              # oci://<registry>/charts/kubeslim: this checkout's chart, pushed beside them
+    chart_version: str
+
+    def helm_chart_args(self) -> list[str]:
+        """The chart arguments of `helm install|upgrade` as a user passes them for an OCI chart
+        (plain http: the devenv registry has no TLS)."""
+        return [self.chart, "--version", self.chart_version, "--plain-http"]
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +135,8 @@ def node_images(devenv: Devenv) -> NodeImages:
     if proc.returncode != 0:
         pytest.fail(f"hack/images.sh failed (exit {proc.returncode}); see its output above")
     env = dict(line.split("=", 1) for line in (devenv.dir / "images.env").read_text().splitlines() if "=" in line)
-    return NodeImages(env["KUBESLIM_OPERATOR_IMAGE"], env["KUBESLIM_JOB_IMAGE"], devenv.dir / "values-images.yaml")
+    return NodeImages(env["KUBESLIM_OPERATOR_IMAGE"], env["KUBESLIM_JOB_IMAGE"], devenv.dir / "values-images.yaml",
+                      env["KUBESLIM_CHART"], env["KUBESLIM_CHART_VERSION"])
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def e2e_namespace(devenv, kubectl, s3_env):
 def operator_release(devenv, node_images, e2e_namespace, kubectl):
     release, ns = f"e2e-{e2e_namespace[-6:]}", f"{e2e_namespace}-system"
     helm = [devenv.helm, "--kubeconfig", str(devenv.kubeconfig)]
-    subprocess.run([*helm, "install", release, str(REPO / "helm" / "kubeslim"), "-n", ns, "--create-namespace",
+    # From the devenv registry, as a user installs the published chart.
+    subprocess.run([*helm, "install", release, *node_images.helm_chart_args(), "-n", ns, "--create-namespace",
                     "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "-f", str(node_images.values_file),
                     "--set", f"operator.watchNamespaces={{{e2e_namespace}}}", "--wait", "--timeout", "180s"],
                    check=True, capture_output=True, text=True)

@@ -36,7 +36,7 @@ def ha_release(devenv, node_images, namespace, kubectl):
     the test's namespace and installed into it."""
     release = f"ha-{uuid.uuid4().hex[:6]}"
     helm = [devenv.helm, "--kubeconfig", str(devenv.kubeconfig)]
-    proc = subprocess.run([*helm, "install", release, str(REPO / "helm" / "kubeslim"), "-n", namespace,
+    proc = subprocess.run([*helm, "install", release, *node_images.helm_chart_args(), "-n", namespace,
                            "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "-f", str(node_images.values_file),
                            "--set", f"operator.watchNamespaces={{{namespace}}}", "--wait", "--timeout", "180s"],
                           capture_output=True, text=True)
