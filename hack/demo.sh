@@ -15,6 +15,7 @@ make --no-print-directory devenv
 source .devenv/env
 step "3/6 Images and chart built from this checkout, in the devenv registry"
 sed 's/^/  /' .devenv/images.env
+# Its values are plain words (no quoting needed), so the shell reads it as the tests do.
 # shellcheck source=/dev/null
 source .devenv/images.env
 

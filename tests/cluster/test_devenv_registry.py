@@ -69,7 +69,7 @@ def test_the_registry_answers_the_distribution_api_on_the_node_address(registry,
 def test_make_images_pushed_each_image_under_its_three_tags(registry, images_env, name, env_key):
     repository, digest = images_env[env_key].split("@")
     assert repository == f"{registry}/kubeslim/{name}"
-    app_version, version_sha, input_hash = images_env["KUBESLIM_IMAGE_TAGS"].split()
+    app_version, version_sha, input_hash = images_env["KUBESLIM_IMAGE_TAGS"].split(",")
     assert app_version == CHART_YAML["appVersion"]
     assert version_sha.startswith(f"{CHART_YAML['version']}-") and len(version_sha.split("-", 1)[1]) == 12
     status, _, body = http("GET", f"http://{registry}/v2/kubeslim/{name}/tags/list")
