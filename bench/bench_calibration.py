@@ -67,20 +67,11 @@ def calibrate(fp32: Path, x: np.ndarray, algo: str, batch: int, out: Path, feed:
     import paddle
     from paddleslim.quant import quant_post_static
 
-    class Samples(paddle.io.Dataset):
-        def __len__(self):
-            return len(x)
-
-        def __getitem__(self, i):
-            return (x[i],)
+    from kubeslim_job.calibrate import array_loader
 
     paddle.enable_static()
     try:
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup):
-            feed_var = paddle.static.data(feed, [None, *x.shape[1:]], "float32")
-            loader = paddle.io.DataLoader(Samples(), feed_list=[feed_var], places=paddle.CPUPlace(), batch_size=batch,
-                                          shuffle=False, drop_last=False, return_list=False)
+        loader = array_loader(x, feed, batch)
         scope = paddle.static.Scope()
         t0 = time.perf_counter()
         with paddle.static.scope_guard(scope):

@@ -2,7 +2,8 @@
 reference bench_pipeline.py holds kubeslim's reported speedup against.
 
 The recipe users copy from Paddle's docs: Config(model, params), enable_mkldnn(), the thread count,
-and for the int8 model enable_mkldnn_int8(); everything else left at Paddle's defaults. Deliberately
+and for the int8 model enable_mkldnn_int8(); everything else left at Paddle's defaults
+(kubeslim_dev.plain_paddle, which the tests check the job's outputs with too). Deliberately
 independent of kubeslim_job (it must not share a mistake with the code it checks).
 
     python bench/plain_inference.py --fp32 DIR --int8 DIR --shape 3 224 224 --batch 16 --threads 2
@@ -19,36 +20,26 @@ import zlib  # noqa: F401  -- before paddle: libpaddle bundles a clashing zlib
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
+from kubeslim_dev import plain_paddle
 
 
 def p50_ms(model_dir: str, int8: bool, batch: dict[str, np.ndarray] | np.ndarray, threads: int, seconds: float,
            min_runs: int) -> float:
-    from paddle.inference import Config, create_predictor
-
-    config = Config(os.path.join(model_dir, "model.pdmodel"), os.path.join(model_dir, "model.pdiparams"))
-    config.disable_glog_info()
-    config.enable_mkldnn()
-    config.set_cpu_math_library_num_threads(threads)
-    if int8:
-        config.enable_mkldnn_int8()
-    pred = create_predictor(config)
+    pred = plain_paddle.predictor(model_dir, int8, threads)
     names = pred.get_input_names()
     if not isinstance(batch, dict):
         batch = {names[0]: batch}
     missing = [n for n in names if n not in batch]
     if missing:
         raise SystemExit(f"{model_dir}: the data has no array for input {', '.join(missing)} (it has {', '.join(batch)})")
-    inputs = {n: pred.get_input_handle(n) for n in names}
+    feed = plain_paddle.feeder(pred)
     outputs = [pred.get_output_handle(n) for n in pred.get_output_names()]
 
     def run() -> None:
-        for n, handle in inputs.items():
-            handle.reshape(list(batch[n].shape))
-            handle.copy_from_cpu(batch[n])
+        feed(batch)
         pred.run()
         for out in outputs:
             out.copy_to_cpu()

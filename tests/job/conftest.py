@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kubeslim_dev import digits
+from kubeslim_dev import devenv, digits
 
 REPO = Path(__file__).resolve().parents[2]
 KUBESLIM_JOB = [sys.executable, "-m", "kubeslim_job.cli"]
@@ -90,10 +90,7 @@ def job_bucket(s3, digits_data, trained) -> dict[str, str]:
         "eval_npz_z": {"uri": f"{b}/data/test-z.npz", "format": "npz"},
         "prefix": b,
     }
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
+    devenv.remove_bucket(s3, name)
 
 
 def job_env(s3_env: dict[str, str], **overrides: str) -> dict[str, str]:

@@ -14,20 +14,11 @@ def calibrate(model_dir: str, x: np.ndarray, algo: str, feed: str, batch: int = 
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
 
-    class Samples(paddle.io.Dataset):
-        def __len__(self):
-            return len(x)
-
-        def __getitem__(self, i):
-            return (x[i],)
+    from kubeslim_job.calibrate import array_loader
 
     paddle.enable_static()
     try:
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup):
-            feed_var = paddle.static.data(feed, [None, *x.shape[1:]], "float32")
-            loader = paddle.io.DataLoader(Samples(), feed_list=[feed_var], places=paddle.CPUPlace(), batch_size=batch,
-                                          shuffle=False, return_list=False)
+        loader = array_loader(x, feed, batch)
         scope = paddle.static.Scope()
         with paddle.static.scope_guard(scope):
             ptq = PostTrainingQuantization(executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=model_dir,

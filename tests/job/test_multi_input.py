@@ -15,6 +15,7 @@ import pytest
 from paddle import nn
 
 from kubeslim_api.contract import EXIT_BAD_INPUT, EXIT_OK
+from kubeslim_dev import devenv, plain_paddle
 
 pytestmark = pytest.mark.cluster
 
@@ -91,10 +92,7 @@ def two_input_model(s3, tmp_path_factory):
     s3.put_object(Bucket=bucket, Key="code/metric.py", Body=METRIC_SOURCE.encode())
     s3.put_object(Bucket=bucket, Key="data/eval-no-aux.npz", Body=_npz(image=data["eval"]["image"]))
     yield {"bucket": bucket, "prefix": f"s3://{bucket}", "dir": out, "eval": data["eval"], "targets": targets}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=obj["Key"])
-    s3.delete_bucket(Bucket=bucket)
+    devenv.remove_bucket(s3, bucket)
 
 
 def _manifest(b: str, out: str, evaluation: str = "data/eval.npz", **verification) -> dict:
@@ -109,27 +107,10 @@ def _manifest(b: str, out: str, evaluation: str = "data/eval.npz", **verificatio
                      "storage": {"addressingStyle": "path"}}}
 
 
-def _outputs(model_prefix: str, int8: bool, feeds: dict[str, np.ndarray], threads: int) -> np.ndarray:
-    """The model's output on the evaluation set by Paddle Inference, as the test computes it."""
-    from paddle.inference import Config, create_predictor
-
-    config = Config(model_prefix + ".pdmodel", model_prefix + ".pdiparams")
-    config.disable_glog_info()
-    config.enable_mkldnn()
-    config.set_cpu_math_library_num_threads(threads)
-    if int8:
-        config.enable_mkldnn_int8()
-    pred = create_predictor(config)
-    chunks = []
-    for start in range(0, EVAL_N, BATCH):
-        for name in pred.get_input_names():
-            h = pred.get_input_handle(name)
-            x = np.ascontiguousarray(feeds[name][start:start + BATCH])
-            h.reshape(list(x.shape))
-            h.copy_from_cpu(x)
-        pred.run()
-        chunks.append(pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu())
-    return np.concatenate(chunks).astype(np.float64)
+def _outputs(model_dir, int8: bool, feeds: dict[str, np.ndarray], threads: int) -> np.ndarray:
+    """The model's output on the evaluation set by plain Paddle Inference, as the test computes it."""
+    _, runs = plain_paddle.predictor_outputs(model_dir, feeds, batch=BATCH, int8=int8, threads=threads)
+    return np.concatenate([run[0] for run in runs]).astype(np.float64)
 
 
 def test_two_named_inputs_dense_output_fidelity_matches_paddle_inference(kubeslim_job, two_input_model, s3, tmp_path):
@@ -154,8 +135,8 @@ def test_two_named_inputs_dense_output_fidelity_matches_paddle_inference(kubesli
     for ext in ("pdmodel", "pdiparams"):
         s3.download_file(m["bucket"], f"out/fidelity/model.{ext}", str(local / f"model.{ext}"))
     threads = res.details["threads"]
-    ref = _outputs(str(m["dir"] / "model"), False, m["eval"], threads).reshape(EVAL_N, -1)
-    got = _outputs(str(local / "model"), True, m["eval"], threads).reshape(EVAL_N, -1)
+    ref = _outputs(m["dir"], False, m["eval"], threads).reshape(EVAL_N, -1)
+    got = _outputs(local, True, m["eval"], threads).reshape(EVAL_N, -1)
     cosine = float(np.mean((ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))))
     assert fid.cosine == pytest.approx(cosine, abs=1e-3)
     assert cosine < 0.99999, "int8 must differ from fp32, or the comparison proves nothing"
@@ -196,8 +177,8 @@ def test_a_custom_metric_from_s3_gates_and_equals_the_function_on_paddle_inferen
     for ext in ("pdmodel", "pdiparams"):
         s3.download_file(m["bucket"], f"out/custom/model.{ext}", str(local / f"model.{ext}"))
     threads = run.result.details["threads"]
-    fp32 = _user_metric(_outputs(str(m["dir"] / "model"), False, m["eval"], threads), m["targets"])
-    int8 = _user_metric(_outputs(str(local / "model"), True, m["eval"], threads), m["targets"])
+    fp32 = _user_metric(_outputs(m["dir"], False, m["eval"], threads), m["targets"])
+    int8 = _user_metric(_outputs(local, True, m["eval"], threads), m["targets"])
     assert r.fp32.custom == pytest.approx(fp32, abs=1e-4) and r.int8.custom == pytest.approx(int8, abs=1e-4)
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from kubeslim_api.contract import EXIT_OK
 from kubeslim_api.spec import parse_manifest
-from kubeslim_dev import zoo
+from kubeslim_dev import plain_paddle, zoo
 
 from kubeslim_dev.devenv import remove_bucket
 
@@ -64,7 +64,7 @@ def test_zoo_model_quantizes_with_output_fidelity(key, kubeslim_job, s3, zoo_buc
     evaluation = dict(np.load(up.evaluation_file))
     # The export carries the inputs by name, as users' exporters write them; dynamic models get
     # evaluation data at another shape than their calibration data on purpose.
-    names, fp32_runs = zoo.predictor_outputs(up.local_dir, evaluation, batch=settings["batch"])
+    names, fp32_runs = plain_paddle.predictor_outputs(up.local_dir, evaluation, batch=settings["batch"])
     assert set(evaluation) == {i["name"] for i in model.inputs}
     if any(-1 in i["shape"] for i in model.inputs):
         calib = zoo.calibration_data(key, 1)
@@ -92,7 +92,7 @@ def test_zoo_model_quantizes_with_output_fidelity(key, kubeslim_job, s3, zoo_buc
 
     # Independent: the uploaded int8 model and the fp32 model on the same npz, here.
     int8_dir = download_model(s3, run.result.artifacts.model, tmp_path / "int8")
-    _, int8_runs = zoo.predictor_outputs(int8_dir, evaluation, batch=settings["batch"], int8=True)
+    _, int8_runs = plain_paddle.predictor_outputs(int8_dir, evaluation, batch=settings["batch"], int8=True)
     n = settings["evaluation"]
     for index, out in enumerate(fid.per_output):
         fp32 = np.concatenate([run_[index] for run_ in fp32_runs])
@@ -118,7 +118,7 @@ def test_detector_output_varies_in_length(tmp_path):
     fidelity comparison must cope with), and bbox rows add up to bbox_num."""
     evaluation = zoo.evaluation_data("ppyoloe", 4)
     model_dir = zoo.export("ppyoloe", tmp_path / "ppyoloe", zoo.calibration_data("ppyoloe", 4))
-    _, runs = zoo.predictor_outputs(model_dir, evaluation, batch=4)
+    _, runs = plain_paddle.predictor_outputs(model_dir, evaluation, batch=4)
     boxes, counts = runs[0]
     assert len(counts) == 4 and len(set(counts.tolist())) > 1 and counts.sum() == len(boxes)
     assert boxes.shape[1] == 6 and np.all((boxes[:, 1] >= 0.01) & (boxes[:, 1] <= 1.0))   # class, score, x1..y2

@@ -74,6 +74,15 @@ def s3_client(env: dict[str, str], **overrides: str):
     )
 
 
+def remove_bucket(s3, name: str) -> None:
+    """Delete bucket `name` with every object in it (S3 refuses to delete a bucket that holds any):
+    how tests and benchmarks clean up the buckets they made."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=obj["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
 def token_kubeconfig(admin_kubeconfig: Path, token: str) -> dict[str, Any]:
     """A kubeconfig for the devenv's API server that authenticates with `token` only (a
     ServiceAccount's), without the admin's client certificate: a request made with it has exactly

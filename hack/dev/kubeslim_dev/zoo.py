@@ -538,33 +538,6 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def predictor_outputs(model_dir: Path, arrays: dict[str, np.ndarray], batch: int = 4, int8: bool = False
-                      ) -> tuple[list[str], list[list[np.ndarray]]]:
-    """Plain Paddle Inference (oneDNN; int8 kernels with `int8`) on `arrays`, `batch` samples a run:
-    the output names and, per run, every output. Independent of kubeslim_job, for checking what
-    the job reports."""
-    from paddle.inference import Config, create_predictor
-
-    config = Config(str(Path(model_dir) / "model.pdmodel"), str(Path(model_dir) / "model.pdiparams"))
-    config.disable_glog_info()
-    config.enable_mkldnn()
-    config.set_cpu_math_library_num_threads(2)
-    if int8:
-        config.enable_mkldnn_int8()
-    pred = create_predictor(config)
-    n = len(next(iter(arrays.values())))
-    runs = []
-    for start in range(0, n, batch):
-        for name in pred.get_input_names():
-            handle = pred.get_input_handle(name)
-            part = np.ascontiguousarray(arrays[name][start:start + batch])
-            handle.reshape(list(part.shape))
-            handle.copy_from_cpu(part)
-        pred.run()
-        runs.append([pred.get_output_handle(o).copy_to_cpu() for o in pred.get_output_names()])
-    return pred.get_output_names(), runs
-
-
 @dataclass
 class Uploaded:
     model: dict[str, Any]          # spec.model
