@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import pytest
 
-from kubeslim_dev.devenv import DEVENV_DIR, check_devenv_kubeconfig, s3_client
+from kubeslim_dev.devenv import DEVENV_DIR, check_devenv_kubeconfig, remove_bucket, s3_client
 from kubeslim_dev.devenv import info as devenv_info
 from kubeslim_dev.devenv import s3_env as devenv_s3_env
 
@@ -228,7 +228,4 @@ def bucket(request: pytest.FixtureRequest, s3) -> str:
     name = f"t-{_dns_label(request.node.name, 40)}-{uuid.uuid4().hex[:6]}"
     s3.create_bucket(Bucket=name)
     yield name
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
+    remove_bucket(s3, name)

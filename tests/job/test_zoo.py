@@ -21,6 +21,8 @@ from kubeslim_api.contract import EXIT_OK
 from kubeslim_api.spec import parse_manifest
 from kubeslim_dev import plain_paddle, zoo
 
+from kubeslim_dev.devenv import remove_bucket
+
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,13 +32,11 @@ EXAMPLES = {"ppyoloe": "ppyoloe.yaml", "ocr_det": "ocr-det.yaml", "ocr_rec": "oc
 
 @pytest.fixture(scope="module")
 def zoo_bucket(s3):
+    """One bucket for the module's zoo models (conftest's `bucket` is per test)."""
     name = f"kz-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=name)
     yield name
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
+    remove_bucket(s3, name)
 
 
 def per_sample_cosines(fp32: np.ndarray, int8: np.ndarray) -> np.ndarray:
