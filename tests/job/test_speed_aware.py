@@ -23,6 +23,7 @@ import pytest
 from paddle import nn
 
 from kubeslim_api.contract import EXIT_OK
+from kubeslim_dev.devenv import remove_bucket
 
 pytestmark = pytest.mark.cluster
 
@@ -81,10 +82,7 @@ def slow_group_model(s3, tmp_path_factory):
     s3.put_object(Bucket=bucket, Key="data/eval.npz", Body=_npz(x=_smooth_images(rng, EVAL_N)))
     yield {"bucket": bucket, "prefix": f"s3://{bucket}", "thin": [c.weight.name for c in net.thin],
            "body": {net.body1.weight.name, net.body2.weight.name}}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=obj["Key"])
-    s3.delete_bucket(Bucket=bucket)
+    remove_bucket(s3, bucket)
 
 
 def _manifest(b: str, out: str, speed_aware: str | None) -> dict:
