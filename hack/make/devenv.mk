@@ -2,16 +2,16 @@
 # (hack/node.sh: kubelet, containerd, kube-proxy, CNI; needs root) + versitygw S3.
 .PHONY: tools devenv devenv-down devenv-status images bench-devenv
 
-tools: ## build the pinned devenv binaries into KUBESLIM_CACHE, default ~/.cache/kubeslim (cold: about 10 min on 2 cores)
+tools: ## build every pinned binary (devenv, GitOps judges, Kueue, actionlint) into KUBESLIM_CACHE, default ~/.cache/kubeslim; make devenv builds only the devenv's
 	@hack/build-tools.sh
 
-devenv: venv ## start the local cluster, the real node and S3 (idempotent; builds the images); writes .devenv/kubeconfig and .devenv/s3.env
+devenv: venv ## start the local cluster, the real node, S3 and the registry (idempotent; builds and pushes the images); writes .devenv/kubeconfig and .devenv/s3.env
 	@hack/devenv.sh up
 
 devenv-down: ## stop every devenv process, restore the host state the real node changed (fails naming anything left), delete its state
 	@hack/devenv.sh down
 
-images: venv ## build the operator/job-cpu images from the Dockerfile (only when their inputs changed) and import them into the node
+images: venv ## build the operator/job-cpu images from the Dockerfile (only when their inputs changed); push them and the chart to the devenv registry
 	@hack/node.sh runtime
 	@hack/images.sh
 
