@@ -1,12 +1,14 @@
 """What the chart's admission-policy tests against the real API server share
 (test_chart_plumbing.py, test_chart_shipping.py): the job image and spec the operator's Job is
-built from, and a server-side dry-run `create` as the release's operator ServiceAccount."""
+built from, the rendered policy applied for a test, and a server-side dry-run `create` as the
+release's operator ServiceAccount."""
 from __future__ import annotations
 
 import json
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import yaml
 
@@ -20,6 +22,18 @@ SPEC = parse_spec({
     "data": {"calibration": {"uri": "s3://d/train/", "listFile": "t.txt"}, "evaluation": {"uri": "s3://d/val/", "listFile": "v.txt"}},
     "output": {"uri": "s3://m/out/"},
 })
+
+
+@contextmanager
+def applied(kubectl, docs: list[dict]) -> Iterator[None]:
+    """`docs` applied for the block and deleted after it (the admission policy and its binding are
+    cluster-scoped: the test's namespace going away would not remove them)."""
+    manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
+    kubectl("apply", "-f", "-", input=manifest)
+    try:
+        yield
+    finally:
+        kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
 
 
 def dry_run_as(service_account: str, namespace: str, kubectl, devenv, tmp_path: Path) -> Callable[[dict], subprocess.CompletedProcess]:

@@ -13,12 +13,11 @@ import uuid
 from typing import Any, Callable
 
 import pytest
-import yaml
 
 from kubeslim_api.spec import parse_spec
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
-from tests.cluster.chart_admission import JOB_IMAGE_SETS, SPEC, dry_run_as
+from tests.cluster.chart_admission import JOB_IMAGE_SETS, SPEC, applied, dry_run_as
 from tests.cluster.test_chart_render import helm, only, operator_env, render, template  # noqa: F401  (helm: fixture)
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,13 +98,8 @@ def plumbed_release(namespace, kubectl, helm):
     (cluster-scoped: removed after the test), and the docs it was rendered from."""
     release = f"kubeslim-pl-{uuid.uuid4().hex[:6]}"
     docs = render(helm, *PLUMBING, release=release, namespace=namespace)
-    policy = [d for d in docs if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
-    manifest = "\n---\n".join(yaml.safe_dump(d) for d in policy)
-    kubectl("apply", "-f", "-", input=manifest)
-    try:
+    with applied(kubectl, [d for d in docs if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]):
         yield release, docs
-    finally:
-        kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import yaml
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
 
-from tests.cluster.chart_admission import JOB_IMAGE, JOB_IMAGE_SETS, SPEC, dry_run_as
+from tests.cluster.chart_admission import JOB_IMAGE, JOB_IMAGE_SETS, SPEC, applied, dry_run_as
 from tests.cluster.test_chart_render import helm, render  # noqa: F401  (helm: fixture)
 
 PULL_SECRETS = ("regcred", "mirror")
@@ -32,12 +32,8 @@ def policy_with_pull_secrets(namespace, kubectl, helm):
     release = f"kubeslim-ps-{uuid.uuid4().hex[:6]}"
     docs = render(helm, *JOB_IMAGE_SETS, *(f"job.imagePullSecrets[{i}].name={n}" for i, n in enumerate(PULL_SECRETS)),
                   release=release, namespace=namespace, show_only=("templates/admission-policy.yaml",))
-    manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
-    kubectl("apply", "-f", "-", input=manifest)
-    try:
+    with applied(kubectl, docs):
         yield release
-    finally:
-        kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
 
 
 @pytest.fixture
