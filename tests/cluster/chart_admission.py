@@ -1,7 +1,7 @@
 """What the chart's admission-policy tests against the real API server share
 (test_chart_plumbing.py, test_chart_shipping.py): the job image and spec the operator's Job is
-built from, the rendered policy applied for a test, and a server-side dry-run `create` as the
-release's operator ServiceAccount."""
+built from, the rendered policy applied for a test, a server-side dry-run `create` as the
+release's operator ServiceAccount, and the two verdicts read from it."""
 from __future__ import annotations
 
 import json
@@ -23,6 +23,8 @@ SPEC = parse_spec({
     "output": {"uri": "s3://m/out/"},
 })
 
+Create = Callable[[dict], subprocess.CompletedProcess]     # a server-side dry-run create of a Job: its kubectl run
+
 
 @contextmanager
 def applied(kubectl, docs: list[dict]) -> Iterator[None]:
@@ -36,7 +38,7 @@ def applied(kubectl, docs: list[dict]) -> Iterator[None]:
         kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
 
 
-def dry_run_as(service_account: str, namespace: str, kubectl, devenv, tmp_path: Path) -> Callable[[dict], subprocess.CompletedProcess]:
+def dry_run_as(service_account: str, namespace: str, kubectl, devenv, tmp_path: Path) -> Create:
     """Server-side dry-run `create` of a Job with the token of `service_account` (created here, and
     allowed to create Jobs in `namespace` and nothing else): the admission policy judges it as the
     operator's own request."""
@@ -53,3 +55,17 @@ def dry_run_as(service_account: str, namespace: str, kubectl, devenv, tmp_path: 
         return subprocess.run([devenv.kubectl, "--kubeconfig", str(path), "create", "--dry-run=server", "-o", "name", "-f", "-"],
                               input=json.dumps(job), capture_output=True, text=True, timeout=60)
     return create
+
+
+def denied(create: Create, job: dict, wait_for) -> subprocess.CompletedProcess:
+    """`create`'s refusal of `job`, waited for: the API server takes a new policy up within a few seconds."""
+    return wait_for(lambda: (p := create(job)).returncode != 0 and p, timeout=30, what="the policy to deny")
+
+
+def assert_admitted(create: Create, job: dict, foreign: dict, wait_for) -> None:
+    """`job` is admitted once the policy is in force, which is once it denies `foreign` (an admission
+    before that would only show the policy not loaded yet)."""
+    wait_for(lambda: create(foreign).returncode != 0, timeout=30, what="the policy to be in force")
+    proc = create(job)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"job.batch/{job['metadata']['name']}"

@@ -17,7 +17,7 @@ import pytest
 from kubeslim_api.spec import parse_spec
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
-from tests.cluster.chart_admission import JOB_IMAGE_SETS, SPEC, applied, dry_run_as
+from tests.cluster.chart_admission import JOB_IMAGE_SETS, SPEC, applied, assert_admitted, denied, dry_run_as
 from tests.cluster.test_chart_render import helm, only, operator_env, render, template  # noqa: F401  (helm: fixture)
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,11 +40,11 @@ def policy_variable(docs: list[dict], name: str) -> str:
     return var["expression"]
 
 
-def operator_job(docs: list[dict], namespace: str) -> dict:
-    """The Job the operator the chart configures builds (its config read from the rendered env)."""
+def operator_job(docs: list[dict], namespace: str, spec=SPEC, name: str = "plumbed") -> dict:
+    """The Job the operator the chart configures builds for `spec` (its config read from the rendered env)."""
     # The chart's one valueFrom is the downward API's metadata.namespace (the Lease's namespace).
     config = OperatorConfig.from_env({k: "kubeslim-system" if v is None else v for k, v in operator_env(docs).items()})
-    return build_job(Owner("plumbed", namespace, str(uuid.uuid4()), 1), SPEC, config)
+    return build_job(Owner(name, namespace, str(uuid.uuid4()), 1), spec, config)
 
 
 # -- rendered, no cluster -------------------------------------------------------------------------
@@ -147,9 +147,7 @@ PROXY_DENIED = "proxy variables are exactly the configured job.proxy"
 ], ids=["default-sa", "other-sa", "deprecated-alias", "token-mounted", "other-proxy", "proxy-missing", "unconfigured-proxy",
         "lower-case", "proxy-from-configmap"])
 def test_policy_denies_other_service_accounts_and_proxies(plumbed_release, as_release_operator, namespace, wait_for, change, message):
-    job = changed(operator_job(plumbed_release[1], namespace), change)
-    # The API server picks a new policy up within a few seconds.
-    proc = wait_for(lambda: (p := as_release_operator(job)).returncode != 0 and p, timeout=30, what="the policy to deny")
+    proc = denied(as_release_operator, changed(operator_job(plumbed_release[1], namespace), change), wait_for)
     assert message in proc.stderr, proc.stderr
 
 
@@ -157,12 +155,7 @@ def test_policy_admits_the_operators_job_with_its_service_account_and_proxy(plum
     job = operator_job(plumbed_release[1], namespace)
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "s3-reader"
-    # Wait for the policy to be in force (it denies another ServiceAccount) before trusting an admission.
-    wait_for(lambda: as_release_operator(changed(job, lambda p: p.update(serviceAccountName="admin"))).returncode != 0,
-             timeout=30, what="the policy to be in force")
-    proc = as_release_operator(job)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"job.batch/{job['metadata']['name']}"
+    assert_admitted(as_release_operator, job, changed(job, lambda p: p.update(serviceAccountName="admin")), wait_for)
 
 
 # -- the web-identity token volume (spec.storage.credentials.webIdentity) ------------------------
@@ -173,8 +166,7 @@ WEB_IDENTITY_DENIED = 'or the web-identity token of an audience in job.webIdenti
 
 
 def web_identity_job(docs: list[dict], namespace: str) -> dict:
-    config = OperatorConfig.from_env({k: "kubeslim-system" if v is None else v for k, v in operator_env(docs).items()})
-    return build_job(Owner("irsa", namespace, str(uuid.uuid4()), 1), WEB_IDENTITY_SPEC, config)
+    return operator_job(docs, namespace, WEB_IDENTITY_SPEC, "irsa")
 
 
 def _token_source(pod: dict) -> dict:
@@ -205,15 +197,11 @@ def _renamed(pod: dict) -> None:
     _renamed,
 ], ids=["api-server-audience", "other-audience", "other-path", "second-source", "other-name"])
 def test_policy_denies_any_other_token_volume(plumbed_release, as_release_operator, namespace, wait_for, change):
-    job = changed(web_identity_job(plumbed_release[1], namespace), change)
-    proc = wait_for(lambda: (p := as_release_operator(job)).returncode != 0 and p, timeout=30, what="the policy to deny")
+    proc = denied(as_release_operator, changed(web_identity_job(plumbed_release[1], namespace), change), wait_for)
     assert WEB_IDENTITY_DENIED in proc.stderr, proc.stderr
 
 
 def test_policy_admits_the_operators_web_identity_job(plumbed_release, as_release_operator, namespace, wait_for):
     job = web_identity_job(plumbed_release[1], namespace)
     assert _token_source(job["spec"]["template"]["spec"])["audience"] == "sts.amazonaws.com"
-    wait_for(lambda: as_release_operator(changed(job, lambda p: _token_source(p).pop("audience"))).returncode != 0,
-             timeout=30, what="the policy to be in force")
-    proc = as_release_operator(job)
-    assert proc.returncode == 0, proc.stderr
+    assert_admitted(as_release_operator, job, changed(job, lambda p: _token_source(p).pop("audience")), wait_for)

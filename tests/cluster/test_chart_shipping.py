@@ -17,7 +17,7 @@ import yaml
 from kubeslim_operator.config import OperatorConfig
 from kubeslim_operator.jobs import Owner, build_job
 
-from tests.cluster.chart_admission import JOB_IMAGE, JOB_IMAGE_SETS, SPEC, applied, dry_run_as
+from tests.cluster.chart_admission import JOB_IMAGE, JOB_IMAGE_SETS, SPEC, applied, assert_admitted, denied, dry_run_as
 from tests.cluster.test_chart_render import helm, render  # noqa: F401  (helm: fixture)
 
 PULL_SECRETS = ("regcred", "mirror")
@@ -65,20 +65,14 @@ def with_pull_secrets(job: dict, names: list[str] | None) -> dict:
     ["regcred", "other"],               # another name
 ], ids=["none", "fewer", "more", "reordered", "other"])
 def test_policy_denies_any_other_pull_secrets(as_release_operator, namespace, wait_for, names):
-    job = with_pull_secrets(operator_job(namespace), names)
-    # The API server picks a new policy up within a few seconds.
-    proc = wait_for(lambda: (p := as_release_operator(job)).returncode != 0 and p, timeout=30, what="the policy to deny")
+    proc = denied(as_release_operator, with_pull_secrets(operator_job(namespace), names), wait_for)
     assert 'imagePullSecrets are exactly the configured job.imagePullSecrets ["regcred","mirror"]' in proc.stderr, proc.stderr
 
 
 def test_policy_admits_the_operators_job_with_the_configured_pull_secrets(as_release_operator, namespace, wait_for):
     job = operator_job(namespace)
     assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
-    # Wait for the policy to be in force (it denies a foreign list) before trusting an admission.
-    wait_for(lambda: as_release_operator(with_pull_secrets(job, ["other"])).returncode != 0, timeout=30, what="the policy to be in force")
-    proc = as_release_operator(job)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"job.batch/{job['metadata']['name']}"
+    assert_admitted(as_release_operator, job, with_pull_secrets(job, ["other"]), wait_for)
 
 
 def test_disruption_budget_and_network_policies_pass_the_api_server(namespace, kubectl, helm):
