@@ -36,6 +36,7 @@ WORK_VOLUME_FULL = "WorkVolumeFull"     # the kubelet evicted the pod: /work out
 STAGE_FAILED = "StageFailed"
 BAD_RESULT = "BadResultMessage"
 DEADLINE = "DeadlineExceeded"
+NODE_LOST = "NodeLost"                   # the deadline ended the run while its pod sat on a node that stopped answering
 RETRYING = "Retrying"
 RESULT_LOST = "ResultUnavailable"
 # A Job that names a Kueue queue (spec.scheduling.queueName), suspended until Kueue admits it.

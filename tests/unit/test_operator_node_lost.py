@@ -57,3 +57,17 @@ def test_the_jobs_conclusion_beats_the_lost_pod():
               created="2026-01-01T00:09:00Z")
     v = derive(lost("Failed"), won, j=job(("Complete", "", ""), backoffLimit=0, podFailurePolicy=pod_failure_policy()))
     assert v.phase == "Succeeded"
+
+
+def test_a_deadline_that_ends_the_wait_for_a_lost_node_says_node_lost():
+    j = job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"), backoffLimit=0,
+            podFailurePolicy=pod_failure_policy())
+    v = derive(lost("Running"), j=j)
+    assert (v.phase, v.reason, v.stage) == ("Failed", "NodeLost", "Calibrating")
+    assert "Node gpu-0" in v.message and "activeDeadlineSeconds (7200 s)" in v.message
+
+
+def test_a_deadline_with_no_lost_pod_stays_deadline_exceeded():
+    j = job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"), backoffLimit=0)
+    v = derive(pod(phase="Running", export=term(0), calibrate=RUN), j=j)
+    assert v.reason == "DeadlineExceeded"

@@ -21,6 +21,8 @@ With a Job (`WITH_JOB`):
                      Job's condition alone — final and wrong. So it goes first, and holds.
   job_complete       the Job controller's conclusions beat anything a pod says: they are final,
                      and the pods may be gone (TTL, a restarted operator).
+  deadline_on_lost_node  the deadline ended a run whose pod a lost node still held: NodeLost, the
+                     cause the user can act on, not a run too slow for its deadline.
   deadline_passed    before the pods' own failures: the deadline killed them, so their exit
                      codes (137) say nothing about the cause.
   work_volume_evicted  before a stage's failure for the same reason: an eviction for a full /work
@@ -54,14 +56,14 @@ from .job_concluded import deadline_passed, job_complete, job_failed, pod_view_l
 from .job_running import attempt_failed, pod_running, pods_finished, suspended, waiting_for_pod
 from .kubelet import scheduled_fact
 from .kueue import Queue
-from .node_lost import pod_on_lost_node
+from .node_lost import deadline_on_lost_node, pod_on_lost_node
 from .rejection import JobRejection
 from .verdict import CONFIG_FOUND, Fact, Verdict, container_statuses, created
 
 BEFORE_JOB: tuple[Callable[[Evidence], Verdict | None], ...] = (
     invalid_spec, job_deleted, config_missing, job_refused, job_name_taken, creating_job)
 WITH_JOB: tuple[Callable[[JobEvidence], Verdict | None], ...] = (
-    invalid_spec, pod_view_lagging, job_complete, deadline_passed, work_volume_evicted, stage_failed, job_failed,
+    invalid_spec, pod_view_lagging, job_complete, deadline_on_lost_node, deadline_passed, work_volume_evicted, stage_failed, job_failed,
     suspended, pod_running, pod_on_lost_node, attempt_failed, pods_finished, waiting_for_pod)
 
 E = TypeVar("E", bound=Evidence)

@@ -5,8 +5,9 @@ condition DisruptionTarget (reason DeletionByTaintManager). The Job's podFailure
 a failure, so a new pod comes — but only once the old one has ended: when the node answers again
 and its kubelet stops it, or when the Node is deleted or tainted node.kubernetes.io/out-of-service.
 Until then the pod is neither live nor failed, and the status would say nothing ('waiting for its
-pod') or an old stage: this rule says Retrying and names the node, and what to do if it never
-comes back."""
+pod') or an old stage: `pod_on_lost_node` says Retrying and names the node, and what to do if it
+never comes back. If it never does, the Job's activeDeadlineSeconds ends the run:
+`deadline_on_lost_node` says so as NodeLost, not as a run too slow for its deadline."""
 from __future__ import annotations
 
 from kubeslim_api import reasons
@@ -14,7 +15,7 @@ from kubeslim_api import reasons
 from .. import constants as c
 from ..constants import Obj
 from .evidence import JobEvidence
-from .verdict import Verdict, container_statuses, pod_live
+from .verdict import Verdict, container_statuses, pod_ended, pod_live
 
 # The taint eviction controller's DisruptionTarget reason (k8s.io/api/core/v1 PodReasonDeletionByTaintManager).
 DELETION_BY_TAINT_MANAGER = "DeletionByTaintManager"
@@ -46,3 +47,22 @@ def pod_on_lost_node(e: JobEvidence) -> Verdict | None:
                    "the Job runs the stages again in a new pod once the node has stopped the old one, or once the "
                    f"Node {node} is deleted or tainted node.kubernetes.io/out-of-service if it is gone for good. "
                    "This retry does not count against spec.runPolicy.backoffLimit.", **e.times)
+
+
+def deadline_on_lost_node(e: JobEvidence) -> Verdict | None:
+    """The deadline ended the Job while its newest pod was still held by a lost node."""
+    if e.failure is None or e.failure.get("reason") != "DeadlineExceeded" or not e.pods:
+        return None
+    pod = e.pods[-1]
+    if pod_ended(pod) or not _taken_off_node(pod):
+        return None
+    name, node = (pod.get("metadata") or {}).get("name", ""), (pod.get("spec") or {}).get("nodeName") or "its node"
+    stage = _stage_when_lost(pod)
+    during = f" while {stage.lower()}" if stage else ""
+    deadline = (e.job.get("spec") or {}).get("activeDeadlineSeconds")
+    return Verdict(c.FAILED, reasons.NODE_LOST,
+                   f"Node {node} stopped answering (or was tainted NoExecute) with pod {name} on it{during}, and did not "
+                   f"let the pod go before spec.runPolicy.activeDeadlineSeconds ({deadline} s) ended the run; bring the "
+                   f"node back, or delete the Node {node} (or taint it node.kubernetes.io/out-of-service), then change "
+                   "the spec or re-create the QuantizationJob to run again.", stage,
+                   completion_time=e.failed_at, **e.times)
