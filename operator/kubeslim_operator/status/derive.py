@@ -63,8 +63,8 @@ from .verdict import CONFIG_FOUND, Fact, Verdict, container_statuses, created
 BEFORE_JOB: tuple[Callable[[Evidence], Verdict | None], ...] = (
     invalid_spec, job_deleted, config_missing, job_refused, job_name_taken, creating_job)
 WITH_JOB: tuple[Callable[[JobEvidence], Verdict | None], ...] = (
-    invalid_spec, pod_view_lagging, job_complete, deadline_on_lost_node, deadline_passed, work_volume_evicted, stage_failed, job_failed,
-    suspended, pod_running, pod_on_lost_node, attempt_failed, pods_finished, waiting_for_pod)
+    invalid_spec, pod_view_lagging, job_complete, deadline_on_lost_node, deadline_passed, work_volume_evicted,
+    stage_failed, job_failed, suspended, pod_running, pod_on_lost_node, attempt_failed, pods_finished, waiting_for_pod)
 
 E = TypeVar("E", bound=Evidence)
 
