@@ -135,7 +135,7 @@ def pipeline(spec: dict, work: Path, env: dict[str, str], gate_may_fail: bool = 
         "stages": {k: {"seconds": v["seconds"], "peakRssBytes": v["peakRssBytes"]} for k, v in stages.items()},
         "totalSeconds": round(total, 3),
         "results": {"backend": r["backend"], "fp32": r["fp32"], "int8": r["int8"], "speedup": r.get("speedup"),
-                    "candidates": r["candidates"]},
+                    "candidates": r["candidates"], "speedAware": r.get("speedAware")},
         "gate": final.get("gate"),
         "_details": {k: v["details"] for k, v in stages.items()},
     }

@@ -157,7 +157,7 @@ class SpeedAware(_Camel):
     readers that predate it ignore it."""
     mode: str                              # auto
     applied: bool                          # the chosen int8 model has these layers in fp32
-    reason: str                            # Faster | NoSlowerGroup | CombinedNotFaster | GateFailed | NotFasterOnEvaluation | Failed
+    reason: str                            # Faster | NoSlowerGroup | CombinedNotFaster | GateFailed (the model with them in fp32 was not chosen) | Failed
     groups: list[SpeedGroup] = Field(default_factory=list)
     fp32_layers: list[str] = Field(default_factory=list)   # the slow groups' layers
     gain: float | None = None              # the combined model's 1 - latency ratio to all-int8 (timed interleaved)

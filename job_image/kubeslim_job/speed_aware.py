@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from kubeslim_api.contract import SpeedAware, SpeedGroup
+from kubeslim_api.contract import SpeedAware, SpeedGroup, metric_value
 
 from . import fallback, gate, progress
 from .errors import last_line
@@ -259,14 +259,12 @@ def run(int8_dir: str, work_dir: str, op_types: list[str], backend: str, batch: 
 
 def apply(r) -> None:
     """The verify pipeline's step (after the choice and the accuracy fallback; `r` is
-    verify.Verifying): with speedAware auto and a passed gate, the chosen model with its slow
-    groups in fp32 replaces it when it passes the same gate on the whole evaluation set. A failure
-    here is reported in status and leaves the chosen model as it was: speed is an optimisation."""
+    verify.Verifying): with speedAware auto, the chosen model with its slow groups in fp32 is
+    measured on the whole evaluation set like any candidate and replaces it when it passes the
+    same gate (or, where the chosen model misses the gate too, scores no worse). A failure here is
+    reported in status and leaves the chosen model as it was: speed is an optimisation.
+    """
     if r.spec.quantization.speed_aware == "off":
-        return
-    if not r.gate.passed:
-        r.speed_outcome = SpeedAware(mode="auto", applied=False, reason="GateNotPassed",
-                                   message="the chosen int8 model misses the gate; speed is not measured")
         return
     t0 = time.perf_counter()
     best, batch_size = r.best, min(r.v.batch_size, r.evalset.n)
@@ -277,7 +275,7 @@ def apply(r) -> None:
                   batch_size, r.evalset.shapes)
     except Exception as exc:
         r.speed_outcome = SpeedAware(mode="auto", applied=False, reason="Failed", message=last_line(exc)[:300],
-                                   seconds=round(time.perf_counter() - t0, 3))
+                                     seconds=round(time.perf_counter() - t0, 3))
         return
     summary = out.summary
     if out.model_dir is not None:
@@ -285,7 +283,10 @@ def apply(r) -> None:
                                 calibration_seconds=best.calibration_seconds, dir=os.path.relpath(out.model_dir, r.work.root))
         row = r.measure_int8(row, out.model_dir)
         r.rows.append(row)
-        if row.error is None and gate.passes(r.fp32, row, r.v):
+        # it replaces the chosen model when it passes the gate or, where the chosen one misses it too
+        # (nothing is published then), when it scores no worse: fp32 layers only remove int8 error
+        if row.error is None and (gate.passes(r.fp32, row, r.v) or (
+                not r.gate.passed and (metric_value(row, r.v.metric) or 0.0) >= (metric_value(best, r.v.metric) or 0.0))):
             r.best = row
             r.drop, r.gate = gate.judge(r.fp32, row, r.v)
         else:
