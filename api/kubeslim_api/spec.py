@@ -19,6 +19,8 @@ algo listed twice are Python checks whose server side is the list-type map/set, 
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_serializer, model_validator
@@ -102,6 +104,10 @@ class SpecError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+# pydantic reports the unknown fields of every level at once; a second pass is for safety only.
+_MAX_UNKNOWN_PASSES = 3
 
 
 class _Camel(CamelModel):
@@ -859,16 +865,41 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def parse_spec(raw: dict[str, Any]) -> QuantizationJobSpec:
-    """Parse a CR's `spec` mapping; every failure is a SpecError naming the field."""
+def parse_spec(raw: dict[str, Any], *, drop_unknown: bool = False) -> QuantizationJobSpec:
+    """Parse a CR's `spec` mapping; every failure is a SpecError naming the field.
+
+    drop_unknown: the operator's mode. The API server prunes whatever its CRD does not know, so a
+    field unknown here is one a NEWER CRD added (the CRD is upgraded before this operator, as
+    Argo CD and Flux do, and every object gets that CRD's defaults): refusing it would fail every
+    QuantizationJob, running ones too, until the operator is upgraded. A manifest read by
+    `kubeslim-job run -f` met no API server, so there an unknown field is a typo and is refused."""
     try:
-        return QuantizationJobSpec.model_validate(raw)
+        return QuantizationJobSpec.model_validate(_without_unknown(raw) if drop_unknown else raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, SpecError):
             raise ctx_err from None
         raise SpecError(_field_path(tuple(err["loc"])), err["msg"]) from None
+
+
+def _without_unknown(raw: dict[str, Any]) -> dict[str, Any]:
+    """raw less every field the spec model does not know, found the way pydantic reports them."""
+    raw = copy.deepcopy(raw)
+    for _ in range(_MAX_UNKNOWN_PASSES):
+        try:
+            QuantizationJobSpec.model_validate(raw)
+            return raw
+        except ValidationError as exc:
+            unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+            if not unknown:
+                return raw
+            for loc in unknown:
+                parent: Any = raw
+                for key in loc[:-1]:
+                    parent = parent[key]
+                parent.pop(loc[-1], None)
+    return raw
 
 
 def parse_manifest(doc: dict[str, Any]) -> tuple[dict[str, Any], QuantizationJobSpec]:

@@ -36,6 +36,27 @@ def test_unknown_field_is_rejected_not_ignored():
         parse_spec({**VALID_SPEC, "quantization": {"algo": ["hist"]}})
 
 
+def test_the_operator_drops_fields_a_newer_crd_added_at_every_level():
+    """A CRD upgraded before the operator (Argo CD, Flux) defaults fields this model lacks into
+    every object: the operator parses the rest, so running QuantizationJobs are not failed."""
+    known = json.loads(json.dumps(VALID_SPEC))
+    known["model"] = {"builtin": known["model"]["builtin"], "inputs": [{"name": "x", "shape": [1, 28, 28]}]}
+    newer = json.loads(json.dumps(known))
+    newer["fromANewerCrd"] = True
+    newer["quantization"] = {"newKnob": "auto"}
+    newer["model"]["inputs"][0]["laterField"] = 1
+    assert parse_spec(newer, drop_unknown=True) == parse_spec(known)
+    with pytest.raises(SpecError, match="Extra inputs are not permitted"):
+        parse_spec(newer)
+
+
+def test_dropping_unknown_fields_still_refuses_a_bad_known_one():
+    spec = json.loads(json.dumps(VALID_SPEC)) | {"fromANewerCrd": 1}
+    spec["quantization"] = {**spec.get("quantization", {}), "batchSize": 0}
+    with pytest.raises(SpecError, match="batchSize"):
+        parse_spec(spec, drop_unknown=True)
+
+
 def test_samples_override_and_s3_uris_keyed_by_field():
     spec = parse_spec({**VALID_SPEC, "data": {**VALID_SPEC["data"], "calibration": {"uri": "s3://d/c.npz", "format": "npz", "samples": 7}}})
     assert spec.calibration_samples == 7
