@@ -161,6 +161,25 @@ def test_progress_is_written_at_most_once_per_window(monkeypatch):
     assert [s.get("stage") for s in w.api.statuses] == ["Exporting", "Calibrating"]
 
 
+def test_a_run_moving_on_writes_each_status_and_posts_events_only_for_its_start_and_end(monkeypatch):
+    """Issue 17 item 6's write budget: Pending → Exporting → Calibrating → Failed is four status
+    patches, and the Events a user needs: the Job made (Pending) and the outcome (Failed)."""
+    clock = [1000.0]
+    monkeypatch.setattr(reconcile.time, "monotonic", lambda: clock[0])
+    w = World(FakeApi())
+    j = job(1, uid="j1")
+    walk = [pod(j), pod(j, export=RUNNING), pod(j, export=done(), calibrate=RUNNING)]
+    for seen in walk:
+        w.show(body=qj(status=w.r.known_status(qj())), jobs=[j], pods=[seen])
+        clock[0] += CONFIG.status_progress_seconds           # past the progress window: every step is written
+        w.reconcile()
+    w.show(body=qj(status=w.r.known_status(qj())), jobs=[job(1, "Failed", uid="j1")], pods=[])
+    w.reconcile()
+    assert [(s["phase"], s["stage"] or "") for s in w.api.statuses] == [
+        ("Pending", ""), ("Running", "Exporting"), ("Running", "Calibrating"), ("Failed", "")]
+    assert [(t, r) for _, t, r in w.api.of("event")] == [("Normal", "Pending"), ("Warning", w.api.statuses[-1]["reason"])]
+
+
 def test_a_quantizationjob_being_deleted_is_left_to_garbage_collection():
     w = World(FakeApi(), qj(deleting=True))
     w.show(jobs=[job(1)])
@@ -178,7 +197,7 @@ def test_a_finished_runs_spec_is_never_parsed(monkeypatch):
 def test_the_spec_is_parsed_once_per_generation(monkeypatch):
     calls = []
     real = reconcile.parse_spec
-    monkeypatch.setattr(reconcile, "parse_spec", lambda raw: calls.append(1) or real(raw))
+    monkeypatch.setattr(reconcile, "parse_spec", lambda raw, **kw: calls.append(1) or real(raw, **kw))
     w = World(FakeApi())
     w.reconcile()
     w.reconcile()

@@ -315,10 +315,21 @@ def test_is_final_for(status, gen, final):
 @pytest.mark.parametrize("prev,new,expected", [
     (None, {"observedGeneration": 1, "phase": "Pending", "message": "m."}, ("Normal", "Pending")),
     ({"observedGeneration": 1, "phase": "Pending"}, {"observedGeneration": 1, "phase": "Pending", "message": "x"}, None),
+    # a run moving on in a generation already announced: the status says it, no Event
     ({"observedGeneration": 1, "phase": "Pending"}, {"observedGeneration": 1, "phase": "Running", "stage": "Calibrating"},
-     ("Normal", "Calibrating")),
+     None),
     ({"observedGeneration": 1, "phase": "Running", "stage": "Calibrating"},
-     {"observedGeneration": 1, "phase": "Running", "stage": "Verifying"}, ("Normal", "Verifying")),
+     {"observedGeneration": 1, "phase": "Running", "stage": "Verifying"}, None),
+    ({"observedGeneration": 1, "phase": "Pending", "reason": "Retrying"}, {"observedGeneration": 1, "phase": "Pending"}, None),
+    ({"observedGeneration": 1, "phase": "Pending", "reason": "Retrying"},
+     {"observedGeneration": 1, "phase": "Running", "stage": "Exporting"}, None),
+    # …but a run first seen running, or a new generation's, is announced
+    (None, {"observedGeneration": 1, "phase": "Running", "stage": "Calibrating"}, ("Normal", "Calibrating")),
+    ({"observedGeneration": 1, "phase": "Succeeded"}, {"observedGeneration": 2, "phase": "Running", "stage": "Exporting"},
+     ("Normal", "Exporting")),
+    ({"observedGeneration": 1, "phase": "Running", "stage": "Calibrating"},
+     {"observedGeneration": 1, "phase": "Pending", "reason": "Retrying"}, ("Warning", "Retrying")),
+    ({"observedGeneration": 1, "phase": "Pending", "reason": "Queued"}, {"observedGeneration": 1, "phase": "Pending"}, None),
     ({"observedGeneration": 1, "phase": "Pending"}, {"observedGeneration": 1, "phase": "Pending", "reason": "Unschedulable"},
      ("Warning", "Unschedulable")),
     ({"observedGeneration": 1, "phase": "Running"}, {"observedGeneration": 1, "phase": "Failed", "reason": "OOMKilled"},

@@ -11,7 +11,8 @@ it acts), and carries out what decide.py makes of them:
 3. derives the status from the Job and its Pods (status/) and patches it only when it differs
    from the last status written, with one event per visible transition.
 
-Writes per QuantizationJob: one Job create, then one status patch + one event per transition.
+Writes per QuantizationJob: one Job create, then one status patch per transition and one event
+per transition a user needs (status.transition_event: not for a run merely moving on).
 Status writes are coalesced (config.status_coalesce_seconds) so a fast pod moving through its
 stages does not cost a write per stage.
 """
@@ -34,7 +35,7 @@ from ..decide import Attempt, JobRef, Seen, decide_jobs, decide_status, queued_j
 from ..jobs import Owner, build_job, job_name
 from ..kube import ApiError, Kube
 from ..objects import Key, owner_uid_of_job, trim_job, trim_workload
-from ..status import Fact, Queue, is_final_for, job_rejection, transition_event
+from ..status import Fact, Queue, is_final_for, job_rejection, transition_event, transitioned
 from ..times import format_time, parse_time
 
 log = logging.getLogger("kubeslim_operator.reconcile")
@@ -162,7 +163,7 @@ class Reconciler:
         if memory.parsed and memory.parsed[0] == generation:
             return memory.parsed[1], memory.parsed[2]
         try:
-            spec, err = parse_spec(qj.get("spec") or {}), None
+            spec, err = parse_spec(qj.get("spec") or {}, drop_unknown=True), None
         except SpecError as exc:
             spec, err = None, exc
         except Exception as exc:    # a model bug must not crash the pass forever: report it
@@ -255,11 +256,12 @@ class Reconciler:
             return
         memory = self._remember(uid)
         memory.written, memory.last_write = new, time.monotonic()
-        event = transition_event(prev, new)
-        if event is not None:
+        if transitioned(prev, new):
             log.info("%s/%s: %s%s%s", namespace, name, new.get("phase"),
                      f" ({new['stage']})" if new.get("stage") else "", f" {new['reason']}" if new.get("reason") else "")
             metrics.TRANSITIONS.labels(namespace, new.get("phase") or "", new.get("reason") or "").inc()
+        event = transition_event(prev, new)
+        if event is not None:
             await self.kube.post_event(qj, event.type, event.reason, event.message)
         if new.get("phase") in c.FINAL_PHASES and not is_final_for(prev, new["observedGeneration"]):
             phase = new["phase"]

@@ -18,7 +18,7 @@ job_running.py (the rules), evidence.py (what the rules read).
 """
 from __future__ import annotations
 
-from .conditions import EventSpec, build_status, is_final_for, transition_event, visible
+from .conditions import EventSpec, build_status, is_final_for, transition_event, transitioned, visible
 from .derive import observe
 from .kubelet import config_problem_from_kubelet
 from .kueue import Queue, queued_verdict
@@ -30,5 +30,5 @@ from .verdict import Fact, Verdict
 __all__ = [
     "EventSpec", "Fact", "JobRejection", "Queue", "StageOutcome", "Verdict",
     "build_status", "config_problem_from_kubelet", "is_final_for", "job_rejection", "job_will_retry", "observe",
-    "pod_failure_action", "queued_verdict", "spec_field", "transition_event", "visible",
+    "pod_failure_action", "queued_verdict", "spec_field", "transition_event", "transitioned", "visible",
 ]
