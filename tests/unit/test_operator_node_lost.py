@@ -71,3 +71,19 @@ def test_a_deadline_with_no_lost_pod_stays_deadline_exceeded():
     j = job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"), backoffLimit=0)
     v = derive(pod(phase="Running", export=term(0), calibrate=RUN), j=j)
     assert v.reason == "DeadlineExceeded"
+
+
+@pytest.mark.parametrize("new_pod", [
+    pod(name="mv3-int8-g1-bbbbb", phase="Pending", created="2026-01-01T00:09:00Z", node="gpu-1"),
+    pod(name="mv3-int8-g1-bbbbb", phase="Pending", created="2026-01-01T00:09:00Z", scheduled=None),
+], ids=["scheduled", "unscheduled"])
+def test_the_replacement_pod_is_still_retrying_until_it_starts(new_pod):
+    # Running -> Retrying -> Pending would read as a step back to a run that never started.
+    v = derive(lost("Failed"), new_pod)
+    assert (v.phase, v.reason) == ("Pending", "Retrying")
+    assert v.message.startswith("Attempt 2: Pod mv3-int8-g1-bbbbb")
+
+
+def test_a_first_pod_waiting_to_start_is_plain_pending():
+    v = derive(pod(name="mv3-int8-g1-aaaaa", phase="Pending", node="gpu-0"))
+    assert (v.phase, v.reason) == ("Pending", "")

@@ -39,7 +39,9 @@ With a Job (`WITH_JOB`):
   waiting_for_pod    none of these: the Job controller has not made a pod yet.
 
 After the verdict, `observe` adds what the last pod proves whichever rule spoke: a pod on a node
-was scheduled, and a pod whose container ran had its Secret and CA bundle.
+was scheduled, and a pod whose container ran had its Secret and CA bundle; and while the attempt
+that follows a failed or lost pod has not started, the run is still Retrying (a bare Pending would
+read as a run that never started, and as a step back from the Running it was).
 """
 from __future__ import annotations
 
@@ -47,8 +49,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from kubeslim_api import reasons
 from kubeslim_api.spec import QuantizationJobSpec, SpecError
 
+from .. import constants as c
 from ..constants import Obj
 from .before_job import config_missing, creating_job, invalid_spec, job_deleted, job_name_taken, job_refused
 from .evidence import Evidence, JobEvidence
@@ -56,9 +60,9 @@ from .job_concluded import deadline_passed, job_complete, job_failed, pod_view_l
 from .job_running import attempt_failed, pod_running, pods_finished, suspended, waiting_for_pod
 from .kubelet import scheduled_fact
 from .kueue import Queue
-from .node_lost import deadline_on_lost_node, pod_on_lost_node
+from .node_lost import deadline_on_lost_node, pod_on_lost_node, taken_off_node
 from .rejection import JobRejection
-from .verdict import CONFIG_FOUND, Fact, Verdict, container_statuses, created
+from .verdict import CONFIG_FOUND, Fact, Verdict, container_statuses, created, pod_phase
 
 BEFORE_JOB: tuple[Callable[[Evidence], Verdict | None], ...] = (
     invalid_spec, job_deleted, config_missing, job_refused, job_name_taken, creating_job)
@@ -90,6 +94,17 @@ def _with_pod_facts(v: Verdict, pods: Sequence[Obj]) -> Verdict:
     return v
 
 
+def _still_retrying(v: Verdict, pods: Sequence[Obj]) -> Verdict:
+    """A next attempt that waits for its pod (to be made, scheduled or started) after an earlier
+    pod failed or was taken off a lost node keeps the Retrying the failure announced."""
+    if v.phase != c.PENDING or v.reason or v.hold:
+        return v
+    earlier = [p for p in pods if pod_phase(p) == "Failed" or taken_off_node(p)]
+    if not earlier:
+        return v
+    return dataclasses.replace(v, reason=reasons.RETRYING, message=f"Attempt {len(earlier) + 1}: {v.message}")
+
+
 def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
             job: Obj | None, pods: list[Obj], config_problem: Fact | None = None,
             job_conflict: str | None = None, job_deleted: bool = False,
@@ -101,4 +116,4 @@ def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: Sp
     if job is None:
         return _first_verdict(BEFORE_JOB, Evidence(**seen))
     evidence = JobEvidence(**seen, job=job, pods=tuple(sorted(pods, key=created)), queue=queue)
-    return _with_pod_facts(_first_verdict(WITH_JOB, evidence), evidence.pods)
+    return _with_pod_facts(_still_retrying(_first_verdict(WITH_JOB, evidence), evidence.pods), evidence.pods)

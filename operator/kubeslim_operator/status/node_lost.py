@@ -21,7 +21,7 @@ from .verdict import Verdict, container_statuses, pod_ended, pod_live
 DELETION_BY_TAINT_MANAGER = "DeletionByTaintManager"
 
 
-def _taken_off_node(pod: Obj) -> bool:
+def taken_off_node(pod: Obj) -> bool:
     return any(x.get("type") == "DisruptionTarget" and x.get("status") == "True"
                and x.get("reason") == DELETION_BY_TAINT_MANAGER
                for x in (pod.get("status") or {}).get("conditions") or [])
@@ -37,7 +37,7 @@ def _stage_when_lost(pod: Obj) -> str:
 def pod_on_lost_node(e: JobEvidence) -> Verdict | None:
     """The newest pod was taken off its node by a NoExecute taint and none has replaced it yet."""
     pod = e.pods[-1] if e.pods else None
-    if pod is None or pod_live(pod) or not _taken_off_node(pod):
+    if pod is None or pod_live(pod) or not taken_off_node(pod):
         return None
     name, node = (pod.get("metadata") or {}).get("name", ""), (pod.get("spec") or {}).get("nodeName") or "its node"
     stage = _stage_when_lost(pod)
@@ -54,7 +54,7 @@ def deadline_on_lost_node(e: JobEvidence) -> Verdict | None:
     if e.failure is None or e.failure.get("reason") != "DeadlineExceeded" or not e.pods:
         return None
     pod = e.pods[-1]
-    if pod_ended(pod) or not _taken_off_node(pod):
+    if pod_ended(pod) or not taken_off_node(pod):
         return None
     name, node = (pod.get("metadata") or {}).get("name", ""), (pod.get("spec") or {}).get("nodeName") or "its node"
     stage = _stage_when_lost(pod)
