@@ -65,6 +65,9 @@ _BAD_CODES = {
 _ALIASES = {"XAdminUserNotFound": "InvalidAccessKeyId", "InvalidAccessKeyID": "InvalidAccessKeyId"}
 # A server that answered 5xx, 429 or a throttling code on every attempt (a Transient reason).
 STORAGE_UNAVAILABLE = "StorageUnavailable"
+# The pod does not know whether its Job has a retry left (backoffLimit, attempts so far): say what
+# decides it, so a final status does not promise a retry that never comes.
+RETRIED = "transient: the Job retries it while spec.runPolicy.backoffLimit allows"
 # botocore standard mode's backoff for an error that is not throttling (botocore.retries.standard.
 # ExponentialBackoff): rand(0, 1) * min(0.05 s * 2^(attempt-1), 20 s).
 _BACKOFF_BASE_SECONDS = 0.05
@@ -161,10 +164,10 @@ class Storage:
                 # One reason for every answer of a server that is there but failing (S3's own codes
                 # would read as ours: its InternalError is not the job's InternalError crash).
                 return Transient(STORAGE_UNAVAILABLE, f"{subject}: {code} (HTTP {status}) from {self._where()} "
-                                                      f"{self.max_attempts} times; the job will retry")
+                                                      f"{self.max_attempts} times; {RETRIED}")
             return BadInput(code, f"{subject}: {code} (HTTP {status}) — {err.get('Message', 'request rejected')}")
         if isinstance(exc, (bx.ConnectTimeoutError, bx.ReadTimeoutError)):
-            return Transient("StorageTimeout", f"{subject}: timed out talking to {self._where()}; the job will retry")
+            return Transient("StorageTimeout", f"{subject}: timed out talking to {self._where()}; {RETRIED}")
         if isinstance(exc, bx.SSLError):
             return BadInput("TLSVerifyFailed", f"{subject}: TLS verification against {self._where()} failed; "
                                                "set spec.storage.caBundle (or verifyTLS: false for a test server)")
@@ -172,17 +175,17 @@ class Storage:
             # Transient: a refused connection is as often an S3 server that is restarting or down
             # as a wrong address, and backoffLimit bounds what retrying a wrong one costs.
             return Transient("EndpointUnreachable", f"{subject}: cannot connect to {self._where()} (connection refused or "
-                                                    "unknown host); the job will retry — if the address is wrong, fix "
+                                                    f"unknown host); {RETRIED} — if the address is wrong, fix "
                                                     "spec.storage.endpoint")
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
             return BadInput("NoCredentials", f"{subject}: no S3 credentials found; set spec.storage.credentialsSecret "
                                              "or give the pod an identity")
         if isinstance(exc, (bx.ConnectionClosedError, bx.ResponseStreamingError, bx.IncompleteReadError,
                             ConnectionError, TimeoutError)):
-            return Transient("StorageConnectionLost", f"{subject}: connection to {self._where()} lost; the job will retry")
+            return Transient("StorageConnectionLost", f"{subject}: connection to {self._where()} lost; {RETRIED}")
         if isinstance(exc, bx.ParamValidationError):
             return BadInput("InvalidURI", f"{subject}: {exc}")
-        return Transient("StorageError", f"{subject}: {type(exc).__name__} talking to {self._where()}; the job will retry")
+        return Transient("StorageError", f"{subject}: {type(exc).__name__} talking to {self._where()}; {RETRIED}")
 
     def _call(self, field: str, uri: str, fn: Callable[[], T], missing: str = "NoSuchKey") -> T:
         from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
@@ -331,7 +334,7 @@ class Storage:
                 raise BadInput(code, f"{field} {uri}: {code} — {_BAD_CODES[code]}") from None
             raise Transient(STORAGE_UNAVAILABLE if code else "UploadFailed",
                             f"{field} {uri}: upload failed ({code or 'unknown'}) at {self._where()} after "
-                            f"{self.max_attempts} attempts; the job will retry") from None
+                            f"{self.max_attempts} attempts; {RETRIED}") from None
 
     def check_writable_bucket(self, uri: str, field: str) -> None:
         """Fail early (before hours of work) if the output bucket is missing or forbidden."""
