@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from kubeslim_api.spec import CLASSIFIER_METRICS, DYNAMIC, ModelInput, ModelSpec, QuantizationJobSpec
 
-from . import data, model_format
+from . import data, inference, model_format
 from .errors import BadInput, last_line
 from .handoff import ExportFacts, OutputFacts
 from .storage import Storage, join_uri, parse_uri
@@ -36,7 +36,11 @@ from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
 
 def preflight(spec: QuantizationJobSpec, storage: Storage) -> None:
-    """Cheap checks before any heavy work: every input object exists and the output bucket is there."""
+    """Cheap checks before any heavy work: a GPU backend the pod can have, every input object exists
+    and the output bucket is there."""
+    # The pod will not gain a GPU or TensorRT between its stages: fail now, not in verify after calibration.
+    if spec.verification.backend in inference.GPU_REQUESTS:
+        inference.pick_backend(spec.verification.backend)
     m = spec.model
     if m.inference:   # both files exist, and the model is not Paddle 3 PIR JSON (Paddle 2.6 segfaults on it)
         model_format.preflight_inference(storage, m.inference)

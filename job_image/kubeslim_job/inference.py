@@ -11,8 +11,9 @@ Backends ("backend" in the results names what really ran the int8 model):
   settings are unit-tested on a fake Config (tests/unit/test_job_inference_config.py), never run here.
 Int8 latency is only reported from one of these; a quantized model run without int8 kernels is
 slower than fp32 (it runs fake-quantize ops in float) and would be a lie. verification.backend: auto = GPU+TensorRT when
-the image has CUDA and a GPU is visible, else CPU; cpu forces CPU; gpu and tensorrt both mean
-GPU + TensorRT (the only GPU path with int8 kernels) and fail if no GPU is visible.
+the image has CUDA, a GPU is visible and Paddle loads TensorRT, else CPU; cpu forces CPU; gpu and tensorrt both mean
+GPU + TensorRT (the only GPU path with int8 kernels) and fail if no GPU is visible or Paddle cannot
+load TensorRT (choose_backend); kubeslim-job checks that before the first stage, not after calibration.
 
 Per model: top-1/top-5 over the whole evaluation set, then latency p50/p95 of full batches of
 verification.batchSize (after warm-up) and throughput.
@@ -37,7 +38,7 @@ import numpy as np
 from kubeslim_api.contract import Fidelity, OutputFidelity
 
 from . import data, progress
-from .errors import BadInput
+from .errors import BadInput, last_line
 from .handoff import Measurement
 from .workdir import MODEL_FILE, PARAMS_FILE
 
@@ -84,16 +85,59 @@ def cpu_threads() -> int:
     return n if limit is None else min(n, max(1, int(limit)))
 
 
-def pick_backend(requested: str) -> str:
+# spec.verification.backend values that insist on the GPU (auto takes one only where it can run).
+GPU_REQUESTS = ("gpu", "tensorrt")
+NO_GPU = "NoGPU"
+NO_TENSORRT = "TensorRTUnavailable"
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """What this process's Paddle can use. A GPU image runs where no GPU is (a CPU node, a pod
+    without nvidia.com/gpu) and, built from PyPI alone, without TensorRT (no registry wheel of it):
+    each is a fact of its own, so a refusal can say which one is missing."""
+    cuda: str | None                 # paddle.version.cuda() of a CUDA build; None: a CPU build
+    gpus: int = 0
+    tensorrt: str | None = None      # the TensorRT version Paddle loaded; None: it could not load one
+    tensorrt_error: str = ""
+
+
+def accelerator() -> Accelerator:
     import paddle
 
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if requested == "cpu" or (requested == "auto" and not has_gpu):
+    if not paddle.is_compiled_with_cuda():
+        return Accelerator(cuda=None)
+    gpus = paddle.device.cuda.device_count()
+    try:
+        # dlopens libnvinfer.so; Paddle raises NotFound when it cannot (measured without a GPU too).
+        version = ".".join(map(str, paddle.inference.get_trt_runtime_version()))
+    except Exception as exc:
+        return Accelerator(cuda=paddle.version.cuda(), gpus=gpus, tensorrt_error=last_line(exc))
+    return Accelerator(cuda=paddle.version.cuda(), gpus=gpus, tensorrt=version)
+
+
+def choose_backend(requested: str, acc: Accelerator) -> str:
+    """The backend for spec.verification.backend `requested` on `acc`; a GPU request that cannot be
+    met is a BadInput naming the field, what is missing and the ways out."""
+    gpu = acc.cuda is not None and acc.gpus > 0
+    if requested == "cpu" or (requested == "auto" and not (gpu and acc.tensorrt)):
         return CPU_ONEDNN
-    if not has_gpu:
-        raise BadInput("NoGPU", f"spec.verification.backend is {requested} but no GPU is visible to the job "
-                                "(or the image has no CUDA); request spec.resources.gpu or use backend cpu")
+    ways_out = "or set spec.verification.backend to auto or cpu (oneDNN int8 on the CPU)"
+    if acc.cuda is None:
+        raise BadInput(NO_GPU, f"spec.verification.backend is {requested} but this image's Paddle is a CPU build "
+                               f"(no CUDA): run the GPU job image, {ways_out}")
+    if not gpu:
+        raise BadInput(NO_GPU, f"spec.verification.backend is {requested} but no GPU is visible to the job (Paddle "
+                               f"CUDA {acc.cuda} sees 0 devices): request spec.resources.gpu on a node with one, {ways_out}")
+    if not acc.tensorrt:
+        raise BadInput(NO_TENSORRT, f"spec.verification.backend is {requested} but this image's Paddle cannot load "
+                                    f"TensorRT, its only GPU path with int8 kernels ({acc.tensorrt_error}): run an "
+                                    f"image with TensorRT 8, {ways_out}")
     return GPU_TENSORRT
+
+
+def pick_backend(requested: str) -> str:
+    return CPU_ONEDNN if requested == "cpu" else choose_backend(requested, accelerator())
 
 
 def configure(config: Any, backend: str, precision: Precision, batch_size: int, shapes: dict[str, list[int]],
