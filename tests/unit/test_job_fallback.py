@@ -148,6 +148,7 @@ def _cand(k, top1, error=None):
     (_cand(None, 0.96), [_cand(1, 0.97)], None),                          # plain passes: it is chosen
     (_cand(None, 0.80), [_cand(1, 0.90), _cand(2, 0.965), _cand(3, 0.97)], 2),   # fewest fp32 layers that pass
     (_cand(None, 0.80), [_cand(1, 0.99, error="x"), _cand(2, 0.90)], "none"),    # a failed step never counts
+    (_cand(None, 0.80), [_cand(1, 0.90), _cand(4, 0.97), _cand(2, 0.965)], 2),   # steps in the order measured
 ])
 def test_choose_step(plain, steps, chosen):
     got = fallback.choose_step(plain, steps, lambda c: 0.97 - c.top1 <= 0.02)
@@ -155,6 +156,48 @@ def test_choose_step(plain, steps, chosen):
         assert got is None
     else:
         assert got is not None and got.fp32_layers == chosen
+
+
+@pytest.mark.parametrize("verdicts, most, next_k", [
+    ({}, 8, 1),                                     # the first step keeps one layer
+    ({1: False}, 8, 2), ({1: False, 2: False}, 8, 4),            # doubling while the gate fails
+    ({1: False, 2: False, 4: False}, 8, 8),
+    ({1: False, 2: False, 4: False}, 6, 6),                      # capped at the most allowed
+    ({1: False, 2: False, 4: False, 8: False}, 8, None),         # nothing up to the most passes: stop
+    ({1: False, 2: False, 4: False, 8: True}, 8, 6),             # then bisection below the pass
+    ({1: False, 2: False, 4: False, 8: True, 6: False}, 8, 7),
+    ({1: False, 2: False, 4: False, 8: True, 6: True}, 8, 5),
+    ({1: False, 2: False, 4: False, 8: True, 6: True, 5: False}, 8, None),   # 5 fails, 6 passes: done
+    ({1: True}, 8, None),                           # one layer suffices (the plain model failed)
+    ({1: False, 2: True}, 8, None),
+    ({1: False, 2: False, 4: True}, 8, 3),
+    ({}, 0, None),                                  # no layer can be kept in fp32
+])
+def test_next_fp32_layers(verdicts, most, next_k):
+    assert fallback.next_fp32_layers(verdicts, most) == next_k
+
+
+@pytest.mark.parametrize("most, mode, steps", [
+    (8, "onGateFailure", 6),        # 1, 2, 4, 8 then 6 and 5 or 7: never the 8 steps of one by one
+    (2, "onGateFailure", 2), (1, "onGateFailure", 1), (0, "onGateFailure", 0),
+    (5, "onGateFailure", 4),        # 1, 2, 4 then 3; or 1, 2, 4, 5
+    (8, "always", 8),               # the whole curve
+])
+def test_planned_steps(most, mode, steps):
+    assert fallback.planned_steps(most, mode) == steps
+
+
+def test_planned_steps_bounds_every_search():
+    """Whatever k first passes, the search tries at most planned_steps numbers, never one twice, and
+    finds that k (the gate taken as monotone in k)."""
+    for most in range(1, 20):
+        for first_passing in range(1, most + 2):
+            verdicts: dict[int, bool] = {}
+            while (k := fallback.next_fp32_layers(verdicts, most)) is not None:
+                assert k not in verdicts and 1 <= k <= most
+                verdicts[k] = k >= first_passing
+            assert len(verdicts) <= fallback.planned_steps(most, "onGateFailure")
+            assert min((k for k, ok in verdicts.items() if ok), default=most + 1) == first_passing
 
 
 def test_compare_flips_and_cosine():
