@@ -147,6 +147,7 @@ def digits_part(s3, env_s3: dict[str, str]) -> dict:
         "run_seconds": {k: v["summary"]["wall_s"] for k, v in runs.items()},
         "runs": runs,
     }
+    return doc
 
 
 def run(name: str, seeded: dict, bucket: str, ctl: dict, env_s3: dict[str, str]) -> dict:

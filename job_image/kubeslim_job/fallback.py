@@ -16,9 +16,9 @@ fp32 model, the calibration samples and the evaluation set in the work dir.
 2. Fall back. Step k re-calibrates with the k most sensitive layers skipped and is verified on the
    whole evaluation set like any candidate; a row per step goes into the candidates table. With
    onGateFailure the k tried are 1, 2, 4, ... up to maxFp32Layers, then a bisection between the
-   largest k that failed and the smallest that passed (next_fp32_layers): at most 4 steps where
-   maxFp32Layers 8 tried one by one cost 8 (resnet50: 8 steps of a calibration plus a
-   verification each, 951 s of the measured fallback). It assumes a model that passes with k
+   largest k that failed and the smallest that passed (next_fp32_layers): for maxFp32Layers 8 at
+   most 6 steps, 4 when none passes, where one by one cost 8 (resnet50: 8 steps of a calibration
+   plus a verification each, 951 s of the measured fallback). It assumes a model that passes with k
    layers in fp32 also passes with more, which holds only roughly (resnet50's seeded stand-in:
    agreement 0.56, 0.59, 0.59, 0.56 at k = 1..4): the k chosen is the smallest that passed of
    those tried, never an untried one. With always every k is measured (the whole curve).
