@@ -1,6 +1,6 @@
 # Three images from one file (BuildKit):
 #   docker build --target operator -t kubeslim-operator .
-#   docker build --target job      -t kubeslim-job .        # GPU: CUDA + TensorRT + paddlepaddle-gpu
+#   docker build --target job      -t kubeslim-job .        # GPU: paddlepaddle-gpu + CUDA/cuDNN wheels
 #   docker build --target job-cpu  -t kubeslim-job-cpu .    # CPU: paddlepaddle 3.x (oneDNN int8)
 # Versions are pinned here and must match pyproject.toml / the Makefile (tests/unit/test_dockerfile.py).
 # Paddle: the CPU image runs 3.3.x (PyPI's newest), the GPU image 2.6.2 (PyPI's newest GPU wheel; 3.x
@@ -13,19 +13,19 @@
 # which the operator mounts as emptyDir volumes, so readOnlyRootFilesystem: true works.
 #
 # Offline builds (no registry, no package index: hack/images.sh on the devenv) pass a local base
-# with python3-venv and libgomp1 as PYTHON_IMAGE, an image holding a wheelhouse as WHEELHOUSE and
-# PIP_OFFLINE=1. With the defaults, pip uses its index and WHEELHOUSE is empty.
+# with python3-venv and libgomp1 as PYTHON_IMAGE, an image holding a wheelhouse as WHEELHOUSE (and
+# the GPU target's wheels as GPU_WHEELHOUSE) and PIP_OFFLINE=1. With the defaults, pip uses its
+# index and the wheelhouses are empty. Every target starts from PYTHON_IMAGE: the GPU one too.
 # No `# syntax=` line and no heredocs: the frontend built into the engine is all an offline engine has.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# paddlepaddle-gpu 2.6.2 on PyPI reports CUDA 11.8, cuDNN 8.6.0 and TensorRT 8.5.3 (paddle.version.cuda(),
-# cudnn(), paddle.inference.get_trt_compile_version(); measured 2026-12-04, shared/notes/gpu-image-facts.md).
-ARG CUDA_IMAGE=nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04
 ARG WHEELHOUSE=scratch
+ARG GPU_WHEELHOUSE=scratch
 
 FROM ${WHEELHOUSE} AS wheelhouse
+FROM ${GPU_WHEELHOUSE} AS gpu-wheelhouse
 
-# ---- the Python every CPU image starts from: a venv, so Debian's PEP 668 guard never applies ----
+# ---- the Python every image starts from: a venv, so Debian's PEP 668 guard never applies ----
 FROM ${PYTHON_IMAGE} AS python
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PATH=/opt/kubeslim/bin:$PATH
@@ -60,56 +60,57 @@ RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse --mount=type=bind,from=
 USER 65532:65532
 ENTRYPOINT ["kubeslim-operator"]
 
-# ---- job, CPU: the devenv's real node and CPU clusters ----------------------------------------------
-FROM python AS job-cpu
-# Paddle 3 (hack/images.sh puts this version in the devenv's wheelhouse). numpy stays on the job
-# extra's <2, which paddle 2.6.2 (GPU image, dev venv) needs and paddle 3.3 (numpy>=1.21) accepts:
-# every job image runs the same numpy.
-ARG PADDLE_VERSION=3.3.1
+# ---- what both job images share: the job's requirements, kubeslim and paddleslim; each adds its Paddle
+FROM python AS job-base
 ARG PADDLESLIM_VERSION=2.6.0
 ARG PIP_OFFLINE=
 # paddle links libgomp from the system; the slim Python images lack it, the offline base has it.
 RUN ldconfig -p | grep -q libgomp.so.1 \
  || { apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*; }
 # paddleslim goes in --no-deps: it pins opencv-python==4.6 and more (with paddle 3 it would pull numpy 2
-# and an opencv built for numpy 1); its real imports (six, requests, ...) are in the job extra.
+# and an opencv built for numpy 1); its real imports (six, requests, ...) are in the job extra. numpy
+# stays on the job extra's <2, which paddle 2.6.2 (GPU image, dev venv) needs and paddle 3.3
+# (numpy>=1.21) accepts: every job image runs the same numpy.
 RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse paddlepaddle==${PADDLE_VERSION} -r /wheels/job-requirements.txt \
+    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse -r /wheels/job-requirements.txt \
  && pip install --no-deps /wheels/kubeslim-*.whl \
- && pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps paddleslim==${PADDLESLIM_VERSION} \
- && python -m compileall -q /opt/kubeslim
+ && pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps paddleslim==${PADDLESLIM_VERSION}
 # Everything that wants to write goes to the mounted volumes (/tmp and /work are emptyDirs).
 # FLAGS_enable_pir_api=0 before any paddle import (kubeslim-job's CLI forces it too): legacy programs.
 ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache FLAGS_enable_pir_api=0
 WORKDIR /work
+
+# ---- job, CPU: the devenv's real node and CPU clusters ----------------------------------------------
+FROM job-base AS job-cpu
+# Paddle 3 (hack/images.sh puts this version in the devenv's wheelhouse).
+ARG PADDLE_VERSION=3.3.1
+ARG PIP_OFFLINE=
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse paddlepaddle==${PADDLE_VERSION} \
+ && python -m compileall -q /opt/kubeslim
 USER 65532:65532
 ENTRYPOINT ["kubeslim-job"]
 
-# ---- job, GPU -----------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS job
+# ---- job, GPU: the same Debian base, CUDA and cuDNN from NVIDIA's PyPI wheels (no CUDA base image) --
+FROM job-base AS job
 # 2.6.2 until PyPI serves a paddlepaddle-gpu 3.x: the job code runs on 2.6.2 and 3.x alike.
 ARG PADDLE_VERSION=2.6.2
-ARG PADDLESLIM_VERSION=2.6.0
-ARG TENSORRT_VERSION=8.5.3-1+cuda11.8
-ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-# TensorRT from the CUDA image's NVIDIA apt repository; Paddle dlopens the unversioned libnvinfer.so.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3.11 python3.11-venv libgomp1 \
-      libnvinfer8=${TENSORRT_VERSION} libnvinfer-plugin8=${TENSORRT_VERSION} \
- && ln -s libnvinfer.so.8 /usr/lib/x86_64-linux-gnu/libnvinfer.so \
- && ln -s libnvinfer_plugin.so.8 /usr/lib/x86_64-linux-gnu/libnvinfer_plugin.so \
- && rm -rf /var/lib/apt/lists/*
-RUN python3.11 -m venv /opt/kubeslim \
- && echo 'kubeslim:x:65532:65532:kubeslim:/nonexistent:/usr/sbin/nologin' >>/etc/passwd \
- && echo 'kubeslim:x:65532:' >>/etc/group
-ENV PATH=/opt/kubeslim/bin:$PATH
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install paddlepaddle-gpu==${PADDLE_VERSION} \
- && pip install -r /wheels/job-requirements.txt \
- && pip install --no-deps /wheels/kubeslim-*.whl \
- && pip install --no-deps paddleslim==${PADDLESLIM_VERSION} \
+ARG PIP_OFFLINE=
+# Paddle links no CUDA library: it dlopens each by its unversioned name (libcudnn.so, libcublas.so,
+# libcublasLt.so, libcurand.so, libcusolver.so, libcusparse.so, libcufft.so, libnvrtc.so, libnvinfer.so)
+# through the loader's search path, and NVIDIA's wheels ship only the versioned files. So every lib dir
+# of job_image/gpu-requirements.txt's wheels is named here and gets the unversioned links; the build
+# fails if one is missing (another Python version moves site-packages). The driver's libcuda.so.1
+# comes from the node (the NVIDIA container toolkit mounts it). No TensorRT: see gpu-requirements.txt.
+ARG NVIDIA_LIBS=/opt/kubeslim/lib/python3.11/site-packages/nvidia
+ENV LD_LIBRARY_PATH=${NVIDIA_LIBS}/cudnn/lib:${NVIDIA_LIBS}/cublas/lib:${NVIDIA_LIBS}/curand/lib:${NVIDIA_LIBS}/cusolver/lib:${NVIDIA_LIBS}/cusparse/lib:${NVIDIA_LIBS}/cufft/lib:${NVIDIA_LIBS}/cuda_nvrtc/lib
+RUN --mount=type=bind,from=gpu-wheelhouse,target=/wheelhouse \
+    --mount=type=bind,source=job_image/gpu-requirements.txt,target=/gpu-requirements.txt \
+    pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse paddlepaddle-gpu==${PADDLE_VERSION} -r /gpu-requirements.txt \
+ && for dir in $(echo "$LD_LIBRARY_PATH" | tr : ' '); do \
+      [ -d "$dir" ] || { echo "LD_LIBRARY_PATH names $dir, which no wheel installed" >&2; exit 1; }; \
+      for lib in "$dir"/lib*.so.*; do [ -e "${lib%%.so.*}.so" ] || ln -s "${lib##*/}" "${lib%%.so.*}.so"; done; \
+    done \
  && python -m compileall -q /opt/kubeslim
-ENV HOME=/tmp/home MPLCONFIGDIR=/tmp/matplotlib XDG_CACHE_HOME=/tmp/cache FLAGS_enable_pir_api=0
-WORKDIR /work
 USER 65532:65532
 ENTRYPOINT ["kubeslim-job"]

@@ -19,13 +19,22 @@
 #               version (RELEASING.md's rule: version = appVersion = the images' tag), which make
 #               demo and the e2e tests install from (helm --plain-http)
 # Writes $DEVENV/images.env and $DEVENV/values-images.yaml (Helm values).
-#   usage: hack/images.sh            (make images; needs the node's daemons and the registry: make devenv)
+#
+# With `gpu` it builds the GPU job image instead (make images-gpu; of the above only the base and the
+# wheelhouse): the same base, plus paddlepaddle-gpu and the CUDA/cuDNN wheels of
+# job_image/gpu-requirements.txt from a second wheelhouse, pushed as $REGISTRY/kubeslim/kubeslim-job
+# with the same three tags. Writes $DEVENV/images-gpu.env (the local and the pushed reference, and this
+# dockerd's address: tests/e2e/test_gpu_image.py runs the image there).
+#   usage: hack/images.sh [gpu]      (make images / make images-gpu; needs the node's daemons and the
+#                                     registry: make devenv)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR
 source "$here/node/paths.sh"
 BASE_PACKAGES="python3,python3-venv,libgomp1,ca-certificates"
-TIMINGS="$DEVENV/image-timings.json"
+MODE="${1:-}"
+case "$MODE" in ""|gpu) ;; *) echo "usage: hack/images.sh [gpu]" >&2; exit 2 ;; esac
+TIMINGS="$DEVENV/image-timings${MODE:+-$MODE}.json"
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[images] ERROR: %s\n  retry with: make images\n' "$*" >&2; exit 1; }
@@ -82,7 +91,7 @@ base_image() {
 # The job extra's paddlepaddle is the dev venv's (2.6.2); the job-cpu image installs the Paddle its
 # Dockerfile stage pins (3.x) instead, so that one goes in the wheelhouse.
 requirements() {
-  python3 - "$REPO/pyproject.toml" "$(job_cpu_paddle_pin)" <<'PY'
+  python3 - "$REPO/pyproject.toml" "$(paddle_pin job-cpu)" <<'PY'
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
 job = [r for r in p["optional-dependencies"]["job"] if not r.startswith("paddlepaddle")]
@@ -91,10 +100,10 @@ print("\n".join(["setuptools>=77", "wheel", *p["dependencies"], *p["optional-dep
 PY
 }
 paddleslim_pin() { sed -n 's/^ARG PADDLESLIM_VERSION=//p' "$REPO/Dockerfile" | head -1; }
-# PADDLE_VERSION of the job-cpu stage (the GPU stage pins its own).
-job_cpu_paddle_pin() {
-  local v; v="$(sed -n '/^FROM .* AS job-cpu$/,/^FROM /s/^ARG PADDLE_VERSION=//p' "$REPO/Dockerfile")"
-  [ -n "$v" ] || die "no ARG PADDLE_VERSION= in the Dockerfile's job-cpu stage"
+# paddle_pin STAGE: the PADDLE_VERSION the Dockerfile's job-cpu or job (GPU) stage installs.
+paddle_pin() {
+  local v; v="$(sed -n "/^FROM .* AS $1\$/,/^FROM /s/^ARG PADDLE_VERSION=//p" "$REPO/Dockerfile")"
+  [ -n "$v" ] || die "no ARG PADDLE_VERSION= in the Dockerfile's $1 stage"
   echo "$v"
 }
 
@@ -108,38 +117,53 @@ constraints() {
   "$REPO/.venv/bin/python" -m pip freeze --exclude-editable | grep -v -E '^(paddleslim|paddlepaddle)==| @ '
 }
 
+# wheelhouse_image NAME FILL INPUT...: a scratch image $IMAGE_PREFIX/NAME:<hash of the INPUTs> holding
+# the wheels `FILL DIR` writes into DIR (made once per input set, kept under $CACHE/NAME); sets
+# WHEELHOUSE_REF.
 wheelhouse_image() {
-  local hash dir ref
-  hash="$( { requirements; constraints; paddleslim_pin; } | sha)"
-  ref="$IMAGE_PREFIX/wheelhouse:$hash"; dir="$CACHE/wheelhouse/$hash"
+  local name="$1" fill="$2" hash dir ref; shift 2
+  hash="$(printf '%s\n' "$@" | sha)"
+  ref="$IMAGE_PREFIX/$name:$hash"; dir="$CACHE/$name/$hash"
   if ! have_image "$ref"; then
     if [ ! -f "$dir/.complete" ]; then
-      log "wheelhouse $hash: pip wheel on the host (its own index settings), once per requirement set"
+      log "$name $hash: pip wheel on the host (its own index settings), once per requirement set"
       rm -rf "$dir"; mkdir -p "$dir"
-      python3 -m pip wheel -q -w "$dir" -r <(requirements) -c <(constraints) || die "pip wheel failed for the image requirements"
-      python3 -m pip wheel -q -w "$dir" --no-deps "paddleslim==$(paddleslim_pin)" || die "pip wheel paddleslim failed"
+      "$fill" "$dir"
       touch "$dir/.complete"
     fi
     printf 'FROM scratch\nCOPY . /\n' | docker build -q --network none -t "$ref" -f - "$dir" >/dev/null || die "could not pack the wheelhouse into $ref"
-    find "$CACHE/wheelhouse" -mindepth 1 -maxdepth 1 ! -name "$hash" -exec rm -rf {} +
+    find "$CACHE/$name" -mindepth 1 -maxdepth 1 ! -name "$hash" -exec rm -rf {} +
   fi
   WHEELHOUSE_REF="$ref"
 }
 
+fill_wheelhouse() {
+  python3 -m pip wheel -q -w "$1" -r <(requirements) -c <(constraints) || die "pip wheel failed for the image requirements"
+  python3 -m pip wheel -q -w "$1" --no-deps "paddleslim==$(paddleslim_pin)" || die "pip wheel paddleslim failed"
+}
+
+# The GPU stage's own wheels: paddlepaddle-gpu (its dependencies at the venv's versions) and the
+# CUDA/cuDNN libraries; the job requirements come from the CPU wheelhouse, which job-base shares.
+gpu_requirements() { echo "paddlepaddle-gpu==$(paddle_pin job)"; grep -v '^#' "$REPO/job_image/gpu-requirements.txt"; }
+fill_gpu_wheelhouse() {
+  python3 -m pip wheel -q -w "$1" -r <(gpu_requirements) -c <(constraints) || die "pip wheel failed for the GPU requirements"
+}
+
 # The application images' inputs: what the Dockerfile copies, the Dockerfile, the base and wheels.
-app_hash() {
+app_hash() {   # app_hash [IMAGE...]: the IDs of further images the build mounts count too
   cd "$REPO"
   { cat Dockerfile .dockerignore pyproject.toml
     git ls-files -co --exclude-standard -- api operator job_image | LC_ALL=C sort | while read -r f; do [ -f "$f" ] && { echo "$f"; cat "$f"; }; done
-    docker image inspect -f '{{.Id}}' "$BASE_REF" "$WHEELHOUSE_REF"; } | sha
+    docker image inspect -f '{{.Id}}' "$BASE_REF" "$WHEELHOUSE_REF" "$@"; } | sha
 }
 
-build_target() {   # build_target TARGET REF
-  have_image "$2" && return
-  log "docker build --target $1 -> $2"
-  docker build --network none --target "$1" -t "$2" \
-    --build-arg PYTHON_IMAGE="$BASE_REF" --build-arg WHEELHOUSE="$WHEELHOUSE_REF" --build-arg PIP_OFFLINE=1 \
-    "$REPO" >"$DEVENV/logs/build-$1.log" 2>&1 || { tail -30 "$DEVENV/logs/build-$1.log" >&2; die "docker build --target $1 failed (log: $DEVENV/logs/build-$1.log)"; }
+build_target() {   # build_target TARGET REF [docker build ARG...]
+  local target="$1" ref="$2"; shift 2
+  have_image "$ref" && return
+  log "docker build --target $target -> $ref"
+  docker build --network none --target "$target" -t "$ref" \
+    --build-arg PYTHON_IMAGE="$BASE_REF" --build-arg WHEELHOUSE="$WHEELHOUSE_REF" --build-arg PIP_OFFLINE=1 "$@" \
+    "$REPO" >"$DEVENV/logs/build-$target.log" 2>&1 || { tail -30 "$DEVENV/logs/build-$target.log" >&2; die "docker build --target $target failed (log: $DEVENV/logs/build-$target.log)"; }
 }
 
 pause_image() {
@@ -155,9 +179,10 @@ pause_image() {
 # Older images of a repository go, but for the newest few: a Helm release installed a moment ago
 # (make demo, another test session) still runs the image it was given.
 KEEP_TAGS=3
-# prune_docker REPO: docker's tags of REPO but the newest KEEP_TAGS (docker lists them newest first).
+# prune_docker REPO [KEEP]: docker's tags of REPO but the newest KEEP (default KEEP_TAGS; docker lists
+# them newest first).
 prune_docker() {
-  local keep; keep="$(docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | head -n "$KEEP_TAGS")"
+  local keep; keep="$(docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | head -n "${2:-$KEEP_TAGS}")"
   docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | grep -vxF "$keep" | while read -r old; do docker rmi "$old" >/dev/null; done || true
 }
 
@@ -172,9 +197,9 @@ import() {
     | while read -r old; do ctr images rm "$old" >/dev/null; done || true
 }
 
-# push LOCAL_REF NAME: LOCAL_REF to $REGISTRY/kubeslim/NAME under the appVersion, <version>-<git sha>
-# and input-hash tags; sets PUSHED to the repository@digest the registry now serves. Layers the
-# registry already has are not sent again.
+# push LOCAL_REF NAME [KEEP]: LOCAL_REF to $REGISTRY/kubeslim/NAME under the appVersion, <version>-<git sha>
+# and input-hash tags, keeping KEEP local tags of that repository (prune_docker); sets PUSHED to the
+# repository@digest the registry now serves. Layers the registry already has are not sent again.
 push() {
   local repo="$REGISTRY/kubeslim/$2" tag digest
   for tag in "$APP_VERSION" "$CHART_VERSION-$GIT_SHA" "${1##*:}"; do
@@ -183,7 +208,7 @@ push() {
   done
   digest="$(sed -n 's/.* digest: \(sha256:[0-9a-f]\{64\}\) .*/\1/p' "$DEVENV/logs/push-$2.log" | tail -1)"
   [ -n "$digest" ] || die "docker push $repo:${1##*:} printed no digest (log: $DEVENV/logs/push-$2.log)"
-  prune_docker "$repo"
+  prune_docker "$repo" "${3:-}"
   PUSHED="$repo@$digest"
 }
 
@@ -217,17 +242,55 @@ prune_node() {
     | while read -r old; do ctr images rm "$old" >/dev/null || true; done
 }
 
+# BuildKit keeps every layer it ever built (about 1 GB per job-image code change; 21 GB after a
+# day of edits filled the kubelet's disk-pressure threshold): only the newest few GB stay.
+prune_build_cache() {
+  docker builder prune -f --keep-storage "${KUBESLIM_BUILD_CACHE_KEEP:-6GB}" >/dev/null || log "WARNING: docker builder prune failed"
+}
+
+write_timings() {
+  python3 - "$TIMINGS" "${!SECONDS_OF[@]}" -- "${SECONDS_OF[@]}" <<'PY'
+import json, sys, time
+args = sys.argv[2:]; cut = args.index("--")
+json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "seconds": dict(zip(args[:cut], map(float, args[cut + 1:])))}, open(sys.argv[1], "w"), indent=2)
+PY
+}
+
 mkdir -p "$DEVENV/logs"
 # Tests run images.sh concurrently (one node_images fixture per pytest process): one build at a time.
 exec 9>"$DEVENV/images.lock"
 flock 9
 timed base base_image
-timed wheelhouse wheelhouse_image
-timed pause pause_image
+timed wheelhouse wheelhouse_image wheelhouse fill_wheelhouse "$(requirements)" "$(constraints)" "$(paddleslim_pin)"
 APP_VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO/helm/kubeslim/Chart.yaml")"
 CHART_VERSION="$(sed -n 's/^version: *//p' "$REPO/helm/kubeslim/Chart.yaml")"
 GIT_SHA="$(git -C "$REPO" rev-parse --short=12 HEAD)"
 [ -n "$APP_VERSION" ] && [ -n "$CHART_VERSION" ] || die "cannot read version/appVersion from helm/kubeslim/Chart.yaml"
+
+if [ "$MODE" = gpu ]; then
+  CPU_WHEELHOUSE_REF="$WHEELHOUSE_REF"
+  timed gpu_wheelhouse wheelhouse_image wheelhouse-gpu fill_gpu_wheelhouse "$(gpu_requirements)" "$(constraints)"
+  GPU_WHEELHOUSE_REF="$WHEELHOUSE_REF"; WHEELHOUSE_REF="$CPU_WHEELHOUSE_REF"
+  GPU_REF="$IMAGE_PREFIX/job:$(app_hash "$GPU_WHEELHOUSE_REF")"
+  timed build_job_gpu build_target job "$GPU_REF" --build-arg GPU_WHEELHOUSE="$GPU_WHEELHOUSE_REF"
+  # One GPU image at a time, here and among the pushed tags' local copies: each is several GB.
+  timed push_job_gpu push "$GPU_REF" kubeslim-job 1
+  prune_docker "$IMAGE_PREFIX/job" 1
+  prune_build_cache
+  cat >"$DEVENV/images-gpu.env" <<EOF
+KUBESLIM_GPU_JOB_IMAGE=$GPU_REF
+KUBESLIM_GPU_JOB_PUSHED=$PUSHED
+KUBESLIM_GPU_WHEELHOUSE_IMAGE=$GPU_WHEELHOUSE_REF
+KUBESLIM_DOCKER_HOST=unix://$DOCKER_SOCK
+KUBESLIM_DOCKER_CLI=$DOCKER_CLI
+EOF
+  write_timings
+  log "GPU job image ready: $GPU_REF, in the registry as $PUSHED"
+  exit 0
+fi
+
+timed pause pause_image
 TAG="$(app_hash)"
 OPERATOR_REF="$IMAGE_PREFIX/operator:$TAG"
 JOB_REF="$IMAGE_PREFIX/job-cpu:$TAG"
@@ -242,9 +305,7 @@ prune_docker "$IMAGE_PREFIX/operator"; prune_docker "$IMAGE_PREFIX/job-cpu"
 timed pull_ahead_job pull_ahead "$JOB_PUSHED"
 prune_node "$OPERATOR_PUSHED"; prune_node "$JOB_PUSHED"
 timed push_chart push_chart
-# BuildKit keeps every layer it ever built (about 1 GB per job-image code change; 21 GB after a
-# day of edits filled the kubelet's disk-pressure threshold): only the newest few GB stay.
-docker builder prune -f --keep-storage "${KUBESLIM_BUILD_CACHE_KEEP:-6GB}" >/dev/null || log "WARNING: docker builder prune failed"
+prune_build_cache
 
 cat >"$DEVENV/images.env" <<EOF
 KUBESLIM_OPERATOR_IMAGE=$OPERATOR_PUSHED
@@ -266,10 +327,5 @@ operator:
 job:
   image: {repository: ${JOB_PUSHED%@*}, tag: "$APP_VERSION", digest: "${JOB_PUSHED#*@}"}
 EOF
-python3 - "$TIMINGS" "${!SECONDS_OF[@]}" -- "${SECONDS_OF[@]}" <<'PY'
-import json, sys, time
-args = sys.argv[2:]; cut = args.index("--")
-json.dump({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "seconds": dict(zip(args[:cut], map(float, args[cut + 1:])))}, open(sys.argv[1], "w"), indent=2)
-PY
+write_timings
 log "images ready in the registry: $OPERATOR_PUSHED, $JOB_PUSHED; chart oci://$REGISTRY/charts/kubeslim:$CHART_VERSION"

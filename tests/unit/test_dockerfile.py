@@ -1,8 +1,8 @@
-"""What can be checked of the Dockerfile without a container engine (the GPU target cannot be built
-here; the CPU targets are built and run by the devenv, hack/images.sh): every target exists, runs
-as a numeric user, starts a console script that the packaging really defines, pins the versions
-the packaging pins, keeps writable paths under the mounted volumes, and uses only what the
-engine's built-in frontend understands."""
+"""What can be checked of the Dockerfile without a container engine (the images are built and run
+by the devenv: hack/images.sh, and for the GPU target make images-gpu and tests/e2e/test_gpu_image.py):
+every target exists, runs as a numeric user, starts a console script that the packaging really
+defines, pins the versions the packaging pins, keeps writable paths under the mounted volumes,
+starts from the one Python base, and uses only what the engine's built-in frontend understands."""
 from __future__ import annotations
 
 import ast
@@ -38,13 +38,32 @@ def _stages() -> dict[str, list[tuple[str, str]]]:
     return stages
 
 
+def _chain(stage: str) -> list[str]:
+    """The stage and the stages it is built FROM, nearest first."""
+    stages, out = _stages(), []
+    while stage in stages:
+        out.append(stage)
+        stage = re.match(r"(\S+)", stages[stage][0][1]).group(1)
+    return out
+
+
+def _instructions(target: str, instr: str) -> list[str]:
+    """The arguments of every `instr` of the target and the stages it is built FROM, base first."""
+    return [a for s in reversed(_chain(target)) for i, a in _stages()[s] if i == instr]
+
+
 def _args(stage: str) -> dict[str, str]:
+    """The ARG defaults the stage's instructions see: the global ones, then its chain's (nearest wins)."""
     out = {}
-    for instr, args in _stages()[stage] + _stages()[""]:
-        if instr == "ARG" and "=" in args:
+    for args in [a for i, a in _stages()[""] if i == "ARG"] + _instructions(stage, "ARG"):
+        if "=" in args:
             k, v = args.split("=", 1)
             out[k] = v
     return out
+
+
+def _env(target: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in shlex.split(" ".join(_instructions(target, "ENV"))) if "=" in kv)
 
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -90,8 +109,9 @@ def test_paddle_pins_match_the_packaging(target, paddle):
     args = _args(target)
     makefile = (REPO / "Makefile").read_text()
     assert f"paddleslim=={args['PADDLESLIM_VERSION']}" in makefile
-    run = " ".join(a for i, a in _stages()[target] if i == "RUN")
-    assert f"{paddle}==${{PADDLE_VERSION}}" in run
+    run = " ".join(_instructions(target, "RUN"))
+    own_run = " ".join(a for i, a in _stages()[target] if i == "RUN")
+    assert f"{paddle}==${{PADDLE_VERSION}}" in own_run
     assert "--no-deps paddleslim==${PADDLESLIM_VERSION}" in run
     # the other paddle build must not sneak in through the job extra
     assert "[job]" not in run
@@ -110,15 +130,18 @@ def test_the_cpu_image_runs_paddle_3_3():
     assert re.fullmatch(r"3\.3\.\d+", _args("job-cpu")["PADDLE_VERSION"]), _args("job-cpu")["PADDLE_VERSION"]
 
 
-def test_the_wheelhouse_holds_the_cpu_images_paddle():
-    # hack/images.sh builds the offline wheelhouse: it must read job-cpu's own pin (the GPU stage
-    # has another), and drop the venv's paddle from pyproject and from its constraints.
+@pytest.mark.parametrize("stage", JOB_TARGETS)
+def test_the_wheelhouses_hold_each_images_paddle(stage):
+    # hack/images.sh builds the offline wheelhouses: each must read its own stage's pin (the CPU and
+    # GPU stages pin different Paddles), and the venv's paddle must leave pyproject's and the
+    # constraints' lists.
     script = (REPO / "hack" / "images.sh").read_text()
-    body = re.search(r"^job_cpu_paddle_pin\(\) \{\n(.*?)^\}", script, re.S | re.M).group(1)
-    sed = re.search(r"sed -n '([^']+)'", body).group(1)
-    out = subprocess.run(["sed", "-n", sed, str(REPO / "Dockerfile")], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == _args("job-cpu")["PADDLE_VERSION"]
+    func = re.search(r"^paddle_pin\(\) \{\n.*?^\}\n", script, re.S | re.M).group(0)
+    out = subprocess.run(["bash", "-c", f'{func}REPO="$1"; paddle_pin "$2"', "-", str(REPO), stage],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == _args(stage)["PADDLE_VERSION"]
     assert 'f"paddlepaddle=={sys.argv[2]}"' in script and 'not r.startswith("paddlepaddle")' in script
+    assert '"$(paddle_pin job-cpu)"' in script and 'echo "paddlepaddle-gpu==$(paddle_pin job)"' in script
     assert re.search(r"grep -v -E '\^\(paddleslim\|paddlepaddle\)==", script)
 
 
@@ -126,9 +149,7 @@ def test_the_wheelhouse_holds_the_cpu_images_paddle():
 def test_job_images_turn_paddle_3_pir_off(target):
     # Paddle reads the flag at import: only the environment the process starts with sets it in
     # time for every process (kubeslim-job's CLI sets it too, for runs outside the images).
-    env = " ".join(a for i, a in _stages()[target] if i == "ENV")
-    pairs = dict(kv.split("=", 1) for kv in shlex.split(env) if "=" in kv)
-    assert pairs.get("FLAGS_enable_pir_api") == "0", target
+    assert _env(target).get("FLAGS_enable_pir_api") == "0", target
 
 
 def test_only_the_engines_builtin_frontend_is_needed():
@@ -139,8 +160,8 @@ def test_only_the_engines_builtin_frontend_is_needed():
     assert "<<" not in text
 
 
-def test_offline_build_args_reach_every_pip_install_of_the_cpu_targets():
-    for target in ("wheel", "operator", "job-cpu"):
+def test_offline_build_args_reach_every_pip_install():
+    for target in ("wheel", "operator", "job-base", "job-cpu", "job"):
         stage = _stages()[target]
         assert ("ARG", "PIP_OFFLINE=") in stage, target
         for instr, args in stage:
@@ -155,24 +176,50 @@ def test_python_version_matches_requires_python():
     minimum = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", spec).group(1).split("."))
     base = _args("operator")["PYTHON_IMAGE"]
     assert tuple(int(x) for x in re.search(r"python:(\d+\.\d+)", base).group(1).split(".")) >= minimum
-    job_run = " ".join(a for i, a in _stages()["job"] if i == "RUN")
-    ver = re.search(r"python(\d+\.\d+) -m venv", job_run).group(1)
-    assert tuple(int(x) for x in ver.split(".")) >= minimum
+
+
+@pytest.mark.parametrize("target", ["operator", *JOB_TARGETS])
+def test_every_image_starts_from_the_one_python_base(target):
+    # The GPU image too: no CUDA base image (Docker Hub's nvidia/cuda), its CUDA comes as wheels.
+    assert _chain(target)[-1] == "python" and _stages()["python"][0][1].startswith("${PYTHON_IMAGE} "), _chain(target)
+
+
+def _gpu_requirements() -> list[str]:
+    lines = (REPO / "job_image" / "gpu-requirements.txt").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def test_the_gpu_wheels_are_pinned_cuda_11_wheels():
+    # paddlepaddle-gpu 2.6.2 is built with CUDA 11.8 and cuDNN 8.6.0: a -cu12 wheel or another
+    # cuDNN major would not be what it dlopens.
+    reqs = _gpu_requirements()
+    assert reqs and all(re.fullmatch(r"nvidia-[a-z-]+-cu11==[\d.]+", r) for r in reqs), reqs
+    assert "nvidia-cudnn-cu11==8.6.0.163" in reqs
+
+
+def test_ld_library_path_names_the_lib_dir_of_every_gpu_wheel():
+    # NVIDIA's wheels install nvidia/<name>/lib (nvidia-cuda-nvrtc-cu11 -> nvidia/cuda_nvrtc/lib);
+    # Paddle finds a library only through the loader's path, so each wheel's dir is on it, no other.
+    args, env = _args("job"), _env("job")
+    path = env["LD_LIBRARY_PATH"].replace("${NVIDIA_LIBS}", args["NVIDIA_LIBS"]).split(":")
+    wheels = {r.split("==")[0].removeprefix("nvidia-").removesuffix("-cu11").replace("-", "_") for r in _gpu_requirements()}
+    assert {f"{args['NVIDIA_LIBS']}/{w}/lib" for w in wheels} == set(path), path
+    # ... under the site-packages of the base's Python.
+    python = re.search(r"python:(\d+\.\d+)", args["PYTHON_IMAGE"]).group(1)
+    assert args["NVIDIA_LIBS"] == f"/opt/kubeslim/lib/python{python}/site-packages/nvidia"
 
 
 @pytest.mark.parametrize("target", JOB_TARGETS)
 def test_job_writes_only_under_mounted_volumes(target):
-    env = " ".join(a for i, a in _stages()[target] if i == "ENV")
-    pairs = dict(kv.split("=", 1) for kv in shlex.split(env) if "=" in kv)
+    pairs = _env(target)
     for var in ("HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
         assert pairs[var].startswith(("/tmp/", "/work/")), (var, pairs.get(var))
-    assert [a for i, a in _stages()[target] if i == "WORKDIR"][-1] == "/work"
+    assert _instructions(target, "WORKDIR")[-1] == "/work"
 
 
 def test_versions_are_pinned_bases():
-    for name in ("PYTHON_IMAGE", "CUDA_IMAGE"):
-        image = _args("job")[name]
-        assert ":" in image and not image.endswith(":latest"), image
+    image = _args("job")["PYTHON_IMAGE"]
+    assert ":" in image and not image.endswith(":latest"), image
 
 
 def test_every_python_package_is_in_the_wheel():
@@ -183,15 +230,6 @@ def test_every_python_package_is_in_the_wheel():
         for init in sorted((REPO / src).rglob("__init__.py")):
             name = ".".join([top, *init.parent.relative_to(REPO / src).parts])
             assert name in packaged, f"{name} ({init.parent}) is not in [tool.setuptools] packages"
-
-
-def _chain(stage: str) -> list[str]:
-    """The stage and the stages it is built FROM, nearest first."""
-    stages, out = _stages(), []
-    while stage in stages:
-        out.append(stage)
-        stage = re.match(r"(\S+)", stages[stage][0][1]).group(1)
-    return out
 
 
 @pytest.mark.parametrize("target", ["operator", *JOB_TARGETS])
