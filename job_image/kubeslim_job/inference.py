@@ -36,9 +36,10 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 from kubeslim_api.contract import Fidelity, OutputFidelity
+from kubeslim_api.text import truncate
 
 from . import data, progress
-from .errors import BadInput, last_line
+from .errors import ERROR_LINE_CHARS, BadInput
 from .handoff import Measurement
 from .workdir import MODEL_FILE, PARAMS_FILE
 
@@ -109,10 +110,14 @@ def accelerator() -> Accelerator:
         return Accelerator(cuda=None)
     gpus = paddle.device.cuda.device_count()
     try:
-        # dlopens libnvinfer.so; Paddle raises NotFound when it cannot (measured without a GPU too).
+        # dlopens libnvinfer.so; Paddle raises NotFound when it cannot (measured without a GPU too),
+        # the cause on its first line ("(NotFound) TensorRT is needed, but TensorRT dynamic library is
+        # not found."), a source location on its last.
         version = ".".join(map(str, paddle.inference.get_trt_runtime_version()))
     except Exception as exc:
-        return Accelerator(cuda=paddle.version.cuda(), gpus=gpus, tensorrt_error=last_line(exc))
+        cause = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        return Accelerator(cuda=paddle.version.cuda(), gpus=gpus,
+                           tensorrt_error=f"{type(exc).__name__}: {truncate(cause, ERROR_LINE_CHARS)}")
     return Accelerator(cuda=paddle.version.cuda(), gpus=gpus, tensorrt=version)
 
 
