@@ -54,6 +54,31 @@ async def get_or_none(kube: Kube, path: str, *, resource: str) -> Obj | None:
         raise
 
 
+def delete_options(uid: str | None) -> Obj:
+    """A Job's DeleteOptions: its pods go too; with `uid`, only that Job (not one made since under its name)."""
+    body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+    if uid:
+        body["preconditions"] = {"uid": uid}
+    return body
+
+
+def event_manifest(involved: Obj, type_: str, reason: str, message: str, instance: str) -> Obj:
+    """A core/v1 Event about a QuantizationJob, its fields cut to the lengths the API server validates."""
+    meta = involved.get("metadata") or {}
+    now = format_time()
+    ns = meta.get("namespace") or "default"
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta.get('name', 'qj')[:c.EVENT_NAME_PREFIX_MAX_CHARS]}.{secrets.token_hex(8)}", "namespace": ns},
+        "involvedObject": {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta.get("name"),
+                           "namespace": ns, "uid": meta.get("uid")},
+        "reason": reason[:c.EVENT_REASON_MAX_CHARS], "message": message[:c.EVENT_MESSAGE_MAX_CHARS], "type": type_,
+        "source": {"component": c.EVENT_SOURCE},
+        "reportingComponent": f"{c.GROUP}/operator", "reportingInstance": instance[:c.EVENT_REPORTING_INSTANCE_MAX_CHARS],
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+
+
 class Kube:
     def __init__(self, info: kopf.ConnectionInfo, *, concurrency: int = 32,
                  relogin: Callable[[], kopf.ConnectionInfo | None] | None = None,
@@ -125,11 +150,9 @@ class Kube:
         return await self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", resource="jobs")
 
     async def delete_job(self, namespace: str, name: str, uid: str | None = None) -> None:
-        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
-        if uid:
-            body["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", resource="jobs", body=body)
+            await self.request("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", resource="jobs",
+                               body=delete_options(uid))
         except ApiError as exc:
             if exc.status not in (404, 409):     # already gone, or a different Job by now
                 raise
@@ -162,21 +185,10 @@ class Kube:
             raise
 
     async def post_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
-        meta = involved.get("metadata") or {}
-        now = format_time()
-        ns = meta.get("namespace") or "default"
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta.get('name', 'qj')[:c.EVENT_NAME_PREFIX_MAX_CHARS]}.{secrets.token_hex(8)}", "namespace": ns},
-            "involvedObject": {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta.get("name"),
-                               "namespace": ns, "uid": meta.get("uid")},
-            "reason": reason[:c.EVENT_REASON_MAX_CHARS], "message": message[:c.EVENT_MESSAGE_MAX_CHARS], "type": type_,
-            "source": {"component": c.EVENT_SOURCE},
-            "reportingComponent": f"{c.GROUP}/operator", "reportingInstance": self.instance[:c.EVENT_REPORTING_INSTANCE_MAX_CHARS],
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
+        event = event_manifest(involved, type_, reason, message, self.instance)
+        ns = event["metadata"]["namespace"]
         try:
             await self.request("POST", f"/api/v1/namespaces/{ns}/events", resource="events", body=event)
         except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # Events are a courtesy: the status already says the same thing.
-            log.warning("could not post event %s for %s/%s: %s", reason, ns, meta.get("name"), exc)
+            log.warning("could not post event %s for %s/%s: %s", reason, ns, event["involvedObject"]["name"], exc)
