@@ -8,6 +8,7 @@ import zlib  # noqa: F401  -- before paddle
 
 import json
 
+import numpy as np
 import pytest
 from paddle.inference import PrecisionType
 
@@ -44,8 +45,8 @@ class FakeConfig:
     def tensorrt_precision_mode(self):
         return self._mode
 
-    def enable_mkldnn_int8(self):
-        self.calls.append(("enable_mkldnn_int8", (), {}))
+    def enable_mkldnn_int8(self, op_types=None):
+        self.calls.append(("enable_mkldnn_int8", (op_types,), {}))
         self._int8 = self.takes
 
     def mkldnn_int8_enabled(self):
@@ -90,6 +91,27 @@ def test_cpu_runs_onednn_with_int8_kernels_for_int8(precision, int8_calls):
     assert cfg.names() == COMMON + ["disable_gpu", "enable_mkldnn", "set_cpu_math_library_num_threads",
                                     "set_mkldnn_cache_capacity"] + int8_calls
     assert cfg.call("set_cpu_math_library_num_threads") == ((3,), {})
+
+
+def test_onednn_runs_only_the_weighted_layers_in_int8():
+    """Not pool2d or the elementwise ops, which onnx_format's output scales would otherwise put in
+    int8 (mobilenet_v3_small's features cosine 0.895 against 0.990)."""
+    cfg = FakeConfig()
+    inference.configure(cfg, inference.CPU_ONEDNN, "int8", 16, {"x": [3, 8, 8]}, threads=1)
+    ((ops,), _) = cfg.call("enable_mkldnn_int8")
+    assert {"conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul_v2"} <= ops
+    assert not ops & {"pool2d", "elementwise_add", "elementwise_mul", "concat"}
+
+
+def test_paddle_takes_every_int8_op_type(tmp_path):
+    """Paddle refuses a predictor whose int8 op set names a type its oneDNN quantization lacks
+    (mul did), so the set is checked against the real one on a small conv + fc model."""
+    import paddle
+
+    layer = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.Flatten(), paddle.nn.Linear(4 * 6 * 6, 2))
+    paddle.jit.save(layer, str(tmp_path / "model"), input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")])
+    infer = inference.open_model(str(tmp_path), inference.CPU_ONEDNN, "int8", 2, {"x": [3, 8, 8]})
+    assert list(infer({"x": np.zeros((2, 3, 8, 8), np.float32)}).values())[0].shape == (2, 2)
 
 
 def test_cpu_refuses_fp16_and_an_int8_that_did_not_take():
