@@ -52,7 +52,7 @@ Precision = Literal["fp32", "fp16", "int8"]
 # Paddle Inference's fuse passes give them (Paddle refuses a name its oneDNN quantization lacks:
 # mul, which becomes fc). enable_mkldnn_int8() with no set also runs pool2d, elementwise_mul/add,
 # concat ... in int8 wherever onnx_format wrote a scale on their output (it writes one on every
-# op), at a fidelity cost and no measured speed: mobilenet_v3_small (seeded, hist, 32 calibration
+# op), at a fidelity cost and for no speed we could measure: mobilenet_v3_small (seeded, hist, 32 calibration
 # images) penultimate features cosine 0.895 -> 0.990 (0.990 is what its quantize ops themselves
 # compute in Paddle's executor), logits 0.833 -> 0.957; avg's 0.894 -> 0.897. Time per batch of 16
 # on 2 loaded cores, 12 alternating rounds, fastest round: 23.0 against 21.4 ms (avg), 26.0
