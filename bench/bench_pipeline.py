@@ -392,8 +392,8 @@ def network_row(s3, bucket: str, tmp: Path, env: dict[str, str], architecture: s
         "agreement": r["int8"]["agreement"],
         "cosine": (r["int8"].get("fidelity") or {}).get("cosine"),
         "speedAware": r.get("speedAware"),
-        "candidates": [{k: c.get(k) for k in ("algo", "agreement", "latencyMs", "sizeBytes", "calibrationSeconds", "error")}
-                       for c in r["candidates"]],
+        "candidates": [{**{k: c.get(k) for k in ("algo", "agreement", "latencyMs", "sizeBytes", "calibrationSeconds", "error")},
+                        "cosine": (c.get("fidelity") or {}).get("cosine")} for c in r["candidates"]],
         "weightsSetupSeconds": round(setup_s, 3),
     }
 
