@@ -12,7 +12,7 @@
 # numeric USER) and need no writable path in the image: the job writes only to /work and /tmp,
 # which the operator mounts as emptyDir volumes, so readOnlyRootFilesystem: true works.
 #
-# Offline builds (no registry, no package index: hack/images.sh on the devenv) pass a local base
+# Offline builds (no registry, no package index: devenv/images.sh on the devenv) pass a local base
 # with python3-venv and libgomp1 as PYTHON_IMAGE, an image holding a wheelhouse as WHEELHOUSE (and
 # the GPU target's wheels as GPU_WHEELHOUSE) and PIP_OFFLINE=1. With the defaults, pip uses its
 # index and the wheelhouses are empty. Every target starts from PYTHON_IMAGE: the GPU one too.
@@ -82,7 +82,7 @@ WORKDIR /work
 
 # ---- job, CPU: the devenv's real node and CPU clusters ----------------------------------------------
 FROM job-base AS job-cpu
-# Paddle 3 (hack/images.sh puts this version in the devenv's wheelhouse).
+# Paddle 3 (devenv/images.sh puts this version in the devenv's wheelhouse).
 ARG PADDLE_VERSION=3.3.1
 ARG PIP_OFFLINE=
 RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \

@@ -1,5 +1,6 @@
 # kubeslim: the two commands a newcomer needs are `make demo` and `make test`.
-# Each area keeps its targets in hack/make/<area>.mk.
+# Each area keeps its targets in hack/make/<area>.mk; the dev environment's are in devenv/*.mk
+# (devenv/README.md: what it produces and guarantees).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 REPO := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
@@ -32,7 +33,7 @@ host-packages: ## install the Debian packages the tests need (libgomp1, python3-
 
 venv: $(VENV)/.installed ## create .venv with the operator, job and dev dependencies
 
-include $(wildcard hack/make/*.mk)
+include $(wildcard devenv/*.mk hack/make/*.mk)
 
 .PHONY: test test-unit
 test: venv host-packages ## every test tier: unit, cluster (real control plane + S3), e2e (real pods, real Paddle); starts the devenv if needed

@@ -8,7 +8,7 @@ Cold build times are the ones hack/build-tools.sh recorded (<cache>/<tool>-<vers
 when it built each tool; rebuilding on purpose would cost ~30 CPU-minutes, so this script does not.
 Images: a cold build (`docker build --no-cache`, base and wheelhouse present) and a cached one of
 each target into throw-away tags, and the import of the job image into the node's containerd.
-Warm starts cycle the devenv itself (`hack/devenv.sh down` + `up`; the real node is one per host,
+Warm starts cycle the devenv itself (`devenv/devenv.sh down` + `up`; the real node is one per host,
 so no second devenv can run beside it): a devenv in use is restarted, and left running at the end.
 Standard library only.
 """
@@ -95,7 +95,7 @@ def main() -> int:
     args = ap.parse_args()
     cache = Path(os.environ.get("KUBESLIM_CACHE", Path.home() / ".cache/kubeslim"))
 
-    devenv = [str(REPO / "hack/devenv.sh")]
+    devenv = [str(REPO / "devenv/devenv.sh")]
     env = dict(os.environ)
     run([*devenv, "up"], env)  # builds missing tools and images first; not timed
     info = json.loads((DEVENV / "devenv.json").read_text())
@@ -107,11 +107,11 @@ def main() -> int:
         up = run([*devenv, "up"], env)
         timings = json.loads((DEVENV / "timings.json").read_text())
         node = json.loads((DEVENV / "node" / "timings.json").read_text())
-        # Kueue on the fresh devenv (hack/kueue.sh): CRDs + webhooks applied, controller ready, its
+        # Kueue on the fresh devenv (devenv/kueue.sh): CRDs + webhooks applied, controller ready, its
         # webhook answering through the Service; then its down, which deletes all of it.
-        kueue_up = run([str(REPO / "hack/kueue.sh"), "up"], env)
+        kueue_up = run([str(REPO / "devenv/kueue.sh"), "up"], env)
         kueue = {"up_wall_seconds": kueue_up, **json.loads((DEVENV / "kueue" / "timings.json").read_text()),
-                 "down_wall_seconds": run([str(REPO / "hack/kueue.sh"), "down"], env)}
+                 "down_wall_seconds": run([str(REPO / "devenv/kueue.sh"), "down"], env)}
         starts.append({"run": i + 1, "up_wall_seconds": up, "down_wall_seconds": down,
                        "start_to_ready_seconds": timings["start_to_ready_seconds"], "real_node": node, "kueue": kueue})
         print(f"[bench] run {i + 1}: down {down}s (host state verified), up {up}s", file=sys.stderr)
@@ -133,8 +133,8 @@ def main() -> int:
         "kueue_seconds_median": {k: round(statistics.median(s["kueue"][k] for s in starts), 2)
                                  for k in starts[0]["kueue"] if k != "version"},
         "runs": starts,
-        "notes": "warm start = hack/devenv.sh up with binaries and images cached and no prior state, right after "
-                 "hack/devenv.sh down (which fails unless the host is as before); real_node: daemons = bridge + "
+        "notes": "warm start = devenv/devenv.sh up with binaries and images cached and no prior state, right after "
+                 "devenv/devenv.sh down (which fails unless the host is as before); real_node: daemons = bridge + "
                  "containerd + dockerd up, kubelet_registered / node_ready counted from the kubelet's start; start_to_ready = seconds from the start of `up` until each component's health "
                  "endpoint answered (a process serving /healthz, not yet its work: kube-controller-manager answers before "
                  "the apiserver is up; default-serviceaccount = its controllers have done work and pods are admissible; "

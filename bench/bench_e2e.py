@@ -42,7 +42,7 @@ def setup() -> None:
               "stringData": {k: ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}}
     kubectl("apply", "-f", "-", input=json.dumps(secret))
     sh(DEVENV["bin"]["helm"], "--kubeconfig", str(REPO / ".devenv" / "kubeconfig"), "upgrade", "--install", "kubeslim-bench",
-       str(REPO / "helm" / "kubeslim"), "-n", RELEASE_NS, "--create-namespace", "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"),
+       str(REPO / "helm" / "kubeslim"), "-n", RELEASE_NS, "--create-namespace", "-f", str(REPO / "devenv" / "chart-values.yaml"),
        "-f", str(REPO / ".devenv" / "values-images.yaml"),
        "--set", f"operator.watchNamespaces={{{NS}}}", "--wait", "--timeout", "180s")
     demo.seed(devenv.s3_client(ENV), BUCKET, "digits")

@@ -3,8 +3,8 @@
 # $KUBESLIM_CACHE/<tool>-<version>/bin. Safe to rerun: a cached tool is skipped.
 # Each build records its wall time in <tool>-<version>/build.json (read by `make bench-devenv`).
 #   usage: hack/build-tools.sh [etcd kwok helm s3 registry kubernetes gitops kueue actionlint]   (default: all)
-# `make devenv`/`make demo` build only what the devenv runs (DEVENV_TOOLS in hack/devenv.sh); the
-# GitOps judges, Kueue and actionlint are built on demand by the tests and hack/kueue.sh that use them.
+# `make devenv`/`make demo` build only what the devenv runs (DEVENV_TOOLS in devenv/devenv.sh); the
+# GitOps judges, Kueue and actionlint are built on demand by the tests and devenv/kueue.sh that use them.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source-path=SCRIPTDIR

@@ -24,7 +24,7 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/d
 # The chart as a user installs it, from the registry (plain http in the devenv); its pods pull
 # their images from the same registry, pinned by digest in .devenv/values-images.yaml.
 helm upgrade --install kubeslim "$KUBESLIM_CHART" --version "$KUBESLIM_CHART_VERSION" --plain-http -n kubeslim-system --create-namespace \
-  -f hack/demo/values-devenv.yaml -f .devenv/values-images.yaml --set "operator.watchNamespaces={$NS}" --wait --timeout 180s >/dev/null
+  -f devenv/chart-values.yaml -f .devenv/values-images.yaml --set "operator.watchNamespaces={$NS}" --wait --timeout 180s >/dev/null
 kubectl -n kubeslim-system get deploy kubeslim -o wide
 
 step "5/6 Model and data into S3 ($AWS_ENDPOINT_URL)"

@@ -2,7 +2,7 @@
 # Installs the Debian packages the project needs, only those missing, so that `make test` and
 # `make demo` work on a fresh machine on their own (not only under .ci/run).
 #   usage: hack/host-packages.sh          the venv, the tests and the demo
-#          hack/host-packages.sh node     also the real node's (hack/node.sh): runtimes, CNI, ...
+#          hack/host-packages.sh node     also the real node's (devenv/node.sh): runtimes, CNI, ...
 set -euo pipefail
 missing=()
 need() { command -v "$1" >/dev/null || missing+=("$2"); }   # need COMMAND PACKAGE

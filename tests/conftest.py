@@ -73,7 +73,7 @@ class Devenv:
 
 
 def _status_ok() -> bool:
-    return subprocess.run([str(REPO / "hack/devenv.sh"), "status"], capture_output=True).returncode == 0
+    return subprocess.run([str(REPO / "devenv/devenv.sh"), "status"], capture_output=True).returncode == 0
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +113,7 @@ def k8s(devenv: Devenv):
 
 @dataclass(frozen=True)
 class NodeImages:
-    """The images hack/images.sh built from this checkout and pushed to the devenv registry, as
+    """The images devenv/images.sh built from this checkout and pushed to the devenv registry, as
     repository@digest (the job image is on the node already: pulled ahead from the registry)."""
     operator: str
     job: str
@@ -131,9 +131,9 @@ class NodeImages:
 def node_images(devenv: Devenv) -> NodeImages:
     """Current images: rebuilt first if the Dockerfile, packaging or code changed since the devenv
     built them (seconds when nothing did)."""
-    proc = subprocess.run([str(REPO / "hack/images.sh")])
+    proc = subprocess.run([str(REPO / "devenv/images.sh")])
     if proc.returncode != 0:
-        pytest.fail(f"hack/images.sh failed (exit {proc.returncode}); see its output above")
+        pytest.fail(f"devenv/images.sh failed (exit {proc.returncode}); see its output above")
     env = dict(line.split("=", 1) for line in (devenv.dir / "images.env").read_text().splitlines() if "=" in line)
     return NodeImages(env["KUBESLIM_OPERATOR_IMAGE"], env["KUBESLIM_JOB_IMAGE"], devenv.dir / "values-images.yaml",
                       env["KUBESLIM_CHART"], env["KUBESLIM_CHART_VERSION"])

@@ -4,7 +4,7 @@ bench-e2e: $(VENV)/.installed ## apply → Succeeded on the real node (1 and 4 a
 	$(PY) bench/bench_e2e.py
 
 bench-fallback: $(VENV)/.installed ## plain PTQ vs accuracy-aware fallback on the outlier digits CNN -> bench/results/fallback.json
-	@hack/devenv.sh status >/dev/null 2>&1 || $(MAKE) --no-print-directory devenv
+	@devenv/devenv.sh status >/dev/null 2>&1 || $(MAKE) --no-print-directory devenv
 	$(PY) bench/bench_fallback.py
 
 bench-calibration: $(VENV)/.installed ## avg, hist and KL calibration of mobilenet_v3_small with Paddle's KL/hist functions and with kubeslim's (no devenv) -> bench/results/calibration.json

@@ -1,7 +1,7 @@
 """The chaos suite's workload, its recorder and its verdicts (tests/cluster/test_chaos*.py).
 
 Workload: QuantizationJobs on the devenv's kwok nodes, each generation told (through the pod
-annotations the kwok Stages read, hack/devenv/stages/pod.yaml) to finish in its own way — ok, gate
+annotations the kwok Stages read, devenv/kwok/stages/pod.yaml) to finish in its own way — ok, gate
 failed, bad input, OOM, crash — with a result that names the QuantizationJob and generation, so a
 status copied from another run's pod shows up as wrong.
 

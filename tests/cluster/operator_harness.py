@@ -4,7 +4,7 @@ The operator runs as a separate process (as in production), scoped to the test's
 (`-n`), authenticated with a ServiceAccount token bound to exactly operator/rbac/clusterrole.yaml:
 every cluster test is therefore also an RBAC test. Pods land on the devenv's kwok GPU nodes, whose
 Stages finish them with the exit code / termination message / reason given in pod annotations
-(hack/devenv/stages/pod.yaml), which spec.podMetadata sets.
+(devenv/kwok/stages/pod.yaml), which spec.podMetadata sets.
 """
 from __future__ import annotations
 

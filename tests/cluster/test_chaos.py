@@ -182,7 +182,7 @@ def test_apiserver_restarted_mid_run(crd, operator_identity, namespace, tmp_path
     apply_all(kubectl, namespace, plans)
     time.sleep(3)
     t0 = time.monotonic()
-    proc = subprocess.run([str(REPO / "hack/devenv.sh"), "restart", "kube-apiserver"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(REPO / "devenv/devenv.sh"), "restart", "kube-apiserver"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     outages = [(t0, time.monotonic())]
     wait_all_final(plans, qjs, wait_for)

@@ -1,6 +1,6 @@
 """Node loss (make chaos): the real node's kubelet and containerd stop while a real QuantizationJob
 calibrates on it, for longer than the controller manager's --node-monitor-grace-period, then come
-back (hack/node.sh stop-daemons / start-daemons: the pods' containers keep running in their shims,
+back (devenv/node.sh stop-daemons / start-daemons: the pods' containers keep running in their shims,
 as on a node cut off from the control plane).
 
 What must happen: the node controller declares the node unreachable and taints it NoExecute; the
@@ -31,7 +31,7 @@ from operator_harness import operator_on_real_node as operator  # noqa: F401
 
 pytestmark = [pytest.mark.timeout(1500), full_only]
 
-NODE_SH = REPO / "hack" / "node.sh"
+NODE_SH = REPO / "devenv" / "node.sh"
 # How long the pod stays on an unreachable node before the taint eviction takes it off.
 NODE_TOLERATION_SECONDS = 5
 LOST_NODE_TOLERATIONS = [{"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": NODE_TOLERATION_SECONDS}
@@ -111,5 +111,5 @@ def test_node_lost_while_calibrating(operator, qj, namespace, kubectl, s3, s3_en
     winner = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Succeeded"]
     assert winner and winner[0] != first_pod[0], f"succeeded on {winner}, the lost pod was {first_pod}"
     assert (figures["duplicates"], figures["lost"], figures["wrong"], figures["backwards"]) == (0, 0, 0, 0), figures
-    health = subprocess.run([str(REPO / "hack/devenv.sh"), "status"], capture_output=True, text=True)
+    health = subprocess.run([str(REPO / "devenv/devenv.sh"), "status"], capture_output=True, text=True)
     assert health.returncode == 0, f"the devenv is not healthy after the node came back:\n{health.stdout}{health.stderr}"

@@ -1,4 +1,4 @@
-"""The devenv's real node (hack/node.sh): a kubelet that runs our images in containerd, advertises
+"""The devenv's real node (devenv/node.sh): a kubelet that runs our images in containerd, advertises
 GPUs like a GPU-operator node, and changes none of the host's sysctls while it runs."""
 from __future__ import annotations
 

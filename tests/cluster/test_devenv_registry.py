@@ -1,4 +1,4 @@
-"""The devenv's registry (hack/devenv.sh: CNCF distribution on the node's address, plain http):
+"""The devenv's registry (devenv/devenv.sh: CNCF distribution on the node's address, plain http):
 `make images` pushed the operator and job-cpu images there under the chart's appVersion,
 `<version>-<git sha>` and their input hash, and the chart as oci://<registry>/charts/kubeslim; the
 real node's containerd pulls from it through a hosts.toml of the node's own, so a pod with

@@ -1,5 +1,5 @@
 """The devenv survives what it tests: a control-plane process that exits is started again
-(hack/devenv/supervise.py), as a real node's kubelet restarts static pods.
+(devenv/supervise.py), as a real node's kubelet restarts static pods.
 
 kube-controller-manager and kube-scheduler exit by design when they lose their leader lease
 across a kube-apiserver restart; before the supervisor, the devenv then had no Job controller and
@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 REPO = Path(__file__).resolve().parents[2]
-SUPERVISE = REPO / "hack/devenv/supervise.py"
+SUPERVISE = REPO / "devenv/supervise.py"
 FAKE_NODE_TOLERATION = client.V1Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
 
 
@@ -71,7 +71,7 @@ def test_a_process_that_exits_is_started_again_the_same_way_unless_held(supervis
 def test_controller_manager_and_scheduler_come_back_after_an_apiserver_restart(devenv, k8s, namespace, wait_for):
     pids = devenv.dir / "kwok/clusters/kubeslim/pids"
     before = {name: _pid_of(pids / f"{name}.pid") for name in ("kube-controller-manager", "kube-scheduler")}
-    subprocess.run([str(REPO / "hack/devenv.sh"), "restart", "kube-apiserver"], check=True, timeout=180)
+    subprocess.run([str(REPO / "devenv/devenv.sh"), "restart", "kube-apiserver"], check=True, timeout=180)
 
     # Both exit on losing their lease; whether it happened already or not, they must serve again.
     for name in before:

@@ -1,7 +1,7 @@
 """What only a real kubelet reports, seen by the operator on the CR: a missing credentials Secret
 (or key), picked up once it exists although the operator may not read Secrets (the kubelet's
 CreateContainerConfigError), and a job image the node does not have (ErrImageNeverPull). The pods
-run on the devenv's real node (hack/node.sh) with the job image built from our Dockerfile."""
+run on the devenv's real node (devenv/node.sh) with the job image built from our Dockerfile."""
 from __future__ import annotations
 
 import json

@@ -42,7 +42,7 @@ def operator_release(devenv, node_images, e2e_namespace, kubectl):
     helm = [devenv.helm, "--kubeconfig", str(devenv.kubeconfig)]
     # From the devenv registry, as a user installs the published chart.
     subprocess.run([*helm, "install", release, *node_images.helm_chart_args(), "-n", ns, "--create-namespace",
-                    "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "-f", str(node_images.values_file),
+                    "-f", str(REPO / "devenv" / "chart-values.yaml"), "-f", str(node_images.values_file),
                     "--set", f"operator.watchNamespaces={{{e2e_namespace}}}", "--wait", "--timeout", "180s"],
                    check=True, capture_output=True, text=True)
     yield {"release": release, "namespace": ns, "serviceAccount": f"{release}-kubeslim"}

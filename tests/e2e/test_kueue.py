@@ -1,10 +1,10 @@
-"""QuantizationJobs through a real Kueue (hack/kueue.sh: the controller built from its module at
+"""QuantizationJobs through a real Kueue (devenv/kueue.sh: the controller built from its module at
 KUEUE_VERSION, its own webhook certificates, a ClusterQueue with nvidia.com/gpu quota 2): Kueue's
 webhook suspends each Job, Kueue admits two, and the third waits — with 4 GPUs and the CPU to
 spare on the real node, only Kueue's quota holds it — until a slot frees. What the status says
 meanwhile is judged by Argo CD's and kstatus's own code.
 
-The module starts Kueue if it is not running and then stops it again (`hack/kueue.sh down`), so
+The module starts Kueue if it is not running and then stops it again (`devenv/kueue.sh down`), so
 the tests after it see the cluster as they would without Kueue; a Kueue someone else started is
 left running."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.gitops import argocd_health, kstatus
 
 pytestmark = pytest.mark.timeout(900)
 
-KUEUE_SH = str(REPO / "hack" / "kueue.sh")
+KUEUE_SH = str(REPO / "devenv" / "kueue.sh")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def local_queue(devenv, e2e_namespace, kubectl):
     if started:
         # Output goes to the terminal: a cold start builds Kueue first (minutes).
         if subprocess.run([KUEUE_SH, "up"]).returncode != 0:
-            pytest.fail("hack/kueue.sh up failed; see its output above")
+            pytest.fail("devenv/kueue.sh up failed; see its output above")
     kubectl("apply", "-f", "-", input=json.dumps(kueue.local_queue_manifest(e2e_namespace)))
     yield kueue.LOCAL_QUEUE
     kubectl("-n", e2e_namespace, "delete", "localqueues.v1beta2.kueue.x-k8s.io", kueue.LOCAL_QUEUE, "--ignore-not-found", check=False)

@@ -37,7 +37,7 @@ def ha_release(devenv, node_images, namespace, kubectl):
     release = f"ha-{uuid.uuid4().hex[:6]}"
     helm = [devenv.helm, "--kubeconfig", str(devenv.kubeconfig)]
     proc = subprocess.run([*helm, "install", release, *node_images.helm_chart_args(), "-n", namespace,
-                           "-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "-f", str(node_images.values_file),
+                           "-f", str(REPO / "devenv" / "chart-values.yaml"), "-f", str(node_images.values_file),
                            "--set", f"operator.watchNamespaces={{{namespace}}}", "--wait", "--timeout", "180s"],
                           capture_output=True, text=True)
     try:

@@ -61,7 +61,7 @@ REAL_GROUP = "kubeslim.io"
 FINAL = ("Succeeded", "Failed")
 KWOK_QJS, REAL_QJS, DURING_ROLLOUT_QJS = 20, 2, 2
 
-# Setup may rebuild the images (hack/images.sh: minutes when the code changed) before the flow itself (about 3 min).
+# Setup may rebuild the images (devenv/images.sh: minutes when the code changed) before the flow itself (about 3 min).
 pytestmark = pytest.mark.timeout(1200)
 
 
@@ -107,7 +107,7 @@ def package_chart(helm: str, chart_dir: Path, version: str, crd_group: str, out:
 
 
 def images_env(devenv) -> dict[str, str]:
-    """What hack/images.sh wrote last (the node_images fixture runs it first)."""
+    """What devenv/images.sh wrote last (the node_images fixture runs it first)."""
     return dict(line.split("=", 1) for line in (devenv.dir / "images.env").read_text().splitlines() if "=" in line)
 
 
@@ -219,7 +219,7 @@ def upgraded(devenv, crd, charts, node_images, real_node, seeded, s3_env, kubect
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns},
               "stringData": {"AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"]}}
     kubectl("apply", "-f", "-", input=json.dumps(secret))
-    common = ["-f", str(REPO / "hack" / "demo" / "values-devenv.yaml"), "--set", f"operator.watchNamespaces={{{ns}}}",
+    common = ["-f", str(REPO / "devenv" / "chart-values.yaml"), "--set", f"operator.watchNamespaces={{{ns}}}",
               "--wait", "--timeout", "180s"]
     # PREVIOUS's chart knows no image.digest (its schema refuses the key): each image as
     # tag@digest, which its repository:tag rendering turns into a reference that pins the digest.

@@ -1,5 +1,5 @@
 """What can be checked of the Dockerfile without a container engine (the images are built and run
-by the devenv: hack/images.sh, and for the GPU target make images-gpu and tests/e2e/test_gpu_image.py):
+by the devenv: devenv/images.sh, and for the GPU target make images-gpu and tests/e2e/test_gpu_image.py):
 every target exists, runs as a numeric user, starts a console script that the packaging really
 defines, pins the versions the packaging pins, keeps writable paths under the mounted volumes,
 starts from the one Python base, and uses only what the engine's built-in frontend understands."""
@@ -132,10 +132,10 @@ def test_the_cpu_image_runs_paddle_3_3():
 
 @pytest.mark.parametrize("stage", JOB_TARGETS)
 def test_the_wheelhouses_hold_each_images_paddle(stage):
-    # hack/images.sh builds the offline wheelhouses: each must read its own stage's pin (the CPU and
+    # devenv/images.sh builds the offline wheelhouses: each must read its own stage's pin (the CPU and
     # GPU stages pin different Paddles), and the venv's paddle must leave pyproject's and the
     # constraints' lists.
-    script = (REPO / "hack" / "images.sh").read_text()
+    script = (REPO / "devenv" / "images.sh").read_text()
     func = re.search(r"^paddle_pin\(\) \{\n.*?^\}\n", script, re.S | re.M).group(0)
     out = subprocess.run(["bash", "-c", f'{func}REPO="$1"; paddle_pin "$2"', "-", str(REPO), stage],
                          capture_output=True, text=True, check=True)

@@ -53,8 +53,8 @@ def test_the_walk_sees_imports():
     assert "kubeslim_operator" in graph["operator/kubeslim_operator/main.py"]
 
 
-@pytest.mark.parametrize("folder", ["bench", "hack"])
-def test_benchmarks_demo_and_dev_helpers_do_not_import_tests(folder):
+@pytest.mark.parametrize("folder", ["bench", "devenv", "hack"])
+def test_benchmarks_demo_devenv_and_dev_helpers_do_not_import_tests(folder):
     graph = imported_top_levels("", REPO / folder)
     assert graph, f"no Python files under {folder}/"
     bad = sorted(f for f, names in graph.items() if "tests" in names)

@@ -1,4 +1,4 @@
-"""kubeslim_dev.kueue, which renders what hack/kueue.sh applies, on a small tree laid out like
+"""kubeslim_dev.kueue, which renders what devenv/kueue.sh applies, on a small tree laid out like
 Kueue's module source (config/components/crd, config/components/webhook)."""
 from __future__ import annotations
 

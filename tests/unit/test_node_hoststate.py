@@ -1,5 +1,5 @@
 """The comparison `make devenv-down` uses to prove the real node left the host as it found it
-(hack/node/hoststate.py): every kind of leftover is named, and what moves by itself is not."""
+(devenv/node/hoststate.py): every kind of leftover is named, and what moves by itself is not."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("hoststate", Path(__file__).resolve().parents[2] / "hack/node/hoststate.py")
+_spec = importlib.util.spec_from_file_location("hoststate", Path(__file__).resolve().parents[2] / "devenv/node/hoststate.py")
 hoststate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hoststate)
 

@@ -1,4 +1,4 @@
-"""The local devenv (hack/devenv.sh, `make devenv`) as tests and benchmarks reach it: the files it
+"""The local devenv (devenv/devenv.sh, `make devenv`) as tests and benchmarks reach it: the files it
 writes under .devenv/, the guard that refuses any other kubeconfig, and an S3 client for its server."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DEVENV_EXTENSION = "kubeslim.io/devenv"
 
 
 class NotADevenv(RuntimeError):
-    """A kubeconfig that hack/devenv.sh did not write: tests refuse to use it."""
+    """A kubeconfig that devenv/devenv.sh did not write: tests refuse to use it."""
 
 
 def check_devenv_kubeconfig(path: Path, devenv_dir: Path = DEVENV_DIR) -> str:

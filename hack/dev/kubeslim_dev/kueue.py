@@ -1,4 +1,4 @@
-"""Kueue in the devenv (hack/kueue.sh): the objects that make Kueue's controller, run as a host
+"""Kueue in the devenv (devenv/kueue.sh): the objects that make Kueue's controller, run as a host
 process, part of the cluster, rendered from the manifests of Kueue's own Go module source.
 
 What differs from Kueue's kustomize install (config/default), and why:

@@ -1,4 +1,4 @@
-"""The devenv's Prometheus server (hack/devenv.sh): list an operator release's pods as scrape
+"""The devenv's Prometheus server (devenv/devenv.sh): list an operator release's pods as scrape
 targets and query the HTTP API.
 
 Debian's prometheus is built without Kubernetes service discovery, so targets go through file_sd

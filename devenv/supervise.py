@@ -6,7 +6,7 @@ again.
 Each process is learned once, while it runs (argv, environment, working directory and the file
 its output goes to, all from /proc), and started again the same way when its pid is gone, with a
 crash-loop backoff (1 s doubling to 10 s, reset after 30 s of uptime). A hold file
-(<hold-dir>/<name>) keeps one stopped on purpose: `hack/devenv.sh stop|start|restart <name>`.
+(<hold-dir>/<name>) keeps one stopped on purpose: `devenv/devenv.sh stop|start|restart <name>`.
 
   usage: supervise.py --hold-dir DIR --log FILE NAME=PIDFILE [NAME=PIDFILE ...]
 """

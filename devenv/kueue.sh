@@ -7,7 +7,7 @@
 #   .devenv/kueue/       config.yaml, certs/ (the webhook's serving certificate), pid, timings.json
 #   .devenv/logs/kueue.log
 #
-#   usage: hack/kueue.sh up|down|status         (make kueue / kueue-down)
+#   usage: devenv/kueue.sh up|down|status         (make kueue / kueue-down)
 #     up: idempotent; KUBESLIM_KUEUE_NAMESPACES (default: default) get a LocalQueue named
 #         kubeslim-queue, KUBESLIM_KUEUE_GPU_QUOTA (default 2) is the ClusterQueue's GPU quota
 #     down: stops the controller and deletes every object and file `up` made (fails naming what is left)
@@ -103,7 +103,7 @@ up() {
 
 start() {
   local t0; t0="$(now)"
-  "$here/build-tools.sh" kueue
+  "$REPO/hack/build-tools.sh" kueue
   [ -x "$BIN" ] || die "no Kueue binary at $BIN after hack/build-tools.sh kueue"
   [ -x "$PY" ] || die "no $PY: the renderer lives in kubeslim_dev (make venv)" "make venv && make kueue"
   local pid; if pid="$(controller_pid)"; then

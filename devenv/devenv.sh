@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local dev cluster: a real control plane (etcd, kube-apiserver with RBAC + ServiceAccount
 # admission, kube-controller-manager, kube-scheduler) on 127.0.0.1, kwok-run fake GPU/CPU nodes,
-# a real node (hack/node.sh: kubelet + containerd + kube-proxy + CNI, running the images our
+# a real node (devenv/node.sh: kubelet + containerd + kube-proxy + CNI, running the images our
 # Dockerfile builds) and a real S3 server (versitygw) on the node's own address, all from
 # binaries built by hack/build-tools.sh and Debian packages. A registry (CNCF distribution) on the
 # node's address holds the images make images pushes and the chart make demo pushes.
@@ -13,17 +13,17 @@
 #   .devenv/env         `source` it: PATH with our kubectl/helm, KUBECONFIG, the S3 variables
 #   .devenv/devenv.json ports, endpoints (the registry's too), binaries; .devenv/timings.json start-to-ready seconds
 #
-#   usage: hack/devenv.sh up|down|status        (make devenv / devenv-down / devenv-status)
-#          hack/devenv.sh stop|start|restart <component>   outages on purpose (etcd, kube-apiserver,
+#   usage: devenv/devenv.sh up|down|status        (make devenv / devenv-down / devenv-status)
+#          devenv/devenv.sh stop|start|restart <component>   outages on purpose (etcd, kube-apiserver,
 #          kube-controller-manager, kube-scheduler, kwok-controller, s3, registry); otherwise any of them that
-#          exits is started again by hack/devenv/supervise.py
+#          exits is started again by devenv/supervise.py
 # Ports, all on 127.0.0.1, are set below (KUBESLIM_*_PORT overrides each): apiserver 16443, S3 16900, ...
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$here/.." && pwd)"
 HERE_NODE="$here/node.sh"
-# shellcheck source-path=SCRIPTDIR
-source "$here/versions.env"
+# shellcheck source=hack/versions.env
+source "$REPO/hack/versions.env"
 CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
 DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
 CLUSTER=kubeslim
@@ -51,7 +51,7 @@ HELM_BIN="$CACHE/helm-$HELM_VERSION/bin"
 S3_BIN="$CACHE/versitygw-$VERSITYGW_VERSION/bin"
 REGISTRY_BIN="$CACHE/registry-$REGISTRY_VERSION/bin/registry"
 # Only what the devenv runs: the GitOps judges, Kueue and actionlint serve tests alone and are
-# built when a test (tests/gitops.py, tests/cluster/built_tools.py) or hack/kueue.sh first needs them.
+# built when a test (tests/gitops.py, tests/cluster/built_tools.py) or devenv/kueue.sh first needs them.
 DEVENV_TOOLS="etcd kwok helm s3 registry kubernetes"
 KUBECTL="$K8S_BIN/kubectl"
 KWOKCTL="$KWOK_BIN/kwokctl"
@@ -65,7 +65,7 @@ die() { printf '[devenv] ERROR: %s\n  retry with: %s\n' "$1" "${2:-make devenv}"
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(round($(now) - $1, 2))"; }
 
-# name=url pairs for hack/devenv/probe.py ('~' = any HTTP answer counts: S3 needs signatures).
+# name=url pairs for devenv/probe.py ('~' = any HTTP answer counts: S3 needs signatures).
 probe_targets() {
   echo "etcd=http://127.0.0.1:$ETCD_PORT/health"
   echo "kube-apiserver=https://127.0.0.1:$APISERVER_PORT/readyz"
@@ -74,7 +74,7 @@ probe_targets() {
   echo "kwok-controller=~https://127.0.0.1:$KWOK_PORT/healthz"
   echo "s3=~http://$NODE_IP:$S3_PORT/"
 }
-probe() { python3 "$here/devenv/probe.py" "$@"; }
+probe() { python3 "$here/probe.py" "$@"; }
 # Started once the kubeconfig its discovery reads exists, so probed apart from the others.
 prometheus_target() { echo "prometheus=http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
 # Added to a running devenv by `make devenv` (ensure_registry), so not part of what healthy() asks:
@@ -100,7 +100,7 @@ ensure_tools() {
   command -v go >/dev/null || die "the devenv binaries are not built yet ($CACHE) and no Go toolchain is on PATH: install Go >= 1.24 (https://go.dev/dl)" "make tools && make devenv"
   log "building missing tools: $DEVENV_TOOLS (cached in $CACHE; cold, kubernetes alone took about 10 min on 2 cores)"
   # shellcheck disable=SC2086
-  "$here/build-tools.sh" $DEVENV_TOOLS || die "building the devenv tools failed (see the build output above)" "make tools && make devenv"
+  "$REPO/hack/build-tools.sh" $DEVENV_TOOLS || die "building the devenv tools failed (see the build output above)" "make tools && make devenv"
   tools_present || die "hack/build-tools.sh finished but binaries are missing under $CACHE" "make tools && make devenv"
 }
 
@@ -153,9 +153,11 @@ pidfile_of() {
     *) echo "$CLUSTER_DIR/pids/$1.pid" ;;
   esac
 }
+# Ours is the one that holds this devenv's hold dir, whatever path its script had when it started
+# (one started before the devenv moved out of hack/ is still this devenv's, and must not get a twin).
 supervisor_running() {
   local pid; pid="$(cat "$SUPERVISE_DIR/pid" 2>/dev/null)" || return 1
-  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$here/devenv/supervise.py"
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "supervise.py --hold-dir $SUPERVISE_DIR/hold "
 }
 # It watches what its command line names: one started before a component existed here (the
 # registry, on a devenv older than it) is replaced by one that watches every component.
@@ -163,7 +165,7 @@ supervisor_watches_all() {
   local cmdline name; cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$(cat "$SUPERVISE_DIR/pid")/cmdline")"
   for name in $SUPERVISED; do grep -qF " $name=$(pidfile_of "$name")" <<<"$cmdline" || return 1; done
 }
-# hack/devenv/supervise.py restarts any of them that exits, as a node's kubelet would.
+# devenv/supervise.py restarts any of them that exits, as a node's kubelet would.
 ensure_supervisor() {
   if supervisor_running; then
     supervisor_watches_all && return
@@ -173,7 +175,7 @@ ensure_supervisor() {
   local name args=()
   for name in $SUPERVISED; do args+=("$name=$(pidfile_of "$name")"); done
   mkdir -p "$SUPERVISE_DIR/hold" "$DEVENV/logs"
-  setsid nohup python3 "$here/devenv/supervise.py" --hold-dir "$SUPERVISE_DIR/hold" --log "$DEVENV/logs/supervise.log" \
+  setsid nohup python3 "$here/supervise.py" --hold-dir "$SUPERVISE_DIR/hold" --log "$DEVENV/logs/supervise.log" \
     "${args[@]}" >>"$DEVENV/logs/supervise.log" 2>&1 </dev/null 8>&- &
   echo $! >"$SUPERVISE_DIR/pid"
 }
@@ -194,16 +196,16 @@ probe_target_of() { { probe_targets; prometheus_target; registry_target; } | gre
 # stop NAME: held down (the supervisor leaves it), for outage tests; start NAME: back and ready.
 stop_component() {
   local name="$1" pid
-  grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "hack/devenv.sh stop|start|restart <component>"
+  grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "devenv/devenv.sh stop|start|restart <component>"
   supervisor_running || die "the devenv is not running (no supervisor)"
   touch "$SUPERVISE_DIR/hold/$name"
   pid="$(cat "$(pidfile_of "$name")" 2>/dev/null || true)"
   [ -z "$pid" ] || stop_pid "$pid"
-  log "$name stopped (held until: hack/devenv.sh start $name)"
+  log "$name stopped (held until: devenv/devenv.sh start $name)"
 }
 start_component() {
   local name="$1" t0; t0="$(now)"
-  grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "hack/devenv.sh stop|start|restart <component>"
+  grep -qw -- "$name" <<<"$SUPERVISED" || die "no such component: $name (one of: $SUPERVISED)" "devenv/devenv.sh stop|start|restart <component>"
   supervisor_running || die "the devenv is not running (no supervisor)"
   rm -f "$SUPERVISE_DIR/hold/$name"
   probe --timeout 120 "$(probe_target_of "$name")" >/dev/null || die "$name did not come back within 120 s (logs: $CLUSTER_DIR/logs/, $DEVENV/logs/supervise.log)" "make devenv-down && make devenv"
@@ -218,7 +220,7 @@ healthy() {
 
 kwokctl_config() {
   cat <<EOF
-# Generated by hack/devenv.sh; edit that script, not this file.
+# Generated by devenv/devenv.sh; edit that script, not this file.
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
@@ -243,12 +245,12 @@ options:
   kubectlBinary: $KUBECTL
   kwokControllerBinary: $KWOK_BIN/kwok
   cacheDir: $KWOK_WORKDIR/cache
-  # Stages are CRs (hack/devenv/stages/*.yaml, applied by this script), so editing a Stage and
+  # Stages are CRs (devenv/kwok/stages/*.yaml, applied by this script), so editing a Stage and
   # rerunning \`make devenv\` updates a running devenv without a restart.
   enableCRDs: [Stage]
 componentsPatches:
 # Pods reach the apiserver through the kubernetes Service: its endpoint is the node address (a
-# forwarder there leads to loopback, hack/node.sh); logs/exec go to the kubelet with the admin cert.
+# forwarder there leads to loopback, devenv/node.sh); logs/exec go to the kubelet with the admin cert.
 - name: kube-apiserver
   extraArgs:
   - {key: advertise-address, value: "$NODE_IP"}
@@ -257,7 +259,7 @@ componentsPatches:
   - {key: kubelet-client-key, value: "$CLUSTER_DIR/pki/admin.key"}
   - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
 # kwokctl's binary runtime makes kwok manage every node; the real node is the kubelet's, so kwok
-# must only touch the fake ones (hack/devenv/nodes.yaml).
+# must only touch the fake ones (devenv/kwok/nodes.yaml).
 # Its FlexVolume prober would create /usr/libexec/kubernetes on the host: a directory of ours.
 - name: kube-controller-manager
   extraArgs:
@@ -273,7 +275,7 @@ EOF
 }
 
 # The CNCF distribution registry: plain http on the node's address (the node's containerd reaches it
-# through $REGISTRY_HOSTS_DIR, hack/node.sh), its blobs under $REGISTRY_DIR, deletes allowed so tests
+# through $REGISTRY_HOSTS_DIR, devenv/node.sh), its blobs under $REGISTRY_DIR, deletes allowed so tests
 # can remove what they pushed. Started when missing, or when what runs is not the pinned binary.
 registry_running() {
   local pid; pid="$(cat "$REGISTRY_DIR/pid" 2>/dev/null)" && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$REGISTRY_BIN" ]
@@ -293,7 +295,7 @@ ensure_registry() {
   fi
   mkdir -p "$REGISTRY_DIR/data" "$DEVENV/logs"
   cat >"$REGISTRY_DIR/config.yml" <<EOF
-# Generated by hack/devenv.sh.
+# Generated by devenv/devenv.sh.
 version: 0.1
 log: {level: info, formatter: text, fields: {service: registry}}
 storage:
@@ -343,7 +345,7 @@ ensure_prometheus() {
   [ "$installed" = "$PROMETHEUS_DEBIAN_VERSION" ] || log "WARNING: prometheus $installed is installed; versions.env notes $PROMETHEUS_DEBIAN_VERSION"
   mkdir -p "$PROMETHEUS_DIR/data" "$PROMETHEUS_DIR/targets" "$PROMETHEUS_DIR/rules" "$DEVENV/logs"
   cat >"$PROMETHEUS_DIR/prometheus.yml" <<EOF
-# Generated by hack/devenv.sh.
+# Generated by devenv/devenv.sh.
 global: {scrape_interval: 2s, evaluation_interval: 2s}
 rule_files: ["$PROMETHEUS_DIR/rules/*.yaml"]
 scrape_configs:
@@ -363,7 +365,7 @@ write_client_files() {
   local pki="$CLUSTER_DIR/pki"
   [ -f "$pki/ca.crt" ] && [ -f "$pki/admin.crt" ] && [ -f "$pki/admin.key" ] || die "kwokctl wrote no PKI under $pki" "make devenv-down && make devenv"
   (umask 077; cat >"$DEVENV/kubeconfig.tmp" <<EOF
-# Written by hack/devenv.sh for the kubeslim devenv $id: admin (system:masters) on 127.0.0.1.
+# Written by devenv/devenv.sh for the kubeslim devenv $id: admin (system:masters) on 127.0.0.1.
 apiVersion: v1
 kind: Config
 clusters:
@@ -423,8 +425,8 @@ k() { "$KUBECTL" --kubeconfig "$DEVENV/kubeconfig" "$@"; }
 # Stages first: a node created before node-initialize exists would wait for kwok to resync.
 apply_stages_and_nodes() {
   k wait --for condition=established crd/stages.kwok.x-k8s.io --timeout=60s >/dev/null
-  k apply -f "$here/devenv/stages/" >/dev/null
-  k apply -f "$here/devenv/nodes.yaml" >/dev/null
+  k apply -f "$here/kwok/stages/" >/dev/null
+  k apply -f "$here/kwok/nodes.yaml" >/dev/null
 }
 
 summary() {
@@ -447,7 +449,7 @@ up() {
     "$HERE_NODE" runtime || die "the real node's container runtimes could not be configured (logs: $NODE_DIR/logs/)" "make devenv"
     "$here/images.sh"
     if [ "$(cat "$DEVENV/config-hash" 2>/dev/null)" != "$(config_hash)" ]; then
-      log "WARNING: the pinned versions or the kwokctl settings in hack/devenv.sh changed since this devenv started; to load them: make devenv-down && make devenv"
+      log "WARNING: the pinned versions or the kwokctl settings in devenv/devenv.sh changed since this devenv started; to load them: make devenv-down && make devenv"
     fi
     summary
     return
@@ -485,7 +487,7 @@ up() {
   local prometheus_ready; prometheus_ready="$(since "$t_prom")"
   ensure_supervisor
 
-  apply_stages_and_nodes || die "could not apply the kwok Stages and nodes (hack/devenv/)" "make devenv-down && make devenv"
+  apply_stages_and_nodes || die "could not apply the kwok Stages and nodes (devenv/kwok/)" "make devenv-down && make devenv"
   k wait --for=condition=Ready node -l type=kwok --timeout=120s >/dev/null || die "the kwok nodes did not become Ready (log: $CLUSTER_DIR/logs/kwok-controller.log)" "make devenv-down && make devenv"
   local nodes_ready; nodes_ready="$(since "$t0")"
   # Pods can only be admitted once the ServiceAccount controller made the 'default' SA.
@@ -534,7 +536,7 @@ down() {
   done
   pids="$(devenv_pids)"
   [ -z "$pids" ] || die "could not stop devenv processes: $pids" "make devenv-down"
-  # Kueue (hack/kueue.sh), if started: its process went with the others (its command line names
+  # Kueue (devenv/kueue.sh), if started: its process went with the others (its command line names
   # $DEVENV); its objects go with the cluster's etcd, so only its files are left to remove.
   rm -rf "$DEVENV/kueue" "$DEVENV/logs/kueue.log" "$DEVENV/.kueue.lock"
   # The registry's blobs (images, charts) go with it: a fresh devenv pushes them again.

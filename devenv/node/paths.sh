@@ -1,11 +1,11 @@
-# Where the devenv's real node keeps its state; sourced by hack/node.sh, hack/images.sh and
-# hack/devenv.sh. Sets REPO, CACHE and DEVENV too, and reads the pinned versions.
+# Where the devenv's real node keeps its state; sourced by devenv/node.sh, devenv/images.sh,
+# devenv/kueue.sh and devenv/devenv.sh. Sets REPO, CACHE and DEVENV too, and reads the pinned versions.
 #   persistent (survives make devenv-down, like the tool cache): $CACHE/node/{containerd,docker}
 #     hold the imported and built images, so a warm start neither rebuilds nor re-imports them;
 #   per devenv: $DEVENV/node (configs, certs, kubelet root, pod logs, CNI), $NODE_RUN (sockets,
 #     runtime state, network namespaces).
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source-path=SCRIPTDIR/..
+# shellcheck source-path=SCRIPTDIR/../..
 source "$REPO/hack/versions.env"
 CACHE="${KUBESLIM_CACHE:-$HOME/.cache/kubeslim}"
 DEVENV="${KUBESLIM_DEVENV_DIR:-$REPO/.devenv}"
@@ -16,7 +16,7 @@ NODE_BRIDGE="${KUBESLIM_NODE_BRIDGE:-kubeslim0}"
 NODE_IP="${KUBESLIM_NODE_IP:-10.77.0.1}"
 POD_CIDR="${KUBESLIM_POD_CIDR:-10.77.0.0/24}"
 NODE_GPUS="${KUBESLIM_NODE_GPUS:-4}"
-# The devenv's registry (hack/devenv.sh): plain http on the node address. make images pushes there,
+# The devenv's registry (devenv/devenv.sh): plain http on the node address. make images pushes there,
 # the node's containerd pulls from there (hosts.toml under REGISTRY_HOSTS_DIR), helm pushes charts.
 REGISTRY_PORT="${KUBESLIM_REGISTRY_PORT:-16500}"
 REGISTRY="$NODE_IP:$REGISTRY_PORT"
@@ -35,4 +35,4 @@ DOCKER_SOCK="$NODE_RUN/docker.sock"
 DOCKER_CLI="${KUBESLIM_DOCKER_CLI:-/usr/bin/docker}"
 IMAGE_PREFIX=kubeslim.local
 # The sandbox image is named by its source, so containerd's config can name it before it is built.
-PAUSE_REF="$IMAGE_PREFIX/pause:$(cat "$REPO/hack/node/pause/main.go" "$REPO/hack/node/pause/go.mod" | sha256sum | cut -c1-12)"
+PAUSE_REF="$IMAGE_PREFIX/pause:$(cat "$REPO/devenv/node/pause/main.go" "$REPO/devenv/node/pause/go.mod" | sha256sum | cut -c1-12)"

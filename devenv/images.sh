@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project's images with the devenv's dockerd, without network inside the build, and
-# pushes them to the devenv registry (hack/devenv.sh, http://$REGISTRY), from which the real node's
-# containerd pulls them (hosts.toml, hack/node.sh) as any cluster pulls from its registry:
+# pushes them to the devenv registry (devenv/devenv.sh, http://$REGISTRY), from which the real node's
+# containerd pulls them (hosts.toml, devenv/node.sh) as any cluster pulls from its registry:
 #   base        Debian bookworm (debootstrap, from the mirror apt is configured with) + python3-venv
 #               + libgomp1, imported as $IMAGE_PREFIX/python-base: the Dockerfile's PYTHON_IMAGE
 #   wheelhouse  every wheel the images install, made on the host with the host's own pip set-up,
@@ -25,7 +25,7 @@
 # job_image/gpu-requirements.txt from a second wheelhouse, pushed as $REGISTRY/kubeslim/kubeslim-job
 # with the same three tags. Writes $DEVENV/images-gpu.env (the local and the pushed reference, and this
 # dockerd's address: tests/e2e/test_gpu_image.py runs the image there).
-#   usage: hack/images.sh [gpu]      (make images / make images-gpu; needs the node's daemons and the
+#   usage: devenv/images.sh [gpu]    (make images / make images-gpu; needs the node's daemons and the
 #                                     registry: make devenv)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -33,7 +33,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/node/paths.sh"
 BASE_PACKAGES="python3,python3-venv,libgomp1,ca-certificates"
 MODE="${1:-}"
-case "$MODE" in ""|gpu) ;; *) echo "usage: hack/images.sh [gpu]" >&2; exit 2 ;; esac
+case "$MODE" in ""|gpu) ;; *) echo "usage: devenv/images.sh [gpu]" >&2; exit 2 ;; esac
 TIMINGS="$DEVENV/image-timings${MODE:+-$MODE}.json"
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -46,7 +46,7 @@ declare -A SECONDS_OF=()
 timed() { local what="$1" t0; shift; t0=$(date +%s.%N); "$@"; SECONDS_OF[$what]=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))"); }
 
 [ -S "$DOCKER_SOCK" ] && [ -S "$CONTAINERD_SOCK" ] || die "the node's dockerd/containerd are not running ($NODE_RUN): run make devenv"
-python3 "$here/devenv/probe.py" --timeout 5 "registry=http://$REGISTRY/v2/" >/dev/null 2>&1 \
+python3 "$here/probe.py" --timeout 5 "registry=http://$REGISTRY/v2/" >/dev/null 2>&1 \
   || die "the devenv registry does not answer on http://$REGISTRY/v2/: run make devenv (it starts the registry)"
 
 # The Debian mirror apt already uses (deb822 .sources or one-line sources.list): no host name here.
@@ -320,7 +320,7 @@ KUBESLIM_CHART_VERSION=$CHART_VERSION
 KUBESLIM_CHART_DIGEST=$CHART_DIGEST
 EOF
 cat >"$DEVENV/values-images.yaml" <<EOF
-# Written by hack/images.sh: the images built from this checkout, in the devenv registry, pinned by
+# Written by devenv/images.sh: the images built from this checkout, in the devenv registry, pinned by
 # digest; the chart's own pullPolicy (IfNotPresent) applies.
 operator:
   image: {repository: ${OPERATOR_PUSHED%@*}, tag: "$APP_VERSION", digest: "${OPERATOR_PUSHED#*@}"}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The devenv's real node: containerd + runc and dockerd from Debian, kubelet and kube-proxy built
 # from the pinned K8S_VERSION, CNI bridge networking, the node advertising nvidia.com/gpu with the
-# taint a GPU-operator node carries. Called by hack/devenv.sh once the control plane answers:
-#   hack/node.sh up      start (idempotent), build/import the images (hack/images.sh), wait Ready
-#   hack/node.sh runtime only the bridge, containerd and dockerd (enough for hack/images.sh)
-#   hack/node.sh down    stop everything, restore the host, and fail if anything is left behind
+# taint a GPU-operator node carries. Called by devenv/devenv.sh once the control plane answers:
+#   devenv/node.sh up      start (idempotent), build/import the images (devenv/images.sh), wait Ready
+#   devenv/node.sh runtime only the bridge, containerd and dockerd (enough for devenv/images.sh)
+#   devenv/node.sh down    stop everything, restore the host, and fail if anything is left behind
 # Needs root and cgroup v1 or v2; installs its Debian packages when they are missing.
 #
 # Host state, and how it is kept: the kubelet and kube-proxy run in a private mount namespace in
@@ -12,7 +12,7 @@
 # is a shared mount so its volume mounts still reach containerd. dockerd runs without iptables,
 # ip forwarding or a bridge (builds use --network none). CNI uses a bridge of ours with no NAT.
 # The host is snapshotted before the first start ($NODE_DIR/host-before.json) and compared after
-# `down` (hack/node/hoststate.py): any sysctl, iptables rule, link, mount, cgroup or runtime path
+# `down` (devenv/node/hoststate.py): any sysctl, iptables rule, link, mount, cgroup or runtime path
 # that differs is named and `down` exits 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -84,7 +84,7 @@ EOF
 write_registry_hosts() {
   mkdir -p "$REGISTRY_HOSTS_DIR/$REGISTRY"
   cat >"$REGISTRY_HOSTS_DIR/$REGISTRY/hosts.toml" <<EOF
-# Written by hack/node.sh: the devenv registry (hack/devenv.sh), plain http on the node address.
+# Written by devenv/node.sh: the devenv registry (devenv/devenv.sh), plain http on the node address.
 server = "http://$REGISTRY"
 [host."http://$REGISTRY"]
   capabilities = ["pull", "resolve"]
@@ -144,7 +144,7 @@ start_containerd() {
 
 start_dockerd() {
   # Its own config file: the host's /etc/docker/daemon.json is not ours to read or write. It only
-  # lets hack/images.sh push to the devenv registry over plain http, an option dockerd reloads on
+  # lets devenv/images.sh push to the devenv registry over plain http, an option dockerd reloads on
   # SIGHUP, so a running dockerd takes it without a restart.
   local config; config="{\"insecure-registries\": [\"$REGISTRY\"]}"
   if pid_alive "$NODE_DIR/dockerd.pid"; then
@@ -280,7 +280,7 @@ advertise_gpus() {
 # The container runtimes alone (enough to build and import images).
 runtime() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (kubelet, containerd, mounts, cgroups)" "sudo make devenv"
-  "$here/host-packages.sh" node || die "installing the real node's Debian packages failed (root needed: sudo make devenv)"
+  "$REPO/hack/host-packages.sh" node || die "installing the real node's Debian packages failed (root needed: sudo make devenv)"
   mkdir -p "$NODE_DIR/logs"
   [ -f "$NODE_DIR/host-before.json" ] || python3 "$here/node/hoststate.py" snapshot "$NODE_DIR/host-before.json"
   make_bridge
