@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 import pytest
 
-from kubeslim_dev.devenv import DEVENV_DIR, check_devenv_kubeconfig, remove_bucket, s3_client
+from kubeslim_dev.devenv import (DEVENV_DIR, DevenvCommandFailed, check_devenv_kubeconfig, is_up, push_images, remove_bucket,
+                                 s3_client)
 from kubeslim_dev.devenv import info as devenv_info
 from kubeslim_dev.devenv import s3_env as devenv_s3_env
 
@@ -72,15 +73,11 @@ class Devenv:
     info: dict[str, Any]
 
 
-def _status_ok() -> bool:
-    return subprocess.run([str(REPO / "devenv/devenv.sh"), "status"], capture_output=True).returncode == 0
-
-
 @pytest.fixture(scope="session")
 def devenv() -> Devenv:
     """The running devenv, started with `make devenv` if it is not up (set
     KUBESLIM_NO_DEVENV_START=1 to fail instead)."""
-    if not _status_ok():
+    if not is_up():
         if os.environ.get("KUBESLIM_NO_DEVENV_START"):
             pytest.fail("the devenv is not running (KUBESLIM_NO_DEVENV_START is set): run `make devenv`")
         # Output goes to the terminal (not captured): a cold start may build tools for many minutes.
@@ -113,7 +110,7 @@ def k8s(devenv: Devenv):
 
 @dataclass(frozen=True)
 class NodeImages:
-    """The images devenv/images.sh built from this checkout and pushed to the devenv registry, as
+    """The images the devenv built from this checkout and pushed to the devenv registry, as
     repository@digest (the job image is on the node already: pulled ahead from the registry)."""
     operator: str
     job: str
@@ -131,9 +128,10 @@ class NodeImages:
 def node_images(devenv: Devenv) -> NodeImages:
     """Current images: rebuilt first if the Dockerfile, packaging or code changed since the devenv
     built them (seconds when nothing did)."""
-    proc = subprocess.run([str(REPO / "devenv/images.sh")])
-    if proc.returncode != 0:
-        pytest.fail(f"devenv/images.sh failed (exit {proc.returncode}); see its output above")
+    try:
+        push_images()
+    except DevenvCommandFailed as err:
+        pytest.fail(f"{err}; see its output above")
     env = dict(line.split("=", 1) for line in (devenv.dir / "images.env").read_text().splitlines() if "=" in line)
     return NodeImages(env["KUBESLIM_OPERATOR_IMAGE"], env["KUBESLIM_JOB_IMAGE"], devenv.dir / "values-images.yaml",
                       env["KUBESLIM_CHART"], env["KUBESLIM_CHART_VERSION"])

@@ -14,16 +14,17 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from kubeslim_dev.devenv import outage
+
 from chaos_harness import (OUTCOMES, SCALE, Plan, TcpProxy, analyse, full_only, job_index, random_plan, record,  # noqa: F401
                            recorders, spec_of)
-from operator_harness import REPO, OperatorProcess, crd, operator_identity, qj_manifest  # noqa: F401
+from operator_harness import OperatorProcess, crd, operator_identity, qj_manifest  # noqa: F401
 
 SCALES = {
     # jobs, kills, bumped generations, longest pod run (s), outage (s; kopf's retries add up to 54 s)
@@ -182,8 +183,7 @@ def test_apiserver_restarted_mid_run(crd, operator_identity, namespace, tmp_path
     apply_all(kubectl, namespace, plans)
     time.sleep(3)
     t0 = time.monotonic()
-    proc = subprocess.run([str(REPO / "devenv/devenv.sh"), "restart", "kube-apiserver"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    outage("restart", "kube-apiserver")
     outages = [(t0, time.monotonic())]
     wait_all_final(plans, qjs, wait_for)
     time.sleep(2)

@@ -1,6 +1,6 @@
 """Node loss (make chaos): the real node's kubelet and containerd stop while a real QuantizationJob
 calibrates on it, for longer than the controller manager's --node-monitor-grace-period, then come
-back (devenv/node.sh stop-daemons / start-daemons: the pods' containers keep running in their shims,
+back (kubeslim_dev.devenv.node_daemons_stopped: the pods' containers keep running in their shims,
 as on a node cut off from the control plane).
 
 What must happen: the node controller declares the node unreachable and taints it NoExecute; the
@@ -17,7 +17,6 @@ the kubelet and containerd are started again (finally), and the devenv must be h
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import subprocess
@@ -25,13 +24,15 @@ import time
 
 import pytest
 
+from kubeslim_dev.devenv import node_daemons_stopped
+from kubeslim_dev.devenv import status as devenv_status
+
 from chaos_harness import digits_job, full_only, record, recorders, run_figures  # noqa: F401
-from operator_harness import REPO, crd, operator_identity, qj  # noqa: F401
+from operator_harness import crd, operator_identity, qj  # noqa: F401
 from operator_harness import operator_on_real_node as operator  # noqa: F401
 
 pytestmark = [pytest.mark.timeout(1500), full_only]
 
-NODE_SH = REPO / "devenv" / "node.sh"
 # How long the pod stays on an unreachable node before the taint eviction takes it off.
 NODE_TOLERATION_SECONDS = 5
 LOST_NODE_TOLERATIONS = [{"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": NODE_TOLERATION_SECONDS}
@@ -58,10 +59,6 @@ def node_ready(kubectl, node: str) -> str:
     return next((c["status"] for c in doc["status"].get("conditions") or [] if c["type"] == "Ready"), "Unknown")
 
 
-def _node_sh(what: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NODE_SH), what], capture_output=True, text=True, timeout=300)
-
-
 def test_node_lost_while_calibrating(operator, qj, namespace, kubectl, s3, s3_env, real_node, bucket, recorders, wait_for,
                                      devenv):
     qjs, jobs = recorders
@@ -76,24 +73,15 @@ def test_node_lost_while_calibrating(operator, qj, namespace, kubectl, s3, s3_en
     first_pod = [p["metadata"]["name"] for p in qj.pods("node-loss-g1")]
     assert len(first_pod) == 1, first_pod
 
-    # No image build may run while containerd is away (it would lose its containerd mid-build).
-    with open(devenv.dir / "images.lock", "w") as images_lock:
-        fcntl.flock(images_lock, fcntl.LOCK_EX)
-        t_stop = time.monotonic()
-        stopped = _node_sh("stop-daemons")
-        try:
-            assert stopped.returncode == 0, stopped.stderr
-            # The node controller notices after the grace period (checked every --node-monitor-period).
-            wait_for(lambda: node_ready(kubectl, real_node.name) != "True", timeout=grace + 120, interval=1,
-                     what=f"node {real_node.name} declared not ready")
-            t_unready = time.monotonic()
-            retrying = qj.wait("node-loss", lambda s: s if s.get("reason") == "Retrying" else None,
-                               what="Retrying while the node is lost", timeout=120)
-            t_retrying = time.monotonic()
-        finally:
-            started = _node_sh("start-daemons")
-            t_back = time.monotonic()
-        assert started.returncode == 0, f"the node's daemons did not come back: {started.stderr[-3000:]}"
+    with node_daemons_stopped(devenv.dir) as t_stop:
+        # The node controller notices after the grace period (checked every --node-monitor-period).
+        wait_for(lambda: node_ready(kubectl, real_node.name) != "True", timeout=grace + 120, interval=1,
+                 what=f"node {real_node.name} declared not ready")
+        t_unready = time.monotonic()
+        retrying = qj.wait("node-loss", lambda s: s if s.get("reason") == "Retrying" else None,
+                           what="Retrying while the node is lost", timeout=120)
+        t_retrying = time.monotonic()
+    t_back = time.monotonic()
 
     st = qj.wait("node-loss", lambda s: s if s.get("phase") in ("Succeeded", "Failed") else None, what="final",
                  timeout=600)
@@ -111,5 +99,5 @@ def test_node_lost_while_calibrating(operator, qj, namespace, kubectl, s3, s3_en
     winner = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Succeeded"]
     assert winner and winner[0] != first_pod[0], f"succeeded on {winner}, the lost pod was {first_pod}"
     assert (figures["duplicates"], figures["lost"], figures["wrong"], figures["backwards"]) == (0, 0, 0, 0), figures
-    health = subprocess.run([str(REPO / "devenv/devenv.sh"), "status"], capture_output=True, text=True)
+    health = devenv_status()
     assert health.returncode == 0, f"the devenv is not healthy after the node came back:\n{health.stdout}{health.stderr}"

@@ -10,33 +10,31 @@ left running."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from kubeslim_dev import kueue
-from tests.conftest import REPO, wait_until
+from kubeslim_dev.devenv import DevenvCommandFailed, run_kueue
+from tests.conftest import wait_until
 from tests.e2e.test_quantizationjob_e2e import apply, get_qj
 from tests.gitops import argocd_health, kstatus
 
 pytestmark = pytest.mark.timeout(900)
 
-KUEUE_SH = str(REPO / "devenv" / "kueue.sh")
-
-
 @pytest.fixture(scope="module")
 def local_queue(devenv, e2e_namespace, kubectl):
     """The LocalQueue kubeslim-queue in the e2e namespace, on a running Kueue."""
-    started = subprocess.run([KUEUE_SH, "status"], capture_output=True).returncode != 0
+    started = run_kueue("status").returncode != 0
     if started:
-        # Output goes to the terminal: a cold start builds Kueue first (minutes).
-        if subprocess.run([KUEUE_SH, "up"]).returncode != 0:
-            pytest.fail("devenv/kueue.sh up failed; see its output above")
+        try:
+            run_kueue("up")
+        except DevenvCommandFailed as err:
+            pytest.fail(f"{err}; see its output above")
     kubectl("apply", "-f", "-", input=json.dumps(kueue.local_queue_manifest(e2e_namespace)))
     yield kueue.LOCAL_QUEUE
     kubectl("-n", e2e_namespace, "delete", "localqueues.v1beta2.kueue.x-k8s.io", kueue.LOCAL_QUEUE, "--ignore-not-found", check=False)
     if started:
-        subprocess.run([KUEUE_SH, "down"], check=True)
+        run_kueue("down")
 
 
 def _manifest(digits_manifest, name: str, queue: str) -> dict:

@@ -1,9 +1,15 @@
-"""The local devenv (devenv/devenv.sh, `make devenv`) as tests and benchmarks reach it: the files it
-writes under .devenv/, the guard that refuses any other kubeconfig, and an S3 client for its server."""
+"""The local devenv (devenv/, `make devenv`) as tests and benchmarks reach it: the files it writes
+under .devenv/, the guard that refuses any other kubeconfig, an S3 client for its server, and its
+commands (status, outages on purpose, images, Kueue). devenv/README.md is the contract; this module
+is the one place outside devenv/ that knows where its scripts are."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -11,6 +17,7 @@ from urllib.parse import urlparse
 REPO = Path(__file__).resolve().parents[3]
 DEVENV_DIR = Path(os.environ.get("KUBESLIM_DEVENV_DIR", REPO / ".devenv")).resolve()
 DEVENV_EXTENSION = "kubeslim.io/devenv"
+SCRIPTS = REPO / "devenv"
 
 
 class NotADevenv(RuntimeError):
@@ -96,3 +103,64 @@ def token_kubeconfig(admin_kubeconfig: Path, token: str) -> dict[str, Any]:
             "clusters": [{"name": "devenv", "cluster": cluster["cluster"]}],
             "users": [{"name": "token", "user": {"token": token}}],
             "contexts": [{"name": "token", "context": {"cluster": "devenv", "user": "token"}}]}
+
+
+class DevenvCommandFailed(RuntimeError):
+    """A devenv command exited non-zero; the message carries the end of what it printed."""
+
+
+def _run(script: str, *args: str, check: bool = True, capture: bool = True,
+         timeout: float | None = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(SCRIPTS / script), *args], capture_output=capture, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        output = ((proc.stdout or "") + (proc.stderr or ""))[-3000:]
+        raise DevenvCommandFailed(f"devenv/{script} {' '.join(args)} failed (exit {proc.returncode})"
+                                  + (f": {output}" if output else ""))
+    return proc
+
+
+def status() -> subprocess.CompletedProcess:
+    """`make devenv-status`: exit 0 only when every component answers and the real node is Ready;
+    its output says which is down."""
+    return _run("devenv.sh", "status", check=False, timeout=None)
+
+
+def is_up() -> bool:
+    return status().returncode == 0
+
+
+def outage(action: str, component: str) -> None:
+    """stop (held down: the supervisor leaves it), start or restart one devenv component on purpose
+    (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok-controller, s3, prometheus,
+    registry); returns once done, after start and restart once the component answers."""
+    _run("devenv.sh", action, component)
+
+
+@contextmanager
+def node_daemons_stopped(devenv_dir: Path = DEVENV_DIR):
+    """The real node's kubelet and containerd stopped for the block (its pods' containers keep
+    running in their shims, as on a node cut off from the control plane), started again after it
+    whatever happens. Image builds wait meanwhile: one would lose its containerd mid-build. Yields
+    the time.monotonic() at which the stop began (after that wait)."""
+    with open(devenv_dir / "images.lock", "w") as images_lock:
+        fcntl.flock(images_lock, fcntl.LOCK_EX)
+        t_stop = time.monotonic()
+        try:
+            _run("node.sh", "stop-daemons")
+            yield t_stop
+        finally:
+            _run("node.sh", "start-daemons")
+
+
+def push_images() -> None:
+    """`make images` on a running devenv: rebuild the images and the chart if their inputs changed
+    since the last push (seconds when nothing did), push them to the devenv registry and rewrite
+    .devenv/images.env and values-images.yaml. Output goes to the terminal (minutes cold)."""
+    _run("images.sh", capture=False, timeout=None)
+
+
+def run_kueue(action: str) -> subprocess.CompletedProcess:
+    """`make kueue` (up) / `kueue-down` (down) / `kueue-status` (status: its exit code says whether
+    Kueue answers; the others raise on failure). up builds Kueue first when it is not cached
+    (minutes; output to the terminal)."""
+    return _run("kueue.sh", action, check=action != "status", capture=action == "status", timeout=None)
