@@ -20,3 +20,7 @@ devenv-status: ## show whether each devenv component answers
 
 bench-devenv: ## measure build and start-to-ready times into bench/results/devenv.json
 	@python3 bench/bench_devenv.py
+
+.PHONY: test-devenv
+test-devenv: venv ## the devenv's own tests (tests/devenv): host-state comparison and commands, then the running devenv's components, real node, registry and supervisor
+	$(PY) -m pytest tests/devenv -p no:cacheprovider $(PYTEST_ARGS)

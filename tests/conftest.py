@@ -2,6 +2,8 @@
 
 Tiers are marked by directory (tests/unit -> ``unit``, tests/cluster -> ``cluster``,
 tests/e2e -> ``e2e``); tests elsewhere must set ``pytestmark`` to one tier, or collection stops.
+tests/devenv holds the dev environment's own tests (devenv/README.md), apart from the product's;
+the product's tests reach the devenv only through that contract.
 ``pytest -m unit`` runs without any process outside pytest.
 
 Cluster and e2e tests talk only to the local devenv (``make devenv``): the ``devenv`` session

@@ -15,6 +15,8 @@ from kubernetes.client.rest import ApiException
 
 from kubeslim_dev.devenv import NotADevenv, check_devenv_kubeconfig, s3_client
 
+pytestmark = pytest.mark.cluster
+
 FAKE_NODE_TOLERATION = client.V1Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
 GPU_TOLERATION = client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
 GPU_NODES = {"kwok-gpu-0", "kwok-gpu-1"}

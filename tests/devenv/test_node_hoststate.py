@@ -11,6 +11,8 @@ _spec = importlib.util.spec_from_file_location("hoststate", Path(__file__).resol
 hoststate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hoststate)
 
+pytestmark = pytest.mark.unit
+
 BEFORE = {
     "sysctls": {"net/ipv4/ip_forward": "0", "vm/overcommit_memory": "0"},
     "iptables": {"ipv4:filter": ["-A INPUT -s 10.1.0.0/16 -j ACCEPT"]},

@@ -11,6 +11,8 @@ import pytest
 
 from kubeslim_dev import devenv
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -17,6 +17,7 @@ from kubernetes import client
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISE = REPO / "devenv/supervise.py"
+pytestmark = pytest.mark.cluster
 FAKE_NODE_TOLERATION = client.V1Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
 
 

@@ -19,7 +19,7 @@ import yaml
 from tests.conftest import REPO
 
 # The node_images fixture rebuilds and pushes the images first when the code changed (minutes).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 CHART_YAML = yaml.safe_load((REPO / "helm" / "kubeslim" / "Chart.yaml").read_text())
 MANIFEST_TYPES = ", ".join([
