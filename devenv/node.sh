@@ -445,7 +445,8 @@ status() {
 # and containerd as `down` does, but leaves the pods' containers running in their shims: the node
 # is cut off from the control plane, as when its host hangs or its network goes. start-daemons
 # starts what of the node is down the way `up` does (no image build: nothing changed) and waits for
-# the node to be Ready again. Callers hold $DEVENV/images.lock meanwhile: no build loses its containerd.
+# the node to be Ready again. Callers hold $DEVENV/images.lock meanwhile, so no build loses its
+# containerd: kubeslim_dev.devenv.node_daemons_stopped does both.
 stop_daemons() {
   stop_pidfile "$NODE_DIR/kubelet.pid" 10
   stop_pidfile "$NODE_DIR/containerd.pid" 10
