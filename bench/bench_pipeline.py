@@ -270,8 +270,8 @@ def seeded_weights(architecture: str, images: list[np.ndarray], classes: np.ndar
     - It is no trained network where int8 fidelity is concerned: its body passes its features on
       with more int8 noise than the cosine above 0.99 reported for a trained resnet50 (not
       measured here), penultimate features' cosine resnet50 0.968 (avg and hist), mobilenet 0.958
-      (avg, every op int8) and 0.990 (hist, the weighted layers int8 as inference.py now runs
-      them); and a head fitted to few images reads small differences of large
+      (avg, every op int8) and 0.990 (hist, pool2d and elementwise_mul fp32 as inference.py now
+      runs it); and a head fitted to few images reads small differences of large
       features: each logit is a difference of terms 380x (resnet50) and 125x (mobilenet) its size,
       where a trained head's are a few times its size (not measured here: no trained weights), so
       the logits' cosine falls to 0.77 (resnet50 avg) and 0.90-0.96 (mobilenet avg-hist). A
