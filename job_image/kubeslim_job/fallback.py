@@ -13,12 +13,13 @@ fp32 model, the calibration samples and the evaluation set in the work dir.
    not the int8 kernels that ship; with onnx_format and an eval function it fails on an undefined
    name (`post_training_quantization.save_quantized_model`), and `get_target_quant_model` reads
    an unbound `rank_list` unless the analysis ran before.
-2. Fall back. Step k re-calibrates with the k most sensitive layers skipped and is verified on the
-   whole evaluation set like any candidate; a row per step goes into the candidates table. With
+2. Fall back. Step k is the plain candidate with the k most sensitive layers back in fp32
+   (derive_step: no new calibration), verified on the whole evaluation set like any candidate; a
+   row per step goes into the candidates table. With
    onGateFailure the k tried are 1, 2, 4, ... up to maxFp32Layers, then a bisection between the
    largest k that failed and the smallest that passed (next_fp32_layers): for maxFp32Layers 8 at
    most 6 steps, 4 when none passes, where one by one cost 8 (resnet50: 8 steps of a calibration
-   plus a verification each, 951 s of the measured fallback). It assumes a model that passes with k
+   plus a verification each made most of the measured fallback's 951 s). It assumes a model that passes with k
    layers in fp32 also passes with more, which holds only roughly (resnet50's seeded stand-in:
    agreement 0.56, 0.59, 0.59, 0.56 at k = 1..4): the k chosen is the smallest that passed of
    those tried, never an untried one. With always every k is measured (the whole curve).
@@ -49,7 +50,7 @@ from kubeslim_api.spec import CLASSIFIER_METRICS, AccuracyControl, QuantizationJ
 from . import data, gate, inference, progress, ranking
 from .errors import last_line
 from .handoff import CalibrationFacts, ExportFacts, MeasuredCandidate, Measurement
-from .workdir import MODEL_FILE, WorkDir
+from .workdir import MODEL_FILE, PARAMS_FILE, WorkDir
 
 # The weight input of each op type quant_post_static quantizes (paddleslim.quant.analysis's table).
 WEIGHT_INPUT = {"conv2d": "Filter", "depthwise_conv2d": "Filter", "conv2d_transpose": "Filter",
@@ -154,6 +155,45 @@ def keep_fp32(model_dir: str, layers: list[str], op_types: list[str]) -> int:
     tensors feeding them carry no int8 scale; returns the quantize/dequantize pairs removed."""
     with _program(os.path.join(model_dir, MODEL_FILE), write=True) as program:
         return strip_scales(program, fp32_region(program, layers, op_types))
+
+
+def derive_step(plain_dir: str, fp32_dir: str, out: str, layers: list[str], op_types: list[str]) -> None:
+    """Write to `out` the plain candidate of plain_dir with `layers` (weight names) in fp32: each
+    weight back to its value in fp32_dir, read without its dequantize op, and keep_fp32's scales
+    stripped. Every other threshold stays the plain candidate's, as a calibration with the layers
+    skipped would compute it: PaddleSlim samples the fp32 model's activations whatever
+    skip_tensor_list says (tests/job/test_ranking.py: the same outputs as the re-calibrated model;
+    resnet50: 0.6 s against a calibration's 8-110 s). save_inference_model may add a scale(1.0) op
+    on an output."""
+    import paddle
+
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        fp32_scope, scope = paddle.static.Scope(), paddle.static.Scope()
+        with paddle.static.scope_guard(fp32_scope):
+            paddle.static.load_inference_model(fp32_dir, exe, model_filename=MODEL_FILE, params_filename=PARAMS_FILE)
+        with paddle.static.scope_guard(scope):
+            program, feeds, fetches = paddle.static.load_inference_model(plain_dir, exe, model_filename=MODEL_FILE,
+                                                                         params_filename=PARAMS_FILE)
+            block = program.global_block()
+            wanted_layers = set(layers)
+            for i in range(len(block.ops) - 1, -1, -1):
+                op = block.ops[i]
+                if op.type != "dequantize_linear" or op.input("X")[0] not in wanted_layers:
+                    continue
+                weight, dequantized = op.input("X")[0], op.output("Y")[0]
+                block._remove_op(i)
+                for reader in block.ops:
+                    if dequantized in reader.input_arg_names:
+                        reader._rename_input(dequantized, weight)
+                scope.find_var(weight).get_tensor().set(np.asarray(fp32_scope.find_var(weight).get_tensor()),
+                                                        paddle.CPUPlace())
+            strip_scales(program, fp32_region(program, layers, op_types))
+            paddle.static.save_inference_model(os.path.join(out, MODEL_FILE[: -len(".pdmodel")]),
+                                               [block.var(n) for n in feeds], fetches, exe, program=program)
+    finally:
+        paddle.disable_static()
 
 
 @dataclass
@@ -328,10 +368,15 @@ def run(spec: QuantizationJobSpec, work: WorkDir, facts: ExportFacts, calib_fact
         if time.perf_counter() > deadline:
             stop = "MaxSeconds"
             break
-        cand, out = quantize(f"fp32-{k}", ranked[:k])
-        row = MeasuredCandidate(algo=plain.algo, fp32_layers=k, calibration_seconds=cand.calibration_seconds,
-                                dir=cand.dir, error=cand.error)
-        if cand.error is None:
+        out, t, error = work.path("fallback", f"fp32-{k}"), time.perf_counter(), None
+        try:
+            derive_step(os.path.join(work.root, plain.dir), work.fp32, out, ranked[:k], list(q.quantizable_op_types))
+        except Exception as exc:     # a step that cannot be made is a row with its error, not the end
+            error = last_line(exc)
+        # calibrationSeconds: what making the step's model took (no calibration runs for it)
+        row = MeasuredCandidate(algo=plain.algo, fp32_layers=k, calibration_seconds=round(time.perf_counter() - t, 3),
+                                dir=os.path.relpath(out, work.root), error=error)
+        if error is None:
             row = measure_step(row, out)
         steps.append(row)
         verdicts[k] = row.error is None and passes(row)

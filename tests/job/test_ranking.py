@@ -11,6 +11,7 @@ import zlib  # noqa: F401  -- before paddle
 import json
 import uuid
 
+import numpy as np
 import pytest
 from kubeslim_api.contract import EXIT_OK
 
@@ -50,6 +51,29 @@ def test_the_layer_reading_the_outlier_channel_ranks_first(digits_data, tmp_path
     assert sorted(e.layer for e in ranked) == sorted(layers)
     assert ranked[0].layer == conv2
     assert ranked[0].relative_error > 100 * ranked[1].relative_error > 0
+
+
+def test_a_fallback_step_made_from_the_plain_model_is_the_recalibrated_one(digits_data, tmp_path):
+    """derive_step (the plain candidate with conv2's weight back in fp32 and its scales stripped)
+    gives the int8 backend the model a calibration with conv2 skipped gives it, output for output."""
+    from kubeslim_job import inference
+
+    _, model, _ = outliers.trained(digits_data)
+    fp32 = str(tmp_path / "fp32")
+    outliers.save_inference(model, fp32 + "/model")
+    conv2 = outliers.conv2_weight(fp32 + "/model.pdmodel")
+    x = digits.to_tensor(digits_data["train_x"][:256])
+    calibrate(fp32, x, "hist", "image", 32, save_to=str(tmp_path / "plain"))
+    calibrate(fp32, x, "hist", "image", 32, save_to=str(tmp_path / "recalibrated"), skip=[conv2])
+    fallback.keep_fp32(str(tmp_path / "recalibrated"), [conv2], OP_TYPES)
+    fallback.derive_step(str(tmp_path / "plain"), fp32, str(tmp_path / "derived"), [conv2], OP_TYPES)
+
+    test = {"image": digits.to_tensor(digits_data["test_x"][:64])}
+    out = {name: list(inference.open_model(str(tmp_path / name), inference.CPU_ONEDNN, "int8", 64,
+                                           {"image": list(test["image"].shape[1:])})(test).values())[0]
+           for name in ("plain", "recalibrated", "derived")}
+    np.testing.assert_array_equal(out["derived"], out["recalibrated"])
+    assert not np.array_equal(out["derived"], out["plain"])      # conv2 in fp32 does change the answers
 
 
 def test_a_fallback_whose_budget_cannot_rank_layer_by_layer_ranks_from_recorded_activations(kubeslim_job, job_bucket, s3):
