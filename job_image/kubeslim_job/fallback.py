@@ -163,9 +163,10 @@ def derive_step(plain_dir: str, fp32_dir: str, out: str, layers: list[str], op_t
     stripped. Every other threshold stays the plain candidate's, as a calibration with the layers
     skipped would compute it: PaddleSlim samples the fp32 model's activations whatever
     skip_tensor_list says (tests/job/test_ranking.py: the same outputs as the re-calibrated model;
-    resnet50: 0.6 s against a calibration's 8-110 s). save_inference_model may add a scale(1.0) op
-    on an output."""
+    resnet50: 0.6 s against a calibration's 8-110 s). Written as keep_fp32 writes a model, not by
+    save_inference_model, which appends a scale op to every output and renames them."""
     import paddle
+    from paddle.static.io import _serialize_persistables
 
     paddle.enable_static()
     try:
@@ -174,8 +175,8 @@ def derive_step(plain_dir: str, fp32_dir: str, out: str, layers: list[str], op_t
         with paddle.static.scope_guard(fp32_scope):
             paddle.static.load_inference_model(fp32_dir, exe, model_filename=MODEL_FILE, params_filename=PARAMS_FILE)
         with paddle.static.scope_guard(scope):
-            program, feeds, fetches = paddle.static.load_inference_model(plain_dir, exe, model_filename=MODEL_FILE,
-                                                                         params_filename=PARAMS_FILE)
+            program, _, _ = paddle.static.load_inference_model(plain_dir, exe, model_filename=MODEL_FILE,
+                                                               params_filename=PARAMS_FILE)
             block = program.global_block()
             wanted_layers = set(layers)
             for i in range(len(block.ops) - 1, -1, -1):
@@ -190,8 +191,11 @@ def derive_step(plain_dir: str, fp32_dir: str, out: str, layers: list[str], op_t
                 scope.find_var(weight).get_tensor().set(np.asarray(fp32_scope.find_var(weight).get_tensor()),
                                                         paddle.CPUPlace())
             strip_scales(program, fp32_region(program, layers, op_types))
-            paddle.static.save_inference_model(os.path.join(out, MODEL_FILE[: -len(".pdmodel")]),
-                                               [block.var(n) for n in feeds], fetches, exe, program=program)
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, MODEL_FILE), "wb") as fh:
+                fh.write(program.desc.serialize_to_string())
+            with open(os.path.join(out, PARAMS_FILE), "wb") as fh:     # every persistable, by name, as Paddle loads them
+                fh.write(_serialize_persistables(program, exe))
     finally:
         paddle.disable_static()
 
