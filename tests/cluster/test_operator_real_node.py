@@ -67,7 +67,11 @@ def test_missing_secret_then_key_then_both(operator, qj, namespace, kubectl, rea
 
 
 def test_image_missing_on_the_node_fails_naming_the_image(start_operator, node_images, qj, namespace, real_node):
-    missing = node_images.job.rsplit(":", 1)[0] + ":not-built-" + uuid.uuid4().hex[:6]
+    # The devenv's reference may pin a digest (repo:tag@sha256:…): the repository, another tag.
+    repository = node_images.job.split("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    missing = f"{repository}:not-built-{uuid.uuid4().hex[:6]}"
     start_operator(missing)
     manifest = qj_manifest("noimage", namespace, storage={"endpoint": "http://127.0.0.1:9"},
                            resources={"gpu": 1, "cpu": "1", "memory": "2Gi"}, runPolicy={"backoffLimit": 0, "activeDeadlineSeconds": 120})

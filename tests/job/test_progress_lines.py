@@ -48,4 +48,9 @@ def test_calibrate_and_verify_count_what_paddleslim_and_the_evaluation_take(kube
     evaluated = runs["verify"].result.results
     samples = runs["verify"].result.details["evalSamples"]
     models = 1 + len([c for c in evaluated.candidates if c.error is None])
-    assert verify[-1].total == progress.evaluation_batches(samples, 64, models) == verify[-1].done
+    # The evaluation counts batches (its lines are rate-limited, so the last one printed may be short
+    # of the total); speed-aware quantization, when it runs after it, counts its own steps and may
+    # stop early (the stage's finished line at 100 % is checked above).
+    evaluation = [x for x in verify if x.unit == "batches"]
+    assert {x.total for x in evaluation} == {progress.evaluation_batches(samples, 64, models)}
+    assert [x.done for x in evaluation] == sorted(x.done for x in evaluation)
