@@ -327,6 +327,12 @@ class QuantizationSpec(_Camel):
     algos: list[Algo] = Field(
         default_factory=lambda: ["hist"], min_length=1, max_length=7, json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Calibration algorithms to try: KL, hist, mse, avg, abs_max, emd, ptf.")
+    parallelism: int = Field(
+        1, ge=1, le=8, json_schema_extra={"format": "int32"},
+        description="Pods calibrating algos at once. 1: the algos run one after the other in one pod. Above 1 with "
+                    "several algos: an Indexed Job, one pod per algo (this many at a time) after one export, then a final "
+                    "pod verifies every candidate, chooses as a sequential sweep does and uploads; each pod holds "
+                    "spec.resources.")
     batch_size: int = Field(32, ge=1, le=4096, description="Calibration batch size.")
     batch_nums: int = Field(10, ge=1, le=100000, description="Calibration batches.")
     hist_percent: float = Field(0.9999, gt=0, le=1, description="Percentile for the hist algo.")

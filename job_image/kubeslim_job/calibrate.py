@@ -35,6 +35,17 @@ QUANT_OP_TYPES = ("quantize_linear", "fake_quantize_abs_max", "fake_quantize_ran
 
 
 def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> CalibrationFacts:
+    return require_candidate(calibrate(spec, storage, work, quantize_each))
+
+
+# What makes the candidates once the samples are ready: quantize_each here, or a parallel sweep's
+# pod roles (sweep.py), from (spec.quantization, the samples, the export, the work dir, batch_nums).
+CandidateMaker = Callable[[QuantizationSpec, "data.TensorFile", ExportFacts, WorkDir, int], list[CalibratedCandidate]]
+
+
+def calibrate(spec: QuantizationJobSpec, storage: Storage, work: WorkDir, make: CandidateMaker) -> CalibrationFacts:
+    """The calibration samples fetched and checked against the model, the candidates `make`
+    gives, and work/calibration.json written."""
     t0 = time.perf_counter()
     facts = work.load(ExportFacts)
     prep = data.prep_for(spec.data.preprocess, facts.inputs)
@@ -44,17 +55,29 @@ def run(spec: QuantizationJobSpec, storage: Storage, work: WorkDir) -> Calibrati
     check_shapes(work.fp32, calib, "spec.data.calibration")
     q = spec.quantization
     batch_nums = math.ceil(calib.n / q.batch_size)
+    candidates = make(q, calib, facts, work, batch_nums)
+    doc = CalibrationFacts(samples=calib.n, batch_size=q.batch_size, batch_nums=batch_nums, bytes_read=stats.bytes_read,
+                           bytes_used=stats.bytes_used, fetch_seconds=round(fetch_s, 3), candidates=candidates,
+                           seconds=round(time.perf_counter() - t0, 3), device=calibration_device())
+    work.save(doc)
+    return doc
+
+
+def quantize_each(q: QuantizationSpec, calib: data.TensorFile, facts: ExportFacts, work: WorkDir,
+                  batch_nums: int) -> list[CalibratedCandidate]:
+    """One quant_post_static run per algo, one after the other."""
     progress.plan(progress.calibration_batches(q.algos, batch_nums), "batches")
     candidates = []
     for algo in q.algos:
         progress.step(algo)
         candidates.append(quantize(algo, q, calib, facts, work, batch_nums))
-    doc = CalibrationFacts(samples=calib.n, batch_size=q.batch_size, batch_nums=batch_nums, bytes_read=stats.bytes_read,
-                           bytes_used=stats.bytes_used, fetch_seconds=round(fetch_s, 3), candidates=candidates,
-                           seconds=round(time.perf_counter() - t0, 3), device=calibration_device())
-    work.save(doc)
-    if all(c.error is not None for c in candidates):
-        raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: {candidate_errors(candidates)}")
+    return candidates
+
+
+def require_candidate(doc: CalibrationFacts) -> CalibrationFacts:
+    """A sweep goes on while one algo quantized the model; none is bad input."""
+    if all(c.error is not None for c in doc.candidates):
+        raise BadInput("CalibrationFailed", f"every algo failed to quantize the model: {candidate_errors(doc.candidates)}")
     return doc
 
 

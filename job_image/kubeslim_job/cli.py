@@ -16,6 +16,9 @@ sharing one emptyDir at /work):
              size it at least 3x the fp32 model + evaluation samples x C x H x W x 4 bytes),
              HOME and MPLCONFIGDIR (default to <work-dir>/.home when HOME is not writable), /tmp
              (an emptyDir; Paddle writes there). The root filesystem can be read-only.
+  sweep:     in a parallel sweep's Indexed Job (spec.quantization.parallelism > 1) the same three
+             commands play the pod's part by its JOB_COMPLETION_INDEX, handing files on through the
+             run's S3 work prefix KUBESLIM_SWEEP_URI (sweep.py)
   result:    each stage writes a contract.StageResult (<= 4096 bytes) to --termination-log
              (default /dev/termination-log when it exists; "-" for none) and exits with
              0 ok, 3 bad input (do not retry), 4 accuracy gate failed, 75 transient (retry),
@@ -57,7 +60,7 @@ from kubeslim_api.contract import (EXIT_BAD_INPUT, EXIT_OK, STAGES, TERMINATION_
                                    encode)
 from kubeslim_api.spec import QuantizationJobSpec, SpecError, parse_manifest, parse_spec
 
-from . import progress
+from . import progress, sweep
 from .errors import JobError, last_line
 
 if TYPE_CHECKING:
@@ -129,7 +132,8 @@ def _run_stage(stage: Stage, spec: QuantizationJobSpec, work_dir: str) -> StageR
     storage = None
     try:
         storage = Storage.from_spec(spec)
-        run: StageRunner = importlib.import_module(STAGE_MODULES[stage], __package__).run
+        # A parallel sweep's pod plays its index's part (sweep.py); any other pod runs the stage as is.
+        run: StageRunner = sweep.runner(stage, spec) or importlib.import_module(STAGE_MODULES[stage], __package__).run
         return _ok(run(spec, storage, work).to_result(), storage, t0)
     except SpecError as exc:
         return _fail(stage, reasons.INVALID_SPEC, str(exc), EXIT_BAD_INPUT, {}, storage, t0)

@@ -336,6 +336,10 @@ class Storage:
                             f"{field} {uri}: upload failed ({code or 'unknown'}) at {self._where()} after "
                             f"{self.max_attempts} attempts; {RETRIED}") from None
 
+    def delete(self, uri: str, field: str) -> None:
+        bucket, key = parse_uri(uri)
+        self._call(field, uri, lambda: self.client.delete_object(Bucket=bucket, Key=key))
+
     def check_writable_bucket(self, uri: str, field: str) -> None:
         """Fail early (before hours of work) if the output bucket is missing or forbidden."""
         bucket, _ = parse_uri(uri)

@@ -36,6 +36,7 @@ COMPONENT = "quantization"
 CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 # Set by the Job controller on its pods.
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"    # an Indexed Job's pods (a parallel sweep)
 
 # The pod: two init containers and one container named after kubeslim_api.contract.STAGES, so
 # kubelet itself reports the stage; status.stage names each one while it runs.

@@ -7,6 +7,7 @@ import hashlib
 import json
 from typing import Any
 
+from kubeslim_api import sweep
 from kubeslim_api.contract import NON_RETRYABLE_EXIT_CODES, STAGES, TERMINATION_MESSAGE_PATH, WORK_DIR
 from kubeslim_api.spec import QuantizationJobSpec
 
@@ -167,6 +168,9 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
     annotations = {c.ANNOTATION_OWNER_NAME: owner.name}
 
     env = _env(spec) + [{"name": name, "value": value} for name, value in config.job_proxy_env]
+    parallel = sweep.is_sweep(spec.quantization)
+    if parallel:
+        env.append({"name": sweep.URI_ENV, "value": sweep.work_uri(spec.output.uri, owner.uid, owner.generation)})
     resources = _resources(spec)
     mounts = [
         {"name": "work", "mountPath": WORK_DIR},
@@ -244,6 +248,12 @@ def build_job(owner: Owner, spec: QuantizationJobSpec, config: OperatorConfig) -
         "podFailurePolicy": pod_failure_policy(),
         "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
     }
+    if parallel:
+        # kubeslim_api.sweep: one index per candidate and a final one; the Job controller gives each
+        # pod its JOB_COMPLETION_INDEX. backoffLimit (not per index) still counts every failed pod,
+        # so a failing index ends the Job as it ends a one-pod run.
+        q = spec.quantization
+        job_spec.update(completionMode="Indexed", completions=sweep.completions(q), parallelism=sweep.pods_at_once(q))
     if rp.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = rp.active_deadline_seconds
     if rp.ttl_seconds_after_finished is not None:

@@ -43,8 +43,10 @@ def trim_job(body: Obj) -> Obj:
     return {
         "metadata": {**_pick(meta, "name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "ownerReferences"),
                      "labels": _pick(meta.get("labels"), c.LABEL_GENERATION, c.LABEL_OWNER_UID, c.LABEL_KUEUE_QUEUE)},
-        # backoffLimit and podFailurePolicy tell whether a failed pod is retried (status.job_will_retry).
-        "spec": _pick(spec, "suspend", "activeDeadlineSeconds", "backoffLimit", "podFailurePolicy"),
+        # backoffLimit and podFailurePolicy tell whether a failed pod is retried (status.job_will_retry);
+        # completionMode and completions which pod's result is the run's (status.sweep).
+        "spec": _pick(spec, "suspend", "activeDeadlineSeconds", "backoffLimit", "podFailurePolicy", "completionMode",
+                      "completions"),
         "status": {**_pick(st, "startTime", "completionTime", "active", "failed", "succeeded"),
                    "conditions": [_pick(x, "type", "status", "reason", "message", "lastTransitionTime")
                                   for x in st.get("conditions") or []]},
@@ -68,7 +70,8 @@ def trim_pod(body: Obj) -> Obj:
     labels = meta.get("labels") or {}
     return {
         "metadata": {**_pick(meta, "name", "namespace", "uid", "creationTimestamp", "deletionTimestamp"),
-                     "labels": _pick(labels, c.LABEL_JOB_NAME, "batch.kubernetes.io/controller-uid", "controller-uid")},
+                     "labels": _pick(labels, c.LABEL_JOB_NAME, c.LABEL_COMPLETION_INDEX, "batch.kubernetes.io/controller-uid",
+                                     "controller-uid")},
         "spec": _pick(body.get("spec"), "nodeName"),
         "status": {
             **_pick(st, "phase", "reason", "message"),

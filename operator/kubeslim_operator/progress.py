@@ -45,6 +45,8 @@ from . import constants as c
 from .constants import Obj
 from .kube import ApiError, Kube
 from .objects import pod_belongs_to
+from .status.sweep import shown_pod
+from .status.verdict import created
 from .times import format_time
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def log_target(job: Obj | None, pods: list[Obj] | tuple[Obj, ...]) -> tuple[str,
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
     if not live:
         return None
-    pod = max(live, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
+    pod = shown_pod(job, sorted(live, key=created))    # the pod whose stage the status shows
     st = pod.get("status") or {}
     for s in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
         if s.get("name") in c.STAGE_NAMES and "running" in (s.get("state") or {}):

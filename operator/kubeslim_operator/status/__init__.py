@@ -12,6 +12,7 @@ One module per source of evidence, each read into Facts and Verdicts (verdict.py
   kueue.py          the Workload of a Job Kueue holds
   rejection.py      the API server's refusal to create the Job, mapped back to spec fields
   retry.py          the Job controller's podFailurePolicy/backoffLimit rules
+  sweep.py          a parallel sweep's Indexed Job: the final index's result, the candidates done
   conditions.py     verdict → status conditions, and the Event for a visible transition
 and the derivation over them: derive.py (the order), before_job.py, job_concluded.py,
 job_running.py (the rules), evidence.py (what the rules read).

@@ -31,7 +31,9 @@ With a Job (`WITH_JOB`):
                      more precise than…
   job_failed         …the Job controller's failure condition, the fallback for a failed Job.
   suspended          a suspended Job runs no pod: the queue (Kueue's Workload) says why it waits.
-  pod_running        a live pod says where the run is; failed pods are earlier attempts.
+  pod_running        a live pod says where the run is; failed pods are earlier attempts. In a
+                     parallel sweep (an Indexed Job) the pod furthest on, led by the candidates
+                     done; job_complete reads the final index's result (sweep.py).
   pod_on_lost_node   no live pod, and the newest was taken off a node that stopped answering:
                      Retrying, naming the node, while the Job waits for the node to let it go.
   attempt_failed     no live pod but failed ones: a retry is coming, or the Job's failure is.

@@ -10,7 +10,8 @@ from ..times import parse_time
 from .evidence import JobEvidence
 from .kubelet import pod_progress, work_volume_full
 from .stage_result import terminal_outcome, verdict_from_failed_stage, verdict_from_result
-from .verdict import Verdict, pod_ended, pod_live, pod_phase, sentence
+from .sweep import named, result_pod
+from .verdict import Verdict, pod_ended, pod_live, sentence
 
 
 # Jobs and Pods come on separate watch streams, and after an outage kopf reconnects them one by
@@ -40,8 +41,8 @@ def job_complete(e: JobEvidence) -> Verdict | None:
     if complete is None:
         return None
     done = (e.job.get("status") or {}).get("completionTime") or complete.get("lastTransitionTime") or e.now
-    winners = [p for p in e.pods if pod_phase(p) == "Succeeded"]
-    outcome = terminal_outcome(winners[-1]) if winners else None
+    winner = result_pod(e.job, e.pods)
+    outcome = terminal_outcome(winner) if winner is not None else None
     if outcome is None:
         return Verdict(c.FAILED, reasons.RESULT_LOST,
                        "The Job completed but its pod is gone, so its result cannot be read; delete and re-create "
@@ -81,10 +82,13 @@ def stage_failed(e: JobEvidence) -> Verdict | None:
     """The latest failed pod's stage that exited non-zero, in its own words."""
     if e.failure is None:
         return None
-    out = next((o for o in map(terminal_outcome, reversed(e.failed_pods)) if o is not None and o.exit_code != 0), None)
-    if out is None:
+    found = next(((p, o) for p in reversed(e.failed_pods) if (o := terminal_outcome(p)) is not None and o.exit_code != 0),
+                 None)
+    if found is None:
         return None
-    return verdict_from_failed_stage(out, e.spec, len(e.failed_pods), completion_time=e.failed_at, **e.times)
+    pod, out = found
+    return named(verdict_from_failed_stage(out, e.spec, len(e.failed_pods), completion_time=e.failed_at, **e.times),
+                 e.job, pod, e.spec)
 
 
 def job_failed(e: JobEvidence) -> Verdict | None:

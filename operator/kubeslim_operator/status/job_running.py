@@ -12,6 +12,7 @@ from .kubelet import pod_progress, work_volume_full
 from .kueue import queued_verdict
 from .retry import job_will_retry
 from .stage_result import terminal_outcome, verdict_from_failed_stage
+from .sweep import indexed, named, shown_pod, with_candidates_done
 from .verdict import Verdict, pod_live, pod_phase
 
 
@@ -25,7 +26,9 @@ def pod_running(e: JobEvidence) -> Verdict | None:
     live = [p for p in e.pods if pod_live(p)]
     if not live:
         return None
-    v = pod_progress(live[-1], e.spec)
+    pod = shown_pod(e.job, live)
+    held = [(p, v) for p in live if p is not pod and (v := pod_progress(p, e.spec)).reason] if indexed(e.job) else []
+    v = with_candidates_done(pod_progress(pod, e.spec), e.job, pod, e.pods, e.spec, held)
     if v.final:
         v = dataclasses.replace(v, completion_time=e.now)
     return dataclasses.replace(v, **e.times)
@@ -43,6 +46,7 @@ def attempt_failed(e: JobEvidence) -> Verdict | None:
     out = terminal_outcome(last)
     cause = work_volume_full(last, attempts) or \
         (verdict_from_failed_stage(out, e.spec, attempts) if out is not None and out.exit_code != 0 else None)
+    cause = named(cause, e.job, last, e.spec) if cause is not None else None
     if not job_will_retry(e.job, e.failed_pods):
         # The Job's failure condition is on its way and will say why: announcing a retry now
         # would be withdrawn a moment later.
