@@ -190,10 +190,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path, rate: float =
     tmp = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     op_kubeconfig = operator_identity(tmp)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESLIM_")}
-    # the operator's API client (issue 21 item 4 compares kube.py's with lightkube's)
-    api_client = os.environ.get("KUBESLIM_API_CLIENT") or "aiohttp"
     env.update({"KUBECONFIG": str(op_kubeconfig), "KUBESLIM_JOB_IMAGE": "kubeslim-job:bench", "KUBESLIM_LOG_LEVEL": "WARNING",
-                "KUBESLIM_API_CLIENT": api_client,
                 "PYTHONPATH": f"{REPO / 'operator'}:{REPO / 'job_image'}"})
     metrics_port = 19000 + os.getpid() % 1000
     log = open(tmp / "operator.log", "w")
@@ -309,7 +306,7 @@ async def run(n: int, concurrency: int, timeout: float, out: Path, rate: float =
     first_job, last_job = (min(job_seen.values()), max(job_seen.values())) if job_seen else (t0, t0)
     writes_total = sum(op_writes.values())
     result = {
-        "n": n, "namespace": ns, "api_client": api_client, "create_concurrency": concurrency, "paced_rate_per_s": rate or None,
+        "n": n, "namespace": ns, "create_concurrency": concurrency, "paced_rate_per_s": rate or None,
         "machine": {"cpus": os.cpu_count(), "cpu": cpu,
                     "note": "shared cores: apiserver, etcd, kcm, scheduler, kwok, operator, bench client"},
         "apply_seconds": round(t_created - t0, 2),

@@ -14,7 +14,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -112,9 +112,6 @@ class OperatorConfig(BaseSettings):
     log_format: str = "text"
     # Concurrent API requests of the reconciler (its own aiohttp connection pool).
     api_concurrency: int = Field(32, ge=1)
-    # The API client: kube.py's own on aiohttp, or lightkube (kube_lightkube.py), for the
-    # measurement issue 21 item 4 asks before either is dropped.
-    api_client: Literal["aiohttp", "lightkube"] = "aiohttp"
     # Leader election on a coordination.k8s.io/v1 Lease (leader.py), for several replicas of which
     # one reconciles. Off for a single process; the chart turns it on.
     leader_election: bool = False

@@ -43,15 +43,6 @@ def login_info(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.Connectio
     return dataclasses.replace(info, server=server) if server else info
 
 
-def api_client(config: OperatorConfig) -> Any:
-    """The configured client class; lightkube is imported only where chosen, so that the other's RSS
-    does not carry it."""
-    if config.api_client == "lightkube":
-        from .kube_lightkube import LightkubeKube
-        return LightkubeKube
-    return Kube
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if "config" not in memo:            # run by `kopf run` rather than __main__
@@ -75,9 +66,9 @@ def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> ko
     info = login_info(settings=settings, **kwargs)
     if info is not None and "kube" not in memo:      # a re-login (HTTP 401) keeps the client
         config: OperatorConfig = memo.config
-        memo.kube = api_client(config)(info, concurrency=config.api_concurrency,
-                                       relogin=lambda: login_info(settings=settings, logger=log),
-                                       on_request=metrics.count_request)
+        memo.kube = Kube(info, concurrency=config.api_concurrency,
+                         relogin=lambda: login_info(settings=settings, logger=log),
+                         on_request=metrics.count_request)
         memo.reconciler = Reconciler(config, memo.kube)
         memo.scheduler = Scheduler(memo.reconciler.reconcile, concurrency=config.api_concurrency * 2)
     return info

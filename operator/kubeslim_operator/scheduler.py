@@ -1,6 +1,10 @@
 """A per-key, coalescing work queue. Many triggers for one QuantizationJob (its own watch event,
 its Job's, its pods') within a short window become one reconcile pass; one key never has two
-passes at once; a trigger during a pass schedules one more pass after it."""
+passes at once; a trigger during a pass schedules one more pass after it.
+
+Not kopf's own queue (issue 21 item 4): kopf serialises and batches the events of one object
+(settings.batching), but a Job's and a Pod's events must trigger a pass of their QuantizationJob,
+another object, for which kopf has no queue; its timers and daemons would poll every object."""
 from __future__ import annotations
 
 import asyncio
