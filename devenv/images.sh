@@ -269,6 +269,11 @@ GIT_SHA="$(git -C "$REPO" rev-parse --short=12 HEAD)"
 [ -n "$APP_VERSION" ] && [ -n "$CHART_VERSION" ] || die "cannot read version/appVersion from helm/kubeslim/Chart.yaml"
 
 if [ "$MODE" = gpu ]; then
+  # What follows touches only the GPU image's names and takes many minutes: the CPU images' builds
+  # (each test session's node_images) need not wait for it; another GPU build does.
+  flock -u 9
+  exec 8>"$DEVENV/images-gpu.lock"
+  flock 8
   CPU_WHEELHOUSE_REF="$WHEELHOUSE_REF"
   timed gpu_wheelhouse wheelhouse_image wheelhouse-gpu fill_gpu_wheelhouse "$(gpu_requirements)" "$(constraints)"
   GPU_WHEELHOUSE_REF="$WHEELHOUSE_REF"; WHEELHOUSE_REF="$CPU_WHEELHOUSE_REF"

@@ -82,11 +82,11 @@ class GpuImage:
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
         """The image with a job container's constraints: its own numeric user, a read-only root with
-        /tmp and /work writable, no network."""
+        only /tmp writable, no network. (A tmpfs on /work would keep the image's root-owned mode,
+        where the operator's emptyDir is writable by all: the job's work dir goes under /tmp.)"""
         flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
         return subprocess.run([*self.docker, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-                               "--tmpfs", "/work", *flags, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+                               *flags, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ SPEC = {
 @pytest.mark.parametrize("backend", ["gpu", "tensorrt"])
 def test_kubeslim_job_asked_for_the_gpu_fails_at_once_with_no_gpu(gpu_image, backend):
     spec = {**SPEC, "verification": {"backend": backend}}
-    proc = gpu_image.run(gpu_image.ref, "export", "--work-dir", "/work", "--termination-log", "-",
+    proc = gpu_image.run(gpu_image.ref, "export", "--work-dir", "/tmp/work", "--termination-log", "-",
                          env={"KUBESLIM_SPEC": json.dumps(spec)})
     assert proc.returncode == EXIT_BAD_INPUT, (proc.stdout[-2000:], proc.stderr[-2000:])
     res = decode(proc.stdout.strip().splitlines()[-1])
