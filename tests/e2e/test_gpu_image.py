@@ -4,7 +4,8 @@ read-only root: Paddle is a CUDA build and loads the cuDNN it was built with; ev
 dlopens for CUDA loads, and `ldd` resolves every library of Paddle's core and of each CUDA wheel's
 lib dir; TensorRT's libraries do not resolve (PyPI has no TensorRT library wheel: see
 job_image/gpu-requirements.txt), and Paddle says so; `kubeslim-job export` asked for the GPU fails at
-once with NoGPU naming spec.verification.backend.
+once with NoGPU naming spec.verification.backend; with backend auto the whole job runs (devenv S3)
+and verifies on oneDNN int8.
 
 Runs on the image `make images-gpu` last built (it is several GB, and no other target builds it);
 skipped when there is none, failed instead under `make test-gpu-image`, which builds it first."""
@@ -163,3 +164,26 @@ def test_kubeslim_job_asked_for_the_gpu_fails_at_once_with_no_gpu(gpu_image, bac
     assert res.message.startswith(f"spec.verification.backend is {backend} but no GPU is visible"), res.message
     assert "CUDA 11.8 sees 0 devices" in res.message and "spec.resources.gpu" in res.message
     assert "bytesReadTotal" in res.details and res.details["bytesReadTotal"] == 0, res.details
+
+
+def test_without_a_gpu_auto_runs_the_whole_job_on_onednn_int8(gpu_image, s3, s3_env, bucket, tmp_path):
+    # This image's Paddle has no TensorRT and here no GPU: auto must still quantize and verify, on
+    # the CPU with oneDNN int8, the backend the results name. The devenv's S3 is on the host network.
+    from kubeslim_dev import demo
+
+    demo.seed(s3, bucket, "digits")
+    doc = demo.example_manifest("gpu-image-on-cpu", bucket, s3_env["AWS_ENDPOINT_URL"])
+    doc["spec"]["quantization"]["algos"] = ["avg"]
+    manifest = tmp_path / "job.json"
+    manifest.write_text(json.dumps(doc))
+    manifest.chmod(0o644)
+    proc = subprocess.run([*gpu_image.docker, "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp",
+                           *[f"--env={k}={v}" for k, v in s3_env.items()], "--env=KUBESLIM_THREADS=1",
+                           "-v", f"{manifest}:/spec/job.json:ro", gpu_image.ref,
+                           "run", "-f", "/spec/job.json", "--result", "/tmp/result.json", "--work-dir", "/tmp/work"],
+                          env=gpu_image.env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = decode(proc.stdout.strip().splitlines()[-1])
+    assert (res.stage, res.ok) == ("verify", True), res
+    assert res.results.backend == "cpu-onednn-int8" and res.results.int8.algo == "avg", res.results
+    assert res.gate.passed and res.results.fp32.top1 > 0.9, res.results
