@@ -317,7 +317,8 @@ class AccuracyControl(_Camel):
     max_seconds: int = Field(
         1800, ge=1,
         description="Time budget for ranking and fallback steps; a step is not started past it. Ranking costs one "
-                    "calibration per quantized layer.")
+                    "calibration per quantized layer where that fits a quarter of it, else about one from recorded "
+                    "activations; a step costs one verification.")
     ranking_samples: int = Field(
         256, ge=1,
         description="Evaluation samples (the first ones) the layers are ranked on; labels are not needed for ranking.")
@@ -359,9 +360,11 @@ class QuantizationSpec(_Camel):
         default_factory=AccuracyControl,
         description="Accuracy-aware quantization. When the best candidate misses the gate (mode onGateFailure), or always, "
                     "the quantized layers are ranked by how much each one alone changes the int8 model's top-1 predictions "
-                    "on the first rankingSamples evaluation samples (on the int8 backend), then the most sensitive are kept"
-                    " in fp32 one more at a time (re-calibrated and re-verified on the whole evaluation set) until the gate"
-                    " passes or the budget runs out. The candidates table shows every step; status.results.fallback names "
+                    "on the first rankingSamples evaluation samples (on the int8 backend, or from recorded activations "
+                    "where that does not fit the budget), then the most sensitive are kept in fp32 (the best candidate "
+                    "with their weights back in fp32, re-verified on the whole evaluation set): 1, 2, 4, ... of them, then "
+                    "a bisection for the fewest that pass (always: 1, 2, 3, ... up to maxFp32Layers), until the gate "
+                    "passes or the budget runs out. The candidates table shows every step; status.results.fallback names "
                     "the fp32 layers and their latency cost.")
     speed_aware: Literal["auto", "off"] = Field(
         "auto",
