@@ -15,14 +15,14 @@ fp32 model, the calibration samples and the evaluation set in the work dir.
    an unbound `rank_list` unless the analysis ran before.
 2. Fall back. Step k is the plain candidate with the k most sensitive layers back in fp32
    (derive_step: no new calibration), verified on the whole evaluation set like any candidate; a
-   row per step goes into the candidates table. With
-   onGateFailure the k tried are 1, 2, 4, ... up to maxFp32Layers, then a bisection between the
-   largest k that failed and the smallest that passed (next_fp32_layers): for maxFp32Layers 8 at
-   most 6 steps, 4 when none passes, where one by one cost 8 (resnet50: 8 steps of a calibration
-   plus a verification each made most of the measured fallback's 951 s). It assumes a model that passes with k
-   layers in fp32 also passes with more, which holds only roughly (resnet50's seeded stand-in:
-   agreement 0.56, 0.59, 0.59, 0.56 at k = 1..4): the k chosen is the smallest that passed of
-   those tried, never an untried one. With always every k is measured (the whole curve).
+   row per step goes into the candidates table. With onGateFailure the k tried are 1, 2, 4, ...
+   up to maxFp32Layers, then a bisection between the largest k that failed and the smallest that
+   passed (next_fp32_layers): for maxFp32Layers 8 at most 6 steps, 4 when none passes, where one
+   by one cost 8 (resnet50: 8 steps, each a calibration and a verification, made most of the
+   measured fallback's 951 s). It assumes a model that passes with k layers in fp32 also passes
+   with more, which holds only roughly (resnet50's seeded stand-in: agreement 0.56, 0.59, 0.59,
+   0.56 at k = 1..4): the k chosen is the smallest that passed of those tried, never an untried
+   one. With always every k is measured (the whole curve).
 
 Why skipping is not enough on oneDNN: with onnx_format quant_post_static also writes a
 quantize/dequantize pair on the *output* of every op (pool, relu, elementwise_add, ...), and
@@ -163,7 +163,7 @@ def derive_step(plain_dir: str, fp32_dir: str, out: str, layers: list[str], op_t
     stripped. Every other threshold stays the plain candidate's, as a calibration with the layers
     skipped would compute it: PaddleSlim samples the fp32 model's activations whatever
     skip_tensor_list says (tests/job/test_ranking.py: the same outputs as the re-calibrated model;
-    resnet50: 0.6 s against a calibration's 8-110 s). Written as keep_fp32 writes a model, not by
+    resnet50: 0.6-2.6 s against a calibration's 8-110 s). Written as keep_fp32 writes a model, not by
     save_inference_model, which appends a scale op to every output and renames them."""
     import paddle
     from paddle.static.io import _serialize_persistables
