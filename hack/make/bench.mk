@@ -1,5 +1,5 @@
 .PHONY: bench bench-e2e bench-fallback bench-calibration bench-ranking
-bench-e2e: $(VENV)/.installed ## apply → Succeeded on the real node (1 and 4 algos), split by component -> bench/results/e2e.json
+bench-e2e: $(VENV)/.installed ## apply → Succeeded on the real node (1 and 4 algos), split by component; the 4-algo sweep with parallelism 1 and 4 -> bench/results/e2e.json
 	@$(MAKE) --no-print-directory devenv
 	$(PY) bench/bench_e2e.py
 
