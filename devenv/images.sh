@@ -181,9 +181,13 @@ pause_image() {
 KEEP_TAGS=3
 # prune_docker REPO [KEEP]: docker's tags of REPO but the newest KEEP (default KEEP_TAGS; docker lists
 # them newest first).
+# A pushed image whose tags all moved on stays listed as REPO:<none> (its pushed digest still names
+# it) and `docker rmi REPO:<none>` is an invalid reference: such an entry goes by its image ID.
 prune_docker() {
-  local keep; keep="$(docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | head -n "${2:-$KEEP_TAGS}")"
-  docker image ls --format '{{.Repository}}:{{.Tag}}' "$1" | grep -vxF "$keep" | while read -r old; do docker rmi "$old" >/dev/null; done || true
+  local refs keep
+  refs="$(docker image ls --format '{{if eq .Tag "<none>"}}{{.ID}}{{else}}{{.Repository}}:{{.Tag}}{{end}}' "$1")"
+  keep="$(head -n "${2:-$KEEP_TAGS}" <<<"$refs")"
+  grep -vxF "$keep" <<<"$refs" | while read -r old; do docker rmi "$old" >/dev/null; done || true
 }
 
 # import REF: into the node's containerd, once (the pause image only).
@@ -279,8 +283,8 @@ if [ "$MODE" = gpu ]; then
   GPU_WHEELHOUSE_REF="$WHEELHOUSE_REF"; WHEELHOUSE_REF="$CPU_WHEELHOUSE_REF"
   GPU_REF="$IMAGE_PREFIX/job:$(app_hash "$GPU_WHEELHOUSE_REF")"
   timed build_job_gpu build_target job "$GPU_REF" --build-arg GPU_WHEELHOUSE="$GPU_WHEELHOUSE_REF"
-  # One GPU image at a time, here and among the pushed tags' local copies: each is several GB.
-  timed push_job_gpu push "$GPU_REF" kubeslim-job 1
+  # One GPU image at a time, here and among the pushed tags' local copies (its three): each is several GB.
+  timed push_job_gpu push "$GPU_REF" kubeslim-job 3
   prune_docker "$IMAGE_PREFIX/job" 1
   prune_build_cache
   cat >"$DEVENV/images-gpu.env" <<EOF
