@@ -13,8 +13,10 @@ from typing import Any, Callable
 import numpy as np
 
 
-def predictor(model_dir: str | os.PathLike, int8: bool = False, threads: int = 2) -> Any:
-    """A predictor on model_dir/model.pdmodel + model.pdiparams: oneDNN, int8 kernels with `int8`."""
+def predictor(model_dir: str | os.PathLike, int8: bool = False, threads: int = 2,
+              int8_ops: frozenset[str] | None = None) -> Any:
+    """A predictor on model_dir/model.pdmodel + model.pdiparams: oneDNN, int8 kernels with `int8`
+    (on the op types `int8_ops` only when given, as a server that copies kubeslim's set runs them)."""
     from paddle.inference import Config, create_predictor
 
     config = Config(os.path.join(model_dir, "model.pdmodel"), os.path.join(model_dir, "model.pdiparams"))
@@ -22,7 +24,7 @@ def predictor(model_dir: str | os.PathLike, int8: bool = False, threads: int = 2
     config.enable_mkldnn()
     config.set_cpu_math_library_num_threads(threads)
     if int8:
-        config.enable_mkldnn_int8()
+        config.enable_mkldnn_int8(set(int8_ops)) if int8_ops else config.enable_mkldnn_int8()
     return create_predictor(config)
 
 
@@ -40,10 +42,10 @@ def feeder(pred: Any) -> Callable[[dict[str, np.ndarray]], None]:
 
 
 def predictor_outputs(model_dir: str | os.PathLike, arrays: dict[str, np.ndarray], batch: int = 4, int8: bool = False,
-                      threads: int = 2) -> tuple[list[str], list[list[np.ndarray]]]:
+                      threads: int = 2, int8_ops: frozenset[str] | None = None) -> tuple[list[str], list[list[np.ndarray]]]:
     """The model on `arrays` (every input by name, first axis = samples), `batch` samples a run:
     the output names and, per run, every output."""
-    pred = predictor(model_dir, int8, threads)
+    pred = predictor(model_dir, int8, threads, int8_ops)
     feed = feeder(pred)
     inputs, names = pred.get_input_names(), pred.get_output_names()
     n = len(next(iter(arrays.values())))
