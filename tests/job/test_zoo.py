@@ -20,6 +20,7 @@ import yaml
 from kubeslim_api.contract import EXIT_OK
 from kubeslim_api.spec import parse_manifest
 from kubeslim_dev import plain_paddle, zoo
+from kubeslim_job import inference
 
 from kubeslim_dev.devenv import remove_bucket
 
@@ -90,9 +91,11 @@ def test_zoo_model_quantizes_with_output_fidelity(key, kubeslim_job, s3, zoo_buc
     assert r.fp32.fidelity.cosine == pytest.approx(1.0)
     assert run.result.artifacts.model == f"s3://{zoo_bucket}/out/{key}/model.pdmodel"
 
-    # Independent: the uploaded int8 model and the fp32 model on the same npz, here.
+    # Independent: the uploaded int8 model and the fp32 model on the same npz, here (int8 on the op
+    # types the job runs in int8, as the README tells a server to).
     int8_dir = download_model(s3, run.result.artifacts.model, tmp_path / "int8")
-    _, int8_runs = plain_paddle.predictor_outputs(int8_dir, evaluation, batch=settings["batch"], int8=True)
+    _, int8_runs = plain_paddle.predictor_outputs(int8_dir, evaluation, batch=settings["batch"], int8=True,
+                                                  int8_ops=inference.ONEDNN_INT8_OPS)
     n = settings["evaluation"]
     for index, out in enumerate(fid.per_output):
         fp32 = np.concatenate([run_[index] for run_ in fp32_runs])
