@@ -22,7 +22,9 @@ def outlier_seeded(seeded):
 def test_fallback_recovers_the_gate_in_the_cluster(operator_release, e2e_namespace, kubectl, s3_env, outlier_seeded):
     m = digits.manifest("fallback", outlier_seeded["model"], outlier_seeded["calibration"], outlier_seeded["evaluation"],
                         f"s3://{BUCKET}/out/{e2e_namespace}/fallback/", ["hist"], endpoint=s3_env["AWS_ENDPOINT_URL"], max_drop=0.02,
-                        **{"quantization.accuracyControl": {"rankingSamples": 64},
+                        # speedAware off: speed-aware may keep one more layer in fp32 where this CPU runs it
+                        # faster (a third candidate row); it is tested on its own
+                        **{"quantization.accuracyControl": {"rankingSamples": 64}, "quantization.speedAware": "off",
                            "storage.credentialsSecret": {"name": "s3-creds"},
                            "resources": {"gpu": 1, "cpu": "1", "memory": "4Gi"},
                            "scheduling.tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]})
