@@ -77,7 +77,7 @@ def test_timeout_is_transient(kubeslim_job, job_bucket):
         s.listen(16)
         port = s.getsockname()[1]
         run = kubeslim_job("export", _manifest(job_bucket), AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", **FAST_FAIL)
-    _assert_fails(run, EXIT_TRANSIENT, "StorageTimeout", "timed out", "retry")
+    _assert_fails(run, EXIT_TRANSIENT, "StorageTimeout", "timed out", "backoffLimit")
 
 
 def test_min_max_is_refused(kubeslim_job, job_bucket):
