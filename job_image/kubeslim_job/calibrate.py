@@ -22,7 +22,7 @@ import paddle
 from kubeslim_api.spec import QuantizationJobSpec, QuantizationSpec
 
 from . import data, progress
-from .inference import CPU_ONEDNN, open_model
+from .inference import CPU_ONEDNN, open_model, visible_gpus
 from .errors import BadInput, candidate_errors, last_line
 from .handoff import CalibratedCandidate, CalibrationFacts, ExportFacts
 from .storage import Storage
@@ -85,7 +85,7 @@ def calibration_device() -> str:
     """Where quant_post_static runs its sampling passes: "gpu:0" when this Paddle is built with CUDA
     and sees a GPU (the pod holds its GPU for the whole run, and the seed calibrated on
     paddle.CUDAPlace(0)), else "cpu" (the job-cpu image, or a GPU build on a node without one)."""
-    return "gpu:0" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
+    return "gpu:0" if (visible_gpus() or 0) > 0 else "cpu"
 
 
 def check_shapes(model_dir: str, samples: data.TensorFile, field: str) -> None:

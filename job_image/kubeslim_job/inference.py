@@ -120,12 +120,19 @@ class Accelerator:
     tensorrt_error: str = ""
 
 
+def visible_gpus() -> int | None:
+    """GPUs this process's Paddle can use; None for a CPU build (it has no CUDA runtime to ask)."""
+    import paddle
+
+    return paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else None
+
+
 def accelerator() -> Accelerator:
     import paddle
 
-    if not paddle.is_compiled_with_cuda():
+    gpus = visible_gpus()
+    if gpus is None:
         return Accelerator(cuda=None)
-    gpus = paddle.device.cuda.device_count()
     try:
         # dlopens libnvinfer.so; Paddle raises NotFound when it cannot (measured without a GPU too),
         # the cause on its first line ("(NotFound) TensorRT is needed, but TensorRT dynamic library is
