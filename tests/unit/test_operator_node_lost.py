@@ -81,7 +81,16 @@ def test_the_replacement_pod_is_still_retrying_until_it_starts(new_pod):
     # Running -> Retrying -> Pending would read as a step back to a run that never started.
     v = derive(lost("Failed"), new_pod)
     assert (v.phase, v.reason) == ("Pending", "Retrying")
-    assert v.message.startswith("Attempt 2: Pod mv3-int8-g1-bbbbb")
+    assert v.message.startswith("Pod mv3-int8-g1-aaaaa was taken off node gpu-0; the Job retries: Pod mv3-int8-g1-bbbbb")
+
+
+def test_the_pod_after_a_crash_is_still_retrying_in_the_crashs_words():
+    # "Attempt N failed" with N within backoffLimit is what the chaos harness accepts as a true retry.
+    crashed = pod(name="mv3-int8-g1-aaaaa", phase="Failed", export=term(0), calibrate=term(1))
+    v = derive(crashed, pod(name="mv3-int8-g1-bbbbb", phase="Pending", created="2026-01-01T00:09:00Z", node="gpu-1"),
+               j=job(backoffLimit=1, podFailurePolicy=pod_failure_policy()))
+    assert (v.phase, v.reason) == ("Pending", "Retrying")
+    assert v.message.startswith("Attempt 1 failed; the Job retries: Pod mv3-int8-g1-bbbbb"), v.message
 
 
 def test_a_first_pod_waiting_to_start_is_plain_pending():

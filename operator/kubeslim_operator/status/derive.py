@@ -98,13 +98,20 @@ def _with_pod_facts(v: Verdict, pods: Sequence[Obj]) -> Verdict:
 
 def _still_retrying(v: Verdict, pods: Sequence[Obj]) -> Verdict:
     """A next attempt that waits for its pod (to be made, scheduled or started) after an earlier
-    pod failed or was taken off a lost node keeps the Retrying the failure announced."""
+    pod failed or was taken off a lost node keeps the Retrying the failure announced, in its words:
+    "Attempt N failed" counts the failures backoffLimit allows, as attempt_failed said it."""
     if v.phase != c.PENDING or v.reason or v.hold:
         return v
-    earlier = [p for p in pods if pod_phase(p) == "Failed" or taken_off_node(p)]
-    if not earlier:
+    lost = [p for p in pods if taken_off_node(p)]
+    failed = [p for p in pods if pod_phase(p) == "Failed" and not taken_off_node(p)]
+    if failed:
+        why = f"Attempt {len(failed)} failed"
+    elif lost:
+        name, node = (lost[-1].get("metadata") or {}).get("name", ""), (lost[-1].get("spec") or {}).get("nodeName")
+        why = f"Pod {name} was taken off node {node or 'its node'}"
+    else:
         return v
-    return dataclasses.replace(v, reason=reasons.RETRYING, message=f"Attempt {len(earlier) + 1}: {v.message}")
+    return dataclasses.replace(v, reason=reasons.RETRYING, message=f"{why}; the Job retries: {v.message}")
 
 
 def observe(*, generation: int, spec: QuantizationJobSpec | None, spec_error: SpecError | None,
