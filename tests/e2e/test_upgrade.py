@@ -131,7 +131,9 @@ def charts(devenv, node_images, tmp_path_factory) -> dict:
     shutil.copytree(REPO / "helm" / "kubeslim", current_src)
     repo = f"oci://{images_env(devenv)['KUBESLIM_REGISTRY']}/kubeslim-upgrade-test"
     charts = {"group": group, "current_crds": current_src / "crds", "previous_crds": previous_src / "crds"}
-    for which, src, suffix in (("previous", previous_src, f"previous.{PREVIOUS[:7]}.{run_id}"), ("current", current_src, f"current.{run_id}")):
+    # SemVer forbids a numeric pre-release identifier with a leading zero, and a hex run id or
+    # commit prefix is all digits now and then ("082723" failed a CI run): each gets a letter.
+    for which, src, suffix in (("previous", previous_src, f"previous.g{PREVIOUS[:7]}.r{run_id}"), ("current", current_src, f"current.r{run_id}")):
         version = f"{yaml.safe_load((src / 'Chart.yaml').read_text())['version']}-{suffix}"
         package = package_chart(devenv.helm, src, version, group, tmp / f"pkg-{which}")
         run(devenv.helm, "push", str(package), repo, "--plain-http")
