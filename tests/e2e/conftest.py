@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +70,19 @@ def digits_manifest(s3_env, seeded, e2e_namespace):
             set_path(doc["spec"], path, value)
         return doc
     return make
+
+
+def applied_until_final(kubectl, namespace: str, doc: dict, timeout: float) -> dict:
+    """Apply a QuantizationJob; its status once final (Succeeded or Failed), or the last one seen
+    when `timeout` seconds pass first (the caller's assertion on the phase then shows it)."""
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(doc))
+    name = doc["metadata"]["name"]
+    deadline = time.monotonic() + timeout
+    while True:
+        st = json.loads(kubectl("-n", namespace, "get", "qj", name, "-o", "json").stdout).get("status") or {}
+        if st.get("phase") in ("Succeeded", "Failed") or time.monotonic() > deadline:
+            return st
+        time.sleep(2)
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

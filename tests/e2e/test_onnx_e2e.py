@@ -2,12 +2,9 @@
 wheelhouse) writes model.onnx beside the Paddle files and the operator links it in the status."""
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 
-from tests.e2e.conftest import BUCKET, REPO
+from tests.e2e.conftest import BUCKET, REPO, applied_until_final
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -20,13 +17,7 @@ def test_onnx_is_exported_and_linked(operator_release, e2e_namespace, digits_man
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kubeslim.io_quantizationjobs.yaml"))
     doc = digits_manifest("onnx", **{"quantization.algos": ["hist"],
                                      "output.onnx": {"enabled": True, "maxAccuracyDelta": 0.05}})
-    kubectl("-n", e2e_namespace, "apply", "-f", "-", input=json.dumps(doc))
-    deadline = time.monotonic() + 600
-    while True:
-        st = json.loads(kubectl("-n", e2e_namespace, "get", "qj", "onnx", "-o", "json").stdout).get("status") or {}
-        if st.get("phase") in ("Succeeded", "Failed") or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    st = applied_until_final(kubectl, e2e_namespace, doc, timeout=600)
     assert st.get("phase") == "Succeeded", st
     onnx, uri = st["results"]["onnx"], st["artifacts"]["onnx"]
     assert onnx["exported"] is True and onnx["reason"] == "Exported", onnx

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BUCKET
+from tests.e2e.conftest import BUCKET, applied_until_final
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -18,14 +18,7 @@ RESOURCES = {"gpu": 1, "cpu": "800m", "memory": "3Gi"}
 
 
 def run(kubectl, namespace: str, doc: dict) -> dict:
-    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(doc))
-    name = doc["metadata"]["name"]
-    deadline = time.monotonic() + 900
-    while True:
-        st = json.loads(kubectl("-n", namespace, "get", "qj", name, "-o", "json").stdout).get("status") or {}
-        if st.get("phase") in ("Succeeded", "Failed") or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    st = applied_until_final(kubectl, namespace, doc, timeout=900)
     assert st.get("phase") == "Succeeded", st
     return st
 
