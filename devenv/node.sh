@@ -277,12 +277,39 @@ advertise_gpus() {
     -p "[{\"op\": \"add\", \"path\": \"/status/capacity/nvidia.com~1gpu\", \"value\": \"$NODE_GPUS\"}]" >/dev/null
 }
 
+# A node whose processes were killed without its teardown (a session that ended, a machine whose
+# processes went while its kernel state stayed) leaves our bridge, cgroups, mounts and kube-proxy's
+# chains behind. A first snapshot taken over them would have this node's `down` report them as
+# "removed" and fail (a CI run did). They carry this project's names and nothing runs in them, so
+# they go before that snapshot; a node that is still running belongs to another devenv and stops it.
+clear_dead_node_leftovers() {
+  local left=() ctrl
+  ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && left+=("link $NODE_BRIDGE")
+  for ctrl in /sys/fs/cgroup/*; do
+    [ -d "$ctrl/$CGROUP_ROOT" ] || [ -d "$ctrl/$DOCKER_CGROUP" ] && { left+=("cgroups $CGROUP_ROOT, $DOCKER_CGROUP"); break; }
+  done
+  awk -v r="$NODE_RUN" -v c="$NODE_CACHE" '$5 == r || index($5, r "/") == 1 || $5 == c || index($5, c "/") == 1 {found=1} END {exit !found}' \
+    /proc/self/mountinfo && left+=("mounts under $NODE_RUN, $NODE_CACHE")
+  [ "${#left[@]}" -eq 0 ] && return 0
+  if ctr version >/dev/null 2>&1 || pgrep -f -- "--exec-root $NODE_RUN/docker" >/dev/null; then
+    die "another devenv's real node is running on this host (${left[*]})" "make devenv-down in the checkout that started it, then make devenv"
+  fi
+  log "clearing what a node killed without its teardown left on this host: ${left[*]}"
+  unmount_under "$NODE_RUN" "$NODE_CACHE"
+  remove_iptables
+  ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
+  remove_cgroups
+}
+
 # The container runtimes alone (enough to build and import images).
 runtime() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (kubelet, containerd, mounts, cgroups)" "sudo make devenv"
   "$REPO/hack/host-packages.sh" node || die "installing the real node's Debian packages failed (root needed: sudo make devenv)"
   mkdir -p "$NODE_DIR/logs"
-  [ -f "$NODE_DIR/host-before.json" ] || python3 "$here/node/hoststate.py" snapshot "$NODE_DIR/host-before.json"
+  if [ ! -f "$NODE_DIR/host-before.json" ]; then
+    clear_dead_node_leftovers
+    python3 "$here/node/hoststate.py" snapshot "$NODE_DIR/host-before.json"
+  fi
   make_bridge
   write_cni
   start_containerd
