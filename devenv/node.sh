@@ -291,10 +291,11 @@ clear_dead_node_leftovers() {
   awk -v r="$NODE_RUN" -v c="$NODE_CACHE" '$5 == r || index($5, r "/") == 1 || $5 == c || index($5, c "/") == 1 {found=1} END {exit !found}' \
     /proc/self/mountinfo && left+=("mounts under $NODE_RUN, $NODE_CACHE")
   [ "${#left[@]}" -eq 0 ] && return 0
+  local what; what="$(printf '%s; ' "${left[@]}")"; what="${what%; }"
   if ctr version >/dev/null 2>&1 || pgrep -f -- "--exec-root $NODE_RUN/docker" >/dev/null; then
-    die "another devenv's real node is running on this host (${left[*]})" "make devenv-down in the checkout that started it, then make devenv"
+    die "another devenv's real node is running on this host ($what)" "make devenv-down in the checkout that started it, then make devenv"
   fi
-  log "clearing what a node killed without its teardown left on this host: ${left[*]}"
+  log "clearing what a node killed without its teardown left on this host: $what"
   unmount_under "$NODE_RUN" "$NODE_CACHE"
   remove_iptables
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
