@@ -269,6 +269,12 @@ start_apiserver_forwarder() {
   setsid nohup socat "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$APISERVER_PORT" \
     >"$NODE_DIR/logs/apiserver-forwarder.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$NODE_DIR/apiserver-forwarder.pid"
+  # socat exits at once when the address is taken (a forwarder that outlived its node did, in a CI
+  # run): said here, not later as a devenv that turns unhealthy and is torn down mid-test.
+  sleep 0.3
+  pid_alive "$NODE_DIR/apiserver-forwarder.pid" || \
+    die "the apiserver forwarder on $NODE_IP:$APISERVER_PORT exited: $(tail -1 "$NODE_DIR/logs/apiserver-forwarder.log")" \
+      "stop what listens on $NODE_IP:$APISERVER_PORT (ss -ltnp), then make devenv"
 }
 
 # The documented way to advertise an extended resource: a JSON patch on the node's status.
@@ -290,12 +296,16 @@ clear_dead_node_leftovers() {
   done
   awk -v r="$NODE_RUN" -v c="$NODE_CACHE" '$5 == r || index($5, r "/") == 1 || $5 == c || index($5, c "/") == 1 {found=1} END {exit !found}' \
     /proc/self/mountinfo && left+=("mounts under $NODE_RUN, $NODE_CACHE")
+  local forwarders; forwarders="$(pgrep -f -- "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP," | tr '\n' ' ' || true)"
+  [ -n "$forwarders" ] && left+=("apiserver forwarder ${forwarders% }")
   [ "${#left[@]}" -eq 0 ] && return 0
   local what; what="$(printf '%s; ' "${left[@]}")"; what="${what%; }"
   if ctr version >/dev/null 2>&1 || pgrep -f -- "--exec-root $NODE_RUN/docker" >/dev/null; then
     die "another devenv's real node is running on this host ($what)" "make devenv-down in the checkout that started it, then make devenv"
   fi
   log "clearing what a node killed without its teardown left on this host: $what"
+  # shellcheck disable=SC2086  # one pid per word
+  [ -n "$forwarders" ] && { kill $forwarders 2>/dev/null || true; }
   unmount_under "$NODE_RUN" "$NODE_CACHE"
   remove_iptables
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
@@ -393,8 +403,8 @@ remove_iptables() {
     command -v "$save" >/dev/null || continue
     for table in filter nat mangle raw; do
       { "$save" -t "$table" -S 2>/dev/null || true; } | sed -n 's/^-A \(.*-j \(KUBE\|CNI\)-.*\)$/-D \1/p' | while read -r rule; do
-        # shellcheck disable=SC2086
-        "$save" -t "$table" $rule 2>/dev/null || true
+        # -S prints rules shell-quoted (--comment "kubernetes service portals"): eval, not word splitting.
+        eval "\"\$save\" -t \"\$table\" $rule" 2>/dev/null || true
       done
       for chain in $("$save" -t "$table" -S 2>/dev/null | sed -n 's/^-N \(\(KUBE\|CNI\)-[^ ]*\)$/\1/p'); do
         "$save" -t "$table" -F "$chain" 2>/dev/null || true
