@@ -24,6 +24,8 @@ from kubernetes import client, config
 from kubeslim_api.contract import STAGES
 from kubeslim_dev import demo, devenv
 
+from bench_pipeline import _cpu_model  # the CPU line every benchmark prints
+
 REPO = Path(__file__).resolve().parents[1]
 NS, RELEASE_NS, BUCKET = "kubeslim-bench-e2e", "kubeslim-bench-e2e-system", "kubeslim-bench"
 ENV = devenv.s3_env()
@@ -80,7 +82,8 @@ def run_one(name: str, algos: list[str], batch: client.BatchV1Api, core: client.
     t0 = time.monotonic()
     kubectl("apply", "-f", "-", input=json.dumps(manifest(name, algos, parallelism, resources)))
     marks["applied"] = time.monotonic()
-    deadline = t0 + 900
+    deadline, next_progress = t0 + 900, t0 + 10
+    print(f"{name}: {len(algos)} algo(s), parallelism {parallelism}", flush=True)
     while time.monotonic() < deadline:
         qj = custom.get_namespaced_custom_object("kubeslim.io", "v1alpha1", NS, "quantizationjobs", name)
         jobs = batch.list_namespaced_job(NS, label_selector=f"kubeslim.io/quantizationjob-uid={qj['metadata']['uid']}").items
@@ -109,12 +112,20 @@ def run_one(name: str, algos: list[str], batch: client.BatchV1Api, core: client.
                         mark(f"{stage}_finished")
                 if pod.status.phase in ("Succeeded", "Failed"):
                     mark("pod_finished")
-        phase = (qj.get("status") or {}).get("phase")
+        status = qj.get("status") or {}
+        phase = status.get("phase")
         if phase in ("Succeeded", "Failed"):
             mark("status_final")
             break
+        if time.monotonic() >= next_progress:
+            next_progress += 10
+            pr = status.get("progress") or {}
+            counted = f"{pr.get('step') or ''} {pr['done']}/{pr['total']} {pr.get('unit') or ''}" if "total" in pr else ""
+            print(f"  {name}: {time.monotonic() - t0:5.0f} s {phase or '-'} {status.get('stage') or ''} "
+                  f"{pr.get('percent', '')}% {counted}"[:160], flush=True)
         time.sleep(0.05)
     st = qj.get("status") or {}
+    print(f"{name}: {st.get('phase')} {st.get('reason') or ''} after {time.monotonic() - t0:.1f} s", flush=True)
 
     def span(a: str, b: str) -> float | None:
         return round(marks[b] - marks[a], 2) if a in marks and b in marks else None
@@ -175,7 +186,7 @@ def main() -> int:
             "four_algos": run_one("bench-four", SWEEP_ALGOS, batch, core, custom)}
     sweep = sweep_runs(batch, core, custom)
     result = {
-        "benchmark": "e2e", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "benchmark": "e2e", "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform()},
         "runs": runs,
         "parallel_sweep": sweep,
         "node": {"name": DEVENV["node"]["name"], "kind": "real (kubelet + containerd)",
